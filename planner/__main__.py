@@ -1,0 +1,5 @@
+"""Run planctl as ``python -m planner``."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,73 @@
+"""The Action protocol: what every built-in or plugin action declares and implements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "SUBPROCESS",
+    "Action",
+    "ActionContext",
+    "ActionResult",
+    "builtin_schema",
+    "plan_schema",
+]
+
+# Capability: the action starts a subprocess, so `env`, `cwd` and `stdin` apply to it and
+# it receives the PLANCTL_* environment variables.
+SUBPROCESS = "subprocess"
+# Capability: the action renders its own templates (shell quotes every templated value).
+RENDERS_ITSELF = "renders-itself"
+
+
+@cache
+def plan_schema() -> Mapping[str, Any]:
+    """The JSON Schema of plans shipped in the package (built-in actions included)."""
+    text = resources.files("planner").joinpath("schemas/plan.schema.json").read_text("utf-8")
+    schema: Mapping[str, Any] = json.loads(text)
+    return schema
+
+
+def builtin_schema(name: str) -> Mapping[str, Any]:
+    """The argument schema of a built-in action, as written in the plan schema."""
+    schema: Mapping[str, Any] = plan_schema()["$defs"][f"action.{name}"]
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """Everything an action may use besides its arguments."""
+
+    run_id: str
+    command_id: str
+    execution_reason: str
+    idempotency_key: str
+    cwd: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What an action returns; ``data`` is exposed to templates as ``result``."""
+
+    ok: bool
+    data: Mapping[str, Any]
+    error: str | None = None
+
+
+@runtime_checkable
+class Action(Protocol):
+    """An action: a name, an argument schema, capabilities, and a coroutine that runs it."""
+
+    name: str
+    schema: Mapping[str, Any]
+    capabilities: frozenset[str]
+
+    async def run(self, args: Any, context: ActionContext) -> ActionResult: ...

@@ -1,0 +1,20 @@
+"""The `command` action."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import SUBPROCESS, ActionContext, ActionResult, builtin_schema
+
+
+class CommandAction:
+    name = "command"
+    schema: Mapping[str, Any] = builtin_schema("command")
+    capabilities: frozenset[str] = frozenset({SUBPROCESS})
+
+    async def run(self, args: Any, context: ActionContext) -> ActionResult:
+        raise NotImplementedError("executing actions arrives with planctl apply")
+
+
+ACTION = CommandAction()

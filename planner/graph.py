@@ -1,0 +1,221 @@
+"""Compiles a plan into its frozen step DAG: loops expanded, parents split into run and end.
+
+A command instance has a *run* step (its ``run``, if any); a parent also has an *end*
+step, and its children sit between the two. ``needs`` joins the last step of the needed
+command (its end, for a parent) to the run step of the command that needs it. Edges point
+from what must finish first to what waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .errors import Diagnostic, Path
+from .model import CommandSpec, Plan
+from .templates import TemplateError, render_value
+
+__all__ = ["CommandInstance", "PlanGraph", "Step", "compile_graph", "END", "RUN"]
+
+RUN = "run"
+END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInstance:
+    """One command after loop expansion, e.g. ``clone[disk0]``."""
+
+    id: str
+    spec: CommandSpec
+    parent: str | None
+    loop: Mapping[str, Any]  # loop variables in scope: its own and its ancestors'
+    scope: Mapping[str, str]  # looped spec id -> loop key, for itself and its ancestors
+    children: tuple[str, ...] = ()
+    order: int = 0
+
+    @property
+    def first_step(self) -> str:
+        return self.id
+
+    @property
+    def last_step(self) -> str:
+        return f"{self.id}:end" if self.children else self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A node of the DAG: the run or the end of a command instance."""
+
+    key: str
+    command: str  # instance id
+    kind: str  # RUN or END
+    order: int
+
+
+@dataclass(frozen=True)
+class PlanGraph:
+    """The frozen DAG of a plan and the instances and steps its nodes stand for."""
+
+    graph: Any  # a frozen networkx.DiGraph of step keys
+    steps: Mapping[str, Step]
+    instances: Mapping[str, CommandInstance]
+    by_spec: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def roots(self) -> Iterator[CommandInstance]:
+        return (i for i in self.instances.values() if i.parent is None)
+
+
+def _loop_key(item: Any, index: int) -> str:
+    if isinstance(item, str | int | float) and not isinstance(item, bool):
+        return str(item)
+    if isinstance(item, dict):
+        for name in ("id", "name", "key"):
+            if isinstance(item.get(name), str | int):
+                return str(item[name])
+    return str(index)
+
+
+class _Compiler:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.problems: list[Diagnostic] = []
+        self.instances: dict[str, CommandInstance] = {}
+        self.by_spec: dict[str, list[str]] = {}
+        self.context_base: dict[str, Any] = {**plan.vars, "env": dict(os.environ)}
+        self.order = 0
+
+    def expand(
+        self, spec: CommandSpec, parent: CommandInstance | None, loop: dict[str, Any],
+        scope: dict[str, str], suffix: str,
+    ) -> list[CommandInstance]:
+        if spec.for_each is None:
+            return [self.instance(spec, parent, loop, scope, suffix)]
+        try:
+            items = render_value(spec.for_each, {**self.context_base, **loop})
+        except TemplateError as exc:
+            self.problems.append(Diagnostic((*spec.path, "for_each"), f"cannot expand: {exc}"))
+            return []
+        if isinstance(items, dict):
+            items = [{"key": k, "value": v} for k, v in items.items()]
+        if not isinstance(items, list | tuple):
+            self.problems.append(Diagnostic(
+                (*spec.path, "for_each"), f"for_each must give a list, got {type(items).__name__}"
+            ))
+            return []
+        out: list[CommandInstance] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            key = _loop_key(item, index)
+            if key in seen or "[" in key or "]" in key:
+                why = "repeats" if key in seen else "contains a bracket"
+                self.problems.append(Diagnostic(
+                    (*spec.path, "for_each"), f"loop key {key!r} {why}",
+                    hint="loop keys name instances (`id[key]`) and must be unique",
+                ))
+                continue
+            seen.add(key)
+            out.append(self.instance(
+                spec, parent, {**loop, spec.loop_var: item}, {**scope, spec.id: key},
+                f"{suffix}[{key}]",
+            ))
+        return out
+
+    def instance(
+        self, spec: CommandSpec, parent: CommandInstance | None, loop: dict[str, Any],
+        scope: dict[str, str], suffix: str,
+    ) -> CommandInstance:
+        iid = spec.id + suffix
+        order = self.order
+        self.order += 1
+        children: list[str] = []
+        # Children of a looped command carry the parent's keys: clone[vm1][disk0].
+        child_suffix = suffix
+        placeholder = CommandInstance(iid, spec, parent.id if parent else None, loop, scope,
+                                      order=order)
+        for child in spec.children:
+            children.extend(c.id for c in self.expand(child, placeholder, loop, scope,
+                                                      child_suffix))
+        made = CommandInstance(iid, spec, placeholder.parent, loop, scope, tuple(children), order)
+        self.instances[iid] = made
+        self.by_spec.setdefault(spec.id, []).append(iid)
+        return made
+
+    def targets(self, source: CommandInstance, target_spec: str) -> list[CommandInstance]:
+        """Instances of ``target_spec`` that ``source`` waits for (same enclosing loop keys)."""
+        found = [self.instances[i] for i in self.by_spec.get(target_spec, ())]
+        if not source.scope:
+            return found
+        return [
+            t for t in found
+            if all(t.scope.get(s, k) == k for s, k in source.scope.items() if s in t.scope)
+        ]
+
+
+def compile_graph(plan: Plan) -> tuple[PlanGraph, list[Diagnostic]]:
+    """Expand loops and build the frozen step DAG; diagnostics for cycles and bad loops."""
+    compiler = _Compiler(plan)
+    for spec in plan.commands:
+        compiler.expand(spec, None, {}, {}, "")
+    instances = dict(sorted(compiler.instances.items(), key=lambda kv: kv[1].order))
+    graph = nx.DiGraph()
+    steps: dict[str, Step] = {}
+    needs_at: dict[tuple[str, str], Path] = {}
+    order = 0
+
+    def add_steps(instance: CommandInstance) -> None:
+        nonlocal order
+        steps[instance.id] = Step(instance.id, instance.id, RUN, order)
+        order += 1
+        for child_id in instance.children:
+            add_steps(instances[child_id])
+        if instance.children:
+            steps[instance.last_step] = Step(instance.last_step, instance.id, END, order)
+            order += 1
+
+    for instance in instances.values():
+        if instance.parent is None:
+            add_steps(instance)
+    graph.add_nodes_from(steps)
+    for instance in instances.values():
+        for child_id in instance.children:
+            child = instances[child_id]
+            graph.add_edge(instance.first_step, child.first_step)
+            graph.add_edge(child.last_step, instance.last_step)
+        spec = instance.spec
+        for index, need in enumerate(spec.needs):
+            for target in compiler.targets(instance, need):
+                edge = (target.last_step, instance.first_step)
+                graph.add_edge(*edge)
+                # A lone `needs: x` has no index; locating falls back to `needs` itself.
+                needs_at.setdefault(edge, (*spec.path, "needs", index))
+    problems = compiler.problems
+    if not nx.is_directed_acyclic_graph(graph):
+        problems.append(_cycle(graph, steps, needs_at))
+    frozen = nx.freeze(graph)
+    by_spec = {k: tuple(v) for k, v in compiler.by_spec.items()}
+    return PlanGraph(frozen, steps, instances, by_spec), problems
+
+
+def _cycle(graph: Any, steps: Mapping[str, Step], needs_at: Mapping[tuple[str, str], Path]
+           ) -> Diagnostic:
+    edges = nx.find_cycle(graph)
+    names: list[str] = []
+    for u, _v in reversed(edges):
+        command = steps[u].command
+        if not names or names[-1] != command:
+            names.append(command)
+    if len(names) > 1 and names[0] == names[-1]:
+        names.pop()
+    names.append(names[0])
+    where = next((needs_at[(u, v)] for u, v in edges if (u, v) in needs_at), ())
+    return Diagnostic(
+        where, f"dependency cycle: {' → '.join(names)}",
+        hint="each arrow reads 'waits for'; remove one of these needs",
+    )

@@ -1,0 +1,458 @@
+"""Loads a plan file: safe YAML, schema, model, static checks and the compiled DAG, all located."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import actions, schema
+from .errors import Diagnostic, Path, PlanError, Severity, UsageError
+from .graph import PlanGraph, compile_graph
+from .model import (
+    OPERATION_OPTIONS,
+    AsyncSpec,
+    CommandSpec,
+    Operation,
+    Plan,
+    SecretSpec,
+    Settings,
+    parse_duration,
+)
+from .source import Document, read_document
+from .templates import TemplateError, analyze, is_template
+
+__all__ = ["LoadedPlan", "load_plan", "load_text", "parse_var"]
+
+# Names the engine defines in templates; plan vars and secrets may not take them.
+RESERVED = frozenset(
+    {"env", "commands", "result", "outputs", "handle", "poll", "execution_reason", "run_id"}
+)
+_BASE_NAMES = frozenset({"env", "commands", "execution_reason", "run_id"})
+# Where each engine-defined name becomes available, for "not available here" messages.
+_WHERE = {
+    "result": "after the operation ran: in failed_when, outputs, async and inverse",
+    "handle": "once an async task started: in poll, until, cancel, outputs and inverse",
+    "poll": "in async.until and async.failed_when, and in outputs",
+    "outputs": "in inverse",
+}
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A checked plan, its compiled DAG, and the warnings found while checking it."""
+
+    plan: Plan
+    graph: PlanGraph
+    warnings: tuple[Diagnostic, ...] = ()
+    document: Document | None = field(default=None, repr=False, compare=False)
+
+
+def parse_var(assignment: str) -> tuple[str, Any]:
+    """``k=v`` from --var; the value is read as YAML (``n=3`` is a number, ``l=[a,b]`` a list)."""
+    name, sep, raw = assignment.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageError(f"--var {assignment!r}: expected NAME=VALUE")
+    try:
+        value = read_document(raw, "--var").data if raw.strip() else ""
+    except PlanError:
+        value = raw
+    return name, value
+
+
+class _Checker:
+    """Builds the model from schema-valid data and collects every semantic problem."""
+
+    def __init__(self, document: Document, var_names: set[str], secret_names: set[str]):
+        self.document = document
+        data: Mapping[str, Any] = document.data
+        self.defaults: Mapping[str, Any] = data.get("defaults", {})
+        self.problems: list[Diagnostic] = []
+        self.names = frozenset(var_names | secret_names | _BASE_NAMES)
+        self.secret_names = secret_names
+        self.first_seen: dict[str, Path] = {}
+        self.specs: dict[str, CommandSpec] = {}
+        self.refs: list[tuple[str, Any, Path]] = []  # (command id, CommandRef, where)
+        self.duplicates = False
+
+    def error(self, path: Path, message: str, hint: str | None = None, **kw: Any) -> None:
+        self.problems.append(Diagnostic(path, message, hint, **kw))
+
+    def warn(self, path: Path, message: str, hint: str | None = None, **kw: Any) -> None:
+        self.problems.append(Diagnostic(path, message, hint, Severity.WARNING, **kw))
+
+    # -- templates -----------------------------------------------------------------------
+
+    def template(self, value: Any, path: Path, allowed: frozenset[str], owner: str) -> None:
+        """Check every template inside ``value`` (strings, lists, mappings)."""
+        if isinstance(value, str):
+            if is_template(value):
+                self._one_template(value, path, allowed, owner)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.template(item, (*path, index), allowed, owner)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.template(item, (*path, key), allowed, owner)
+
+    def _one_template(self, source: str, path: Path, allowed: frozenset[str], owner: str) -> None:
+        try:
+            info = analyze(source)
+        except TemplateError as exc:
+            where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
+            self.error(path, f"template syntax: {exc}{where}")
+            return
+        for name in sorted(info.names - allowed):
+            if name in _WHERE:
+                self.error(path, f"`{name}` is not available here",
+                           hint=f"it exists {_WHERE[name]}")
+            else:
+                hint = schema.did_you_mean(name, allowed - _BASE_NAMES)
+                self.error(path, f"undefined name `{name}`",
+                           hint=hint or "declare it under `vars:` or `secrets:`")
+        if "commands" in info.names:
+            for ref in info.command_refs:
+                self.refs.append((owner, ref, path))
+
+    # -- operations ----------------------------------------------------------------------
+
+    def operation(
+        self, raw: Mapping[str, Any], path: Path, role: str, allowed: frozenset[str], owner: str
+    ) -> Operation | None:
+        action_keys = [k for k in raw if k not in OPERATION_OPTIONS]
+        if not action_keys:
+            self.error(path, "no action given",
+                       hint=f"add one of: {', '.join(actions.names())}")
+            return None
+        if len(action_keys) > 1:
+            known = [k for k in action_keys if actions.get(k) is not None]
+            if len(known) > 1:
+                self.error(path, f"one action per operation, found {', '.join(known)}",
+                           hint="split it into commands joined by `needs`")
+                return None
+        name = next((k for k in action_keys if actions.get(k) is not None), None)
+        for key in action_keys:
+            if key != name:
+                choices = [*actions.names(), *OPERATION_OPTIONS]
+                self.error((*path, key), f"unknown action or option `{key}`",
+                           hint=schema.did_you_mean(key, choices), at_key=True)
+        if name is None:
+            return None
+        action = actions.get(name)
+        assert action is not None
+        if name not in actions.BUILTIN:  # built-ins were checked with the plan schema
+            self.problems.extend(schema.validate_value(raw[name], action.schema, (*path, name)))
+        subprocess = actions.SUBPROCESS in action.capabilities
+        for option in ("env", "cwd", "stdin"):
+            if option in raw and not subprocess:
+                self.error((*path, option), f"`{option}` does not apply to the `{name}` action",
+                           at_key=True)
+        if "async" in raw and role in ("exists", "poll", "cancel"):
+            self.error((*path, "async"), f"`{role}` cannot be async; it must answer at once",
+                       at_key=True)
+        merged = {**self.defaults, **raw}
+        env = {**self.defaults.get("env", {}), **raw.get("env", {})} if subprocess else {}
+        after = allowed | {"result"}
+        self.template(raw[name], (*path, name), allowed, owner)
+        for option in ("cwd", "stdin"):
+            if option in raw:
+                self.template(raw[option], (*path, option), allowed, owner)
+        if "env" in raw:
+            self.template(raw["env"], (*path, "env"), allowed, owner)
+        if isinstance(raw.get("failed_when"), str):
+            self.template(raw["failed_when"], (*path, "failed_when"), after, owner)
+        async_spec = None
+        if "async" in raw and role in ("run", "inverse"):
+            async_spec = self.async_spec(raw["async"], (*path, "async"), after, owner)
+        return Operation(
+            action=name,
+            args=raw[name],
+            path=path,
+            async_=async_spec,
+            timeout=parse_duration(merged["timeout"]) if "timeout" in merged else None,
+            retries=merged.get("retries", 0),
+            delay=parse_duration(merged.get("delay", 1.0)),
+            backoff=float(merged.get("backoff", 2.0)),
+            failed_when=raw.get("failed_when"),
+            env={k: v if isinstance(v, str) else _scalar_text(v) for k, v in env.items()},
+            cwd=merged.get("cwd") if subprocess else None,
+            stdin=raw.get("stdin"),
+        )
+
+    def async_spec(
+        self, raw: Mapping[str, Any], path: Path, allowed: frozenset[str], owner: str
+    ) -> AsyncSpec | None:
+        self.template(raw["handle"], (*path, "handle"), allowed, owner)
+        with_handle = allowed | {"handle"}
+        poll = self.operation(raw["poll"], (*path, "poll"), "poll", with_handle, owner)
+        cancel = None
+        if "cancel" in raw:
+            cancel = self.operation(raw["cancel"], (*path, "cancel"), "cancel", with_handle, owner)
+        for key in ("until", "failed_when"):
+            if isinstance(raw.get(key), str):
+                self.template(raw[key], (*path, key), with_handle | {"poll"}, owner)
+        if poll is None:
+            return None
+        return AsyncSpec(
+            handle=raw["handle"],
+            poll=poll,
+            until=raw["until"],
+            failed_when=raw.get("failed_when"),
+            interval=parse_duration(raw.get("interval", 1.0)),
+            max_interval=parse_duration(raw.get("max_interval", 30.0)),
+            backoff=float(raw.get("backoff", 1.5)),
+            timeout=parse_duration(raw.get("timeout", 3600.0)),
+            cancel=cancel,
+        )
+
+    # -- commands ------------------------------------------------------------------------
+
+    def commands(
+        self, raws: list[Mapping[str, Any]], path: Path, parent: str | None,
+        loop_names: frozenset[str],
+    ) -> tuple[CommandSpec, ...]:
+        return tuple(
+            spec
+            for index, raw in enumerate(raws)
+            if (spec := self.command(raw, (*path, index), parent, loop_names)) is not None
+        )
+
+    def command(
+        self, raw: Mapping[str, Any], path: Path, parent: str | None, outer: frozenset[str]
+    ) -> CommandSpec | None:
+        cid: str = raw["id"]
+        if cid in self.first_seen:
+            line, _ = self.document.position((*self.first_seen[cid], "id"))
+            self.duplicates = True
+            self.error((*path, "id"), f"duplicate command id `{cid}`",
+                       hint=f"first used on line {line}; ids are unique in the whole plan")
+        else:
+            self.first_seen[cid] = path
+        loop_var = raw.get("as", "item")
+        loop_names = outer
+        if "for_each" in raw:
+            if loop_var in RESERVED:
+                self.error((*path, "as"), f"`{loop_var}` is a reserved name")
+            self.template(raw["for_each"], (*path, "for_each"),
+                          (self.names - _BASE_NAMES - self.secret_names) | {"env"} | outer, cid)
+            loop_names = outer | {loop_var}
+        elif "as" in raw:
+            self.error((*path, "as"), "`as` names the loop variable of `for_each`, which is "
+                       "missing", at_key=True)
+        base = self.names | loop_names
+        for key in ("name", "entity", "when"):
+            if isinstance(raw.get(key), str):
+                self.template(raw[key], (*path, key), base, cid)
+        ops: dict[str, Operation | None] = {}
+        for role, allowed in (("exists", base), ("run", base),
+                              ("inverse", base | {"result", "outputs", "handle"})):
+            if role in raw:
+                ops[role] = self.operation(raw[role], (*path, role), role, allowed, cid)
+        outputs = raw.get("outputs", {})
+        self.template(outputs, (*path, "outputs"), base | {"result", "handle", "poll"}, cid)
+        self._shape_checks(raw, path)
+        children = self.commands(raw.get("children", []), (*path, "children"), cid, loop_names)
+        needs = raw.get("needs", ())
+        spec = CommandSpec(
+            id=cid,
+            path=path,
+            parent=parent,
+            name=raw.get("name"),
+            description=raw.get("description"),
+            entity=raw.get("entity"),
+            needs=(needs,) if isinstance(needs, str) else tuple(needs),
+            for_each=raw.get("for_each"),
+            loop_var=loop_var,
+            when=raw.get("when"),
+            exists=ops.get("exists"),
+            run=ops.get("run"),
+            inverse=ops.get("inverse"),
+            irreversible=raw.get("irreversible", False),
+            changes=raw.get("changes", True),
+            outputs=outputs,
+            children=children,
+        )
+        self.specs.setdefault(cid, spec)
+        return spec
+
+    def _shape_checks(self, raw: Mapping[str, Any], path: Path) -> None:
+        has_run, has_inverse = "run" in raw, "inverse" in raw
+        if has_inverse and not has_run:
+            self.error((*path, "inverse"), "`inverse` without `run`: there is nothing to undo",
+                       at_key=True)
+        if has_inverse and raw.get("irreversible"):
+            self.error((*path, "irreversible"), "a command with an `inverse` is not irreversible",
+                       hint="remove one of them", at_key=True)
+        if has_inverse and raw.get("changes") is False:
+            self.error((*path, "changes"), "`changes: false` contradicts the `inverse`",
+                       at_key=True)
+        if "exists" in raw and not has_run:
+            self.warn((*path, "exists"), "`exists` without `run` is never asked", at_key=True)
+        if has_run and not has_inverse and not raw.get("irreversible") \
+                and raw.get("changes", True):
+            self.warn((*path, "run"), f"command `{raw['id']}` changes something but has no "
+                      "`inverse`; a rollback would leave it behind",
+                      hint="add `inverse:`, or `irreversible: true`, or `changes: false` "
+                      "if it only reads", at_key=True)
+
+    # -- cross references ----------------------------------------------------------------
+
+    def ancestors(self, cid: str) -> list[str]:
+        out = []
+        parent = self.specs[cid].parent
+        while parent is not None:
+            out.append(parent)
+            parent = self.specs[parent].parent
+        return out
+
+    def descendants(self, cid: str) -> Iterable[str]:
+        stack = list(self.specs[cid].children)
+        while stack:
+            child = stack.pop()
+            yield child.id
+            stack.extend(child.children)
+
+    def check_needs(self) -> None:
+        for cid, spec in self.specs.items():
+            for index, target in enumerate(spec.needs):
+                where: Path = (*spec.path, "needs", index)
+                if target not in self.specs:
+                    self.error(where, f"unknown command `{target}`",
+                               hint=schema.did_you_mean(target, self.specs))
+                elif target == cid:
+                    self.error(where, f"`{cid}` cannot need itself")
+                elif target in self.ancestors(cid):
+                    self.error(where, f"`{target}` is an ancestor of `{cid}`",
+                               hint="a child always runs after its parent's run and before "
+                               "its end; drop this need")
+                elif target in set(self.descendants(cid)):
+                    self.error(where, f"`{target}` is a descendant of `{cid}`",
+                               hint="a parent ends after all its children; drop this need")
+
+    def upstream(self, cid: str, target: str) -> bool:
+        """Whether ``target`` has ended (or, for an ancestor, run) before ``cid`` starts."""
+        seen: set[str] = set()
+        stack = [cid]
+        while stack:
+            current = stack.pop()
+            if current in seen or current not in self.specs:
+                continue
+            seen.add(current)
+            spec = self.specs[current]
+            waits = list(spec.needs)
+            if spec.parent is not None:
+                waits.append(spec.parent)
+            if target in waits:
+                return True
+            for need in spec.needs:
+                if need in self.specs and target in set(self.descendants(need)):
+                    return True
+            stack.extend(waits)
+        return False
+
+    def check_refs(self) -> None:
+        for owner, ref, path in self.refs:
+            if ref.id not in self.specs:
+                self.error(path, f"`commands.{ref.id}`: unknown command",
+                           hint=schema.did_you_mean(ref.id, self.specs))
+                continue
+            if ref.attr not in (None, "outputs", "status"):
+                self.error(path, f"`commands.{ref.id}.{ref.attr}`: a command has `outputs` "
+                           "and `status`", hint=schema.did_you_mean(ref.attr or "",
+                                                                    ["outputs", "status"]))
+                continue
+            target = self.specs[ref.id]
+            if ref.attr == "outputs" and ref.key is not None and target.for_each is None \
+                    and ref.key not in target.outputs:
+                declared = ", ".join(target.outputs) or "none"
+                self.error(path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` declares "
+                           f"no output `{ref.key}` (declared: {declared})",
+                           hint=schema.did_you_mean(ref.key, target.outputs))
+                continue
+            if ref.id != owner and not self.upstream(owner, ref.id):
+                self.error(path, f"`commands.{ref.id}` is read before `{ref.id}` has run",
+                           hint=f"add `{ref.id}` to the needs of `{owner}`")
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _override_vars(
+    declared: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    unknown = [k for k in overrides if k not in declared]
+    if unknown:
+        name = unknown[0]
+        hint = schema.did_you_mean(name, declared)
+        raise UsageError(
+            f"--var {name}: the plan declares no variable `{name}`"
+            + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
+        )
+    return {**declared, **overrides}
+
+
+def load_text(
+    text: bytes | str, file: str, *, variables: Mapping[str, Any] | None = None
+) -> LoadedPlan:
+    """Load a plan from text; ``file`` names it in diagnostics and anchors relative paths."""
+    document = read_document(text, file)
+    data = document.data
+    problems = schema.check(data)
+    if problems:
+        raise PlanError([document.locate(d) for d in problems])
+    plan_vars = _override_vars(data.get("vars", {}), variables or {})
+    secrets = {
+        name: SecretSpec(name, s.get("env"), s.get("file"), s.get("optional", False))
+        for name, s in data.get("secrets", {}).items()
+    }
+    checker = _Checker(document, set(plan_vars), set(secrets))
+    for name in sorted(RESERVED & (set(plan_vars) | set(secrets))):
+        section = "vars" if name in plan_vars else "secrets"
+        checker.error((section, name), f"`{name}` is a reserved name", at_key=True)
+    for name in sorted(set(plan_vars) & set(secrets)):
+        checker.error(("secrets", name), f"`{name}` is both a var and a secret", at_key=True)
+    commands = checker.commands(data["commands"], ("commands",), None, frozenset())
+    checker.check_needs()
+    checker.check_refs()
+    settings_raw = data.get("settings", {})
+    plan = Plan(
+        name=data["name"],
+        file=file,
+        base_dir=os.path.dirname(os.path.abspath(file)),
+        commands=commands,
+        vars=plan_vars,
+        secrets=secrets,
+        settings=Settings(
+            max_parallel=settings_raw.get("max_parallel", 16),
+            on_failure=settings_raw.get("on_failure", "rollback"),
+            lock_timeout=parse_duration(settings_raw.get("lock_timeout", 0)),
+        ),
+        description=data.get("description"),
+        source=data,
+    )
+    problems = checker.problems
+    if not checker.duplicates:  # instances are keyed by id: duplicates would merge them
+        graph, graph_problems = compile_graph(plan)
+        problems = [*problems, *graph_problems]
+    if checker.duplicates or any(d.severity is Severity.ERROR for d in problems):
+        raise PlanError([document.locate(d) for d in problems])
+    warnings = tuple(document.locate(d) for d in checker.problems)
+    return LoadedPlan(plan, graph, warnings, document)
+
+
+def load_plan(
+    path: str | os.PathLike[str], *, variables: Mapping[str, Any] | None = None
+) -> LoadedPlan:
+    """Read and check the plan at ``path``; raise PlanError with every problem, located."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise PlanError([Diagnostic((), f"cannot read plan: {exc.strerror}", file=file)]) from None
+    return load_text(text, file, variables=variables)

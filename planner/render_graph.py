@@ -1,0 +1,100 @@
+"""Writes a compiled plan graph as Mermaid, Graphviz dot or JSON; parents become clusters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from .graph import END, PlanGraph
+
+__all__ = ["FORMATS", "render_graph"]
+
+FORMATS = ("mermaid", "dot", "json")
+
+
+def _node_ids(graph: PlanGraph) -> dict[str, str]:
+    return {key: f"s{step.order}" for key, step in graph.steps.items()}
+
+
+def _mermaid(graph: PlanGraph) -> Iterator[str]:
+    ids = _node_ids(graph)
+    yield "flowchart TD"
+
+    def block(iid: str, depth: int) -> Iterator[str]:
+        instance = graph.instances[iid]
+        pad = "    " * depth
+        if not instance.children:
+            yield f'{pad}{ids[iid]}["{_escape(iid)}"]'
+            return
+        yield f'{pad}subgraph c{instance.order}["{_escape(iid)}"]'
+        yield f'{pad}    {ids[iid]}(["{_escape(iid)}"])'
+        for child in instance.children:
+            yield from block(child, depth + 1)
+        yield f'{pad}    {ids[instance.last_step]}(["end {_escape(iid)}"])'
+        yield f"{pad}end"
+
+    for root in graph.roots():
+        yield from block(root.id, 1)
+    for u, v in sorted(graph.graph.edges, key=lambda e: (graph.steps[e[0]].order,
+                                                         graph.steps[e[1]].order)):
+        yield f"    {ids[u]} --> {ids[v]}"
+
+
+def _escape(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _dot(graph: PlanGraph) -> Iterator[str]:
+    ids = _node_ids(graph)
+    yield "digraph plan {"
+    yield "    rankdir=TB;"
+    yield '    node [shape=box, fontname="Helvetica"];'
+
+    def block(iid: str, depth: int) -> Iterator[str]:
+        instance = graph.instances[iid]
+        pad = "    " * depth
+        if not instance.children:
+            yield f"{pad}{ids[iid]} [label={json.dumps(iid)}];"
+            return
+        yield f"{pad}subgraph cluster_{instance.order} {{"
+        yield f"{pad}    label={json.dumps(iid)};"
+        yield f"{pad}    {ids[iid]} [label={json.dumps(iid)}, shape=oval];"
+        for child in instance.children:
+            yield from block(child, depth + 1)
+        yield f"{pad}    {ids[instance.last_step]} [label={json.dumps('end ' + iid)}, shape=oval];"
+        yield f"{pad}}}"
+
+    for root in graph.roots():
+        yield from block(root.id, 1)
+    for u, v in sorted(graph.graph.edges, key=lambda e: (graph.steps[e[0]].order,
+                                                         graph.steps[e[1]].order)):
+        yield f"    {ids[u]} -> {ids[v]};"
+    yield "}"
+
+
+def _json(graph: PlanGraph) -> Iterator[str]:
+    document = {
+        "version": 1,
+        "commands": [
+            {
+                "id": i.id,
+                "spec": i.spec.id,
+                "parent": i.parent,
+                "children": list(i.children),
+                "entity": i.spec.entity,
+            }
+            for i in graph.instances.values()
+        ],
+        "steps": [
+            {"key": s.key, "command": s.command, "kind": s.kind} for s in graph.steps.values()
+        ],
+        "edges": sorted([list(e) for e in graph.graph.edges],
+                        key=lambda e: (graph.steps[e[0]].order, graph.steps[e[1]].order)),
+    }
+    yield json.dumps(document, indent=2)
+
+
+def render_graph(graph: PlanGraph, fmt: str) -> str:
+    """The graph in ``fmt`` (one of FORMATS), ending with a newline."""
+    writers = {"mermaid": _mermaid, "dot": _dot, "json": _json}
+    return "\n".join(writers[fmt](graph)) + "\n"

@@ -1,0 +1,173 @@
+"""Checks plan data against the JSON Schema and turns violations into friendly diagnostics."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from .actions import plan_schema
+from .errors import Diagnostic, Path
+
+__all__ = ["check", "did_you_mean", "full_schema", "validate_value"]
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """``did you mean `inverse`?`` for a near miss, else None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})" if len(value) < 40 else "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _expected(types: str | list[str]) -> str:
+    names = [_TYPE_NAMES.get(t, t) for t in ([types] if isinstance(types, str) else types)]
+    return " or ".join(names)
+
+
+def _describe(error: ValidationError) -> Iterator[Diagnostic]:
+    path: Path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    validator, value = error.validator, error.validator_value
+    if validator == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed] if allowed else []
+        for key in extra or [None]:
+            if key is None:
+                yield Diagnostic(path, error.message)
+                continue
+            yield Diagnostic(
+                (*path, key),
+                f"unknown key `{key}`",
+                hint=did_you_mean(key, allowed) or f"allowed: {', '.join(allowed)}",
+                at_key=True,
+            )
+    elif validator == "required":
+        missing = [k for k in value if k not in error.instance]
+        for key in missing:
+            yield Diagnostic(path, f"missing required key `{key}`")
+    elif validator == "type":
+        yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(error.instance)}")
+    elif validator == "enum":
+        options = ", ".join(str(v) for v in value)
+        hint = did_you_mean(str(error.instance), [str(v) for v in value])
+        yield Diagnostic(path, f"{error.instance!r} is not one of: {options}", hint=hint)
+    elif validator == "pattern" or validator in ("oneOf", "anyOf"):
+        what = schema.get("description")
+        if validator != "pattern" and what is None:
+            best = jsonschema.exceptions.best_match(error.context or [])
+            if best is not None and best is not error:
+                yield from _describe(best)
+                return
+        text = f"{error.instance!r} is not valid" if not isinstance(error.instance, dict | list) \
+            else "not valid"
+        yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message)
+    elif validator == "propertyNames":
+        yield Diagnostic(path, f"invalid name {error.instance!r}: {error.message}")
+    elif validator == "minItems" and value == 1:
+        yield Diagnostic(path, "must not be empty")
+    elif validator == "minProperties":
+        yield Diagnostic(path, "must not be empty")
+    elif validator == "uniqueItems":
+        yield Diagnostic(path, "has duplicate entries")
+    elif validator == "not" and path and isinstance(error.instance, dict):
+        yield Diagnostic(path, "give either `json` or `body`, not both")
+    else:
+        yield Diagnostic(path, error.message)
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+# id(schema) -> (schema, fast validator or None, reference validator); schemas live as
+# long as the process (the plan schema and plugin schemas), so ids are not reused.
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], Any, jsonschema.Draft202012Validator]] = {}
+
+
+def _validators(schema: Mapping[str, Any]) -> tuple[Any, jsonschema.Draft202012Validator]:
+    entry = _VALIDATORS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        try:
+            import jsonschema_rs
+
+            fast: Any = jsonschema_rs.Draft202012Validator(schema)
+        except ImportError:  # pragma: no cover - wheel missing on an exotic platform
+            fast = None
+        entry = (schema, fast, jsonschema.Draft202012Validator(schema))
+        _VALIDATORS[id(schema)] = entry
+    return entry[1], entry[2]
+
+
+def validate_value(
+    value: Any, schema: Mapping[str, Any], base: Path = ()
+) -> list[Diagnostic]:
+    """All schema violations of ``value``, as diagnostics at paths below ``base``."""
+    fast, validator = _validators(schema)
+    if fast is not None:
+        try:
+            if fast.is_valid(value):
+                return []
+        except Exception:  # noqa: BLE001 - fall through to the reference validator
+            pass
+    out: list[Diagnostic] = []
+    for error in validator.iter_errors(value):
+        for diagnostic in _describe(error):
+            out.append(
+                Diagnostic(
+                    (*base, *diagnostic.path),
+                    diagnostic.message,
+                    diagnostic.hint,
+                    at_key=diagnostic.at_key,
+                )
+            )
+    return out
+
+
+def check(data: Any) -> list[Diagnostic]:
+    """Every violation of the plan schema in ``data`` (empty when it conforms)."""
+    return validate_value(data, plan_schema())
+
+
+def full_schema() -> dict[str, Any]:
+    """The plan schema with the plugin actions' argument schemas added, for editors."""
+    from . import actions
+
+    schema = dict(plan_schema())
+    defs = dict(schema["$defs"])
+    operation = dict(defs["operation"])
+    properties = dict(operation["properties"])
+    for name, action in actions.plugins().items():
+        defs[f"action.{name}"] = dict(action.schema)
+        properties[name] = {"$ref": f"#/$defs/action.{name}"}
+    operation["properties"] = properties
+    defs["operation"] = operation
+    schema["$defs"] = defs
+    return schema

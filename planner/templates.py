@@ -1,0 +1,221 @@
+"""Jinja2 templates of plans: a sandboxed environment, static analysis and rendering.
+
+Templates are analysed once per distinct source text (plans repeat the same few
+templates thousands of times) and the simple ``{{ dotted.name }}`` form, by far the most
+common, is analysed and rendered without Jinja's compiler at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = [
+    "CommandRef",
+    "TemplateError",
+    "TemplateInfo",
+    "analyze",
+    "is_template",
+    "render",
+    "render_value",
+]
+
+_SIMPLE = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+
+class TemplateError(Exception):
+    """A template failed to parse or render; ``lineno`` is within the template (1-based)."""
+
+    def __init__(self, message: str, lineno: int | None = None) -> None:
+        super().__init__(message)
+        self.lineno = lineno
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRef:
+    """A reference ``commands.<id>[.<attr>[.<key>]]`` found in a template."""
+
+    id: str
+    attr: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """What a template reads: free names and ``commands.*`` references."""
+
+    names: frozenset[str]
+    command_refs: tuple[CommandRef, ...]
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value or "{#" in value
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on", "y"}
+    return bool(value)
+
+
+def _from_json(value: str) -> Any:
+    return json.loads(value)
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _quote_output(value: Any) -> str:
+    return shlex.quote(value if isinstance(value, str) else str(value))
+
+
+@cache
+def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
+    """The shared sandbox; with ``shell`` every ``{{ }}`` output is shell-quoted."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_quote_output if shell else None,
+    )
+    env.filters.update(
+        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=shlex.quote
+    )
+    return env
+
+
+def _chain(node: nodes.Node) -> list[str] | None:
+    """``commands.a.outputs.b`` → ['a', 'outputs', 'b']; None when not rooted at commands."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            parts.append(str(node.arg.value))
+        elif isinstance(node, nodes.Getitem):
+            parts.clear()  # dynamic key: only what precedes it is known
+        elif isinstance(node, nodes.Name):
+            return parts[::-1] if node.name == "commands" else None
+        else:
+            return None
+        node = node.node
+
+
+def _refs(chains: set[tuple[str, ...]]) -> tuple[CommandRef, ...]:
+    longest = {c for c in chains if not any(o != c and o[: len(c)] == c for o in chains)}
+    return tuple(
+        CommandRef(c[0], c[1] if len(c) > 1 else None, c[2] if len(c) > 2 else None)
+        for c in sorted(longest)
+        if c
+    )
+
+
+@lru_cache(maxsize=65536)
+def analyze(source: str) -> TemplateInfo:
+    """Free names and command references of a template; raises TemplateError if it won't parse."""
+    if "{%" not in source and "{#" not in source:
+        found = _SIMPLE.findall(source)
+        if found and source.count("{{") == len(found):
+            dotted = [f.split(".") for f in found]
+            return TemplateInfo(
+                frozenset(d[0] for d in dotted),
+                _refs({tuple(d[1:4]) for d in dotted if d[0] == "commands"}),
+            )
+    env = environment()
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    names = frozenset(meta.find_undeclared_variables(tree)) - env.globals.keys()
+    chains: set[tuple[str, ...]] = set()
+    if "commands" in names:
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            chain = _chain(node)
+            if chain is not None:
+                chains.add(tuple(chain[:3]))
+    return TemplateInfo(names, _refs(chains))
+
+
+def _lookup(context: Mapping[str, Any], dotted: str) -> Any:
+    head, *rest = dotted.split(".")
+    if head not in context:
+        raise TemplateError(f"'{head}' is undefined")
+    value = context[head]
+    for part in rest:
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        else:
+            raise TemplateError(f"'{dotted}' is undefined (no '{part}')")
+    return value
+
+
+@lru_cache(maxsize=65536)
+def _compiled(source: str, shell: bool) -> Any:
+    return environment(shell).from_string(source)
+
+
+@lru_cache(maxsize=65536)
+def _expression(expr: str) -> Any:
+    return environment().compile_expression(expr, undefined_to_none=False)
+
+
+def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> str:
+    """Render a template to text; plain strings come back unchanged."""
+    if not is_template(source):
+        return source
+    if not shell and "{%" not in source and "{#" not in source:
+        found = _SIMPLE.findall(source)
+        if found and source.count("{{") == len(found):
+            return _SIMPLE.sub(lambda m: _text(_lookup(context, m.group(1))), source)
+    try:
+        return str(_compiled(source, shell).render(context))
+    except TemplateSyntaxError as exc:
+        raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+        raise TemplateError(str(exc)) from None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def render_value(source: Any, context: Mapping[str, Any]) -> Any:
+    """Render keeping native types: ``"{{ disks }}"`` gives the list itself.
+
+    A string that is exactly one ``{{ expression }}`` yields the expression's value;
+    other strings render to text; lists and mappings are rendered item by item.
+    """
+    if isinstance(source, str):
+        if not is_template(source):
+            return source
+        single = _SINGLE.match(source)
+        if single and "{{" not in single["expr"] and "}}" not in single["expr"]:
+            expr = single["expr"].strip()
+            if _SIMPLE.fullmatch("{{" + expr + "}}"):
+                return _lookup(context, expr)
+            try:
+                value = _expression(expr)(**context)
+                if isinstance(value, Undefined):
+                    value._fail_with_undefined_error()
+                return value
+            except TemplateSyntaxError as exc:
+                raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+                raise TemplateError(str(exc)) from None
+        return render(source, context)
+    if isinstance(source, list):
+        return [render_value(item, context) for item in source]
+    if isinstance(source, dict):
+        return {key: render_value(value, context) for key, value in source.items()}
+    return source
