@@ -76,6 +76,7 @@ class _Checker:
         self.specs: dict[str, CommandSpec] = {}
         self.refs: list[tuple[str, Any, Path]] = []  # (command id, CommandRef, where)
         self.duplicates = False
+        self.bad_needs = False  # a need on itself, an ancestor or a descendant
 
     def error(self, path: Path, message: str, hint: str | None = None, **kw: Any) -> None:
         self.problems.append(Diagnostic(path, message, hint, **kw))
@@ -124,13 +125,14 @@ class _Checker:
         action_keys = [k for k in raw if k not in OPERATION_OPTIONS]
         if not action_keys:
             self.error(path, "no action given",
-                       hint=f"add one of: {', '.join(actions.names())}")
+                       hint=f"add one of: {', '.join(actions.names())}", at_key=True)
             return None
         if len(action_keys) > 1:
             known = [k for k in action_keys if actions.get(k) is not None]
             if len(known) > 1:
-                self.error(path, f"one action per operation, found {', '.join(known)}",
-                           hint="split it into commands joined by `needs`")
+                self.error((*path, known[1]),
+                           f"one action per operation, found {', '.join(known)}",
+                           hint="split it into commands joined by `needs`", at_key=True)
                 return None
         name = next((k for k in action_keys if actions.get(k) is not None), None)
         for key in action_keys:
@@ -172,7 +174,8 @@ class _Checker:
             path=path,
             async_=async_spec,
             timeout=parse_duration(merged["timeout"]) if "timeout" in merged else None,
-            retries=merged.get("retries", 0),
+            # A poll tolerates a few errors in a row unless told otherwise.
+            retries=merged.get("retries", 3 if role == "poll" else 0),
             delay=parse_duration(merged.get("delay", 1.0)),
             backoff=float(merged.get("backoff", 2.0)),
             failed_when=raw.get("failed_when"),
@@ -322,12 +325,15 @@ class _Checker:
                     self.error(where, f"unknown command `{target}`",
                                hint=schema.did_you_mean(target, self.specs))
                 elif target == cid:
+                    self.bad_needs = True
                     self.error(where, f"`{cid}` cannot need itself")
                 elif target in self.ancestors(cid):
+                    self.bad_needs = True
                     self.error(where, f"`{target}` is an ancestor of `{cid}`",
                                hint="a child always runs after its parent's run and before "
                                "its end; drop this need")
                 elif target in set(self.descendants(cid)):
+                    self.bad_needs = True
                     self.error(where, f"`{target}` is a descendant of `{cid}`",
                                hint="a parent ends after all its children; drop this need")
 
@@ -368,8 +374,9 @@ class _Checker:
                     and ref.key not in target.outputs:
                 declared = ", ".join(target.outputs) or "none"
                 self.error(path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` declares "
-                           f"no output `{ref.key}` (declared: {declared})",
-                           hint=schema.did_you_mean(ref.key, target.outputs))
+                           f"no output `{ref.key}`",
+                           hint=schema.did_you_mean(ref.key, target.outputs)
+                           or f"declared: {declared}")
                 continue
             if ref.id != owner and not self.upstream(owner, ref.id):
                 self.error(path, f"`commands.{ref.id}` is read before `{ref.id}` has run",
@@ -401,6 +408,15 @@ def load_text(
 ) -> LoadedPlan:
     """Load a plan from text; ``file`` names it in diagnostics and anchors relative paths."""
     document = read_document(text, file)
+    try:
+        return _check(document, file, variables)
+    except RecursionError:  # the schema validator and the checks recurse along the plan
+        raise PlanError([Diagnostic((), "the plan is nested too deeply to check",
+                                    hint="flatten its children or values", file=file, line=1,
+                                    column=1)]) from None
+
+
+def _check(document: Document, file: str, variables: Mapping[str, Any] | None) -> LoadedPlan:
     data = document.data
     problems = schema.check(data)
     if problems:
@@ -436,10 +452,13 @@ def load_text(
         source=data,
     )
     problems = checker.problems
-    if not checker.duplicates:  # instances are keyed by id: duplicates would merge them
+    # Instances are keyed by id: duplicates would merge them. A need on itself, an
+    # ancestor or a descendant is a cycle already reported in plainer words.
+    if not checker.duplicates and not checker.bad_needs:
         graph, graph_problems = compile_graph(plan)
         problems = [*problems, *graph_problems]
-    if checker.duplicates or any(d.severity is Severity.ERROR for d in problems):
+    if checker.duplicates or checker.bad_needs \
+            or any(d.severity is Severity.ERROR for d in problems):
         raise PlanError([document.locate(d) for d in problems])
     warnings = tuple(document.locate(d) for d in checker.problems)
     return LoadedPlan(plan, graph, warnings, document)

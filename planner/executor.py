@@ -1,0 +1,590 @@
+"""Runs a compiled plan on one asyncio loop (REGULAR_FLOW), persisting every step write-ahead.
+
+Write-ahead rule, enforced by one mechanism: every write goes into a pending batch, and a
+step that is about to cause a side effect awaits ``_barrier()``, which makes the driver
+commit the batch first. So an intent (STARTING) is durable before its action runs, a task
+handle before its first poll, and an outcome before any dependent's own intent commits (they
+share a transaction): a chain of commands costs one commit per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import actions
+from .actions import ActionContext, ActionResult
+from .errors import UsageError
+from .graph import END, CommandInstance, PlanGraph
+from .loader import LoadedPlan
+from .model import AsyncSpec, Operation
+from .scheduler import Scheduler
+from .status import DONE_OK, REGULAR_FLOW, CommandStatus, RunStatus, check_transition
+from .store import Batch, CommandRecord, EventRecord, RunRecord, Store, TaskRecord
+from .templates import TemplateError, render_value
+
+__all__ = ["ApplyOptions", "Listener", "RunOutcome", "Runner", "new_run_id", "resolve_secrets"]
+
+S = CommandStatus
+Listener = Callable[[EventRecord], None]
+EVENT_VERSION = 1
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and unique: ``20261122-045301-3fa2c1``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
+                    ) -> dict[str, str]:
+    """Secret values from the environment or files; raises UsageError naming what is missing."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for name, spec in loaded.plan.secrets.items():
+        value: str | None = None
+        if spec.env is not None:
+            value = environ.get(spec.env)
+            source = f"environment variable {spec.env}"
+        else:
+            path = os.path.join(loaded.plan.base_dir, os.path.expanduser(spec.file or ""))
+            source = f"file {spec.file}"
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    value = handle.read().rstrip("\n")
+            except OSError:
+                value = None
+        if value is None:
+            if not spec.optional:
+                raise UsageError(f"secret `{name}`: {source} is not set")
+            value = ""
+        values[name] = value
+    return values
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    max_parallel: int | None = None
+    on_failure: str | None = None  # overrides the plan's settings.on_failure
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, with the final record of every command."""
+
+    run_id: str
+    status: str
+    commands: Mapping[str, CommandRecord]
+    leftovers: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == RunStatus.SUCCEEDED:
+            return 0
+        if self.status == RunStatus.ROLLED_BACK:
+            return 1
+        if self.status == RunStatus.INTERRUPTED:
+            return 130
+        return 2
+
+
+class _Redactor:
+    """Replaces secret values with ``***`` in anything about to be stored or shown."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self.values = sorted((v for v in secrets.values() if v), key=len, reverse=True)
+
+    def __call__(self, value: Any) -> Any:
+        if not self.values:
+            return value
+        if isinstance(value, str):
+            for secret in self.values:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: self(v) for k, v in value.items()}
+        return value
+
+
+class _CommandsView(Mapping[str, Any]):
+    """``commands.<id>`` in templates: outputs and status of commands, by spec id."""
+
+    def __init__(self, runner: Runner, instance: CommandInstance) -> None:
+        self.runner = runner
+        self.instance = instance
+
+    def _one(self, iid: str) -> dict[str, Any]:
+        return {"outputs": self.runner.outputs.get(iid, {}),
+                "status": self.runner.status[iid]}
+
+    def __getitem__(self, spec_id: str) -> Any:
+        ids = self.runner.graph.by_spec[spec_id]
+        if len(ids) == 1:
+            return self._one(ids[0])
+        scope = self.instance.scope
+        instances = self.runner.graph.instances
+        same = [i for i in ids if all(instances[i].scope.get(s, k) == k
+                                      for s, k in scope.items())]
+        if len(same) == 1:
+            return self._one(same[0])
+        return {
+            "instances": {i: self._one(i) for i in ids},
+            "outputs": [self.runner.outputs.get(i, {}) for i in ids],
+            "status": [self.runner.status[i] for i in ids],
+        }
+
+    def __iter__(self) -> Any:
+        return iter(self.runner.graph.by_spec)
+
+    def __len__(self) -> int:
+        return len(self.runner.graph.by_spec)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off", "none")
+    return bool(value)
+
+
+class _StepFailed(Exception):
+    def __init__(self, message: str, changed: bool | None = None) -> None:
+        super().__init__(message)
+        self.changed = changed
+
+
+class Runner:
+    """One run of one plan: drives the scheduler, runs steps, persists and reports."""
+
+    def __init__(
+        self,
+        loaded: LoadedPlan,
+        store: Store,
+        *,
+        options: ApplyOptions | None = None,
+        listener: Listener | None = None,
+        secrets: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.plan = loaded.plan
+        self.graph: PlanGraph = loaded.graph
+        self.store = store
+        self.options = options or ApplyOptions()
+        self.listener = listener
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.secrets = dict(secrets or {})
+        self.redact = _Redactor(self.secrets)
+        self.run_id = self.options.run_id or new_run_id()
+        self.max_parallel = self.options.max_parallel or self.plan.settings.max_parallel
+        self.on_failure = self.options.on_failure or self.plan.settings.on_failure
+        self.status: dict[str, str] = {iid: S.PENDING for iid in self.graph.instances}
+        self.changed: dict[str, bool | None] = {}
+        self.outputs: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.batch = Batch()
+        self.waiters: list[asyncio.Future[None]] = []
+        self.completed: deque[tuple[str, bool]] = deque()
+        self.wake: asyncio.Event | None = None
+        self._entities: dict[str, str | None] = {}
+        self.env = dict(os.environ)
+        self.base_context: dict[str, Any] = {
+            **self.plan.vars, **self.secrets, "env": self.env, "run_id": self.run_id,
+        }
+
+    # -- persistence and events ----------------------------------------------------------
+
+    def _event(self, kind: str, command_id: str | None = None, **data: Any) -> None:
+        event = EventRecord(self.run_id, self.clock(), kind, command_id, self.redact(data))
+        self.batch.events.append(event)
+        if self.listener is not None:
+            self.listener(event)
+
+    def _set(self, iid: str, status: str, **fields: Any) -> None:
+        """The one place command statuses change: checked, buffered, announced."""
+        old = self.status[iid]
+        check_transition(iid, old, status)
+        self.status[iid] = status
+        for key in ("params", "result", "outputs", "error"):
+            if key in fields:
+                fields[key] = self.redact(fields[key])
+        self.batch.commands.append((iid, {"status": status, **fields}))
+        data: dict[str, Any] = {
+            "status": status,
+            "previous": old,
+            "execution_reason": fields.get("execution_reason", REGULAR_FLOW),
+            "entity": self._entities.get(iid),
+        }
+        if fields.get("error"):
+            data["error"] = fields["error"]
+        self._event("command", iid, **data)
+
+    def _flush(self) -> None:
+        if self.batch:
+            batch, self.batch = self.batch, Batch()
+            self.store.commit(self.run_id, batch)
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _barrier(self) -> None:
+        """Return once everything written so far is committed."""
+        assert self.wake is not None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self.wake.set()
+        await waiter
+
+    # -- templates -----------------------------------------------------------------------
+
+    def _context(self, instance: CommandInstance, reason: str = REGULAR_FLOW) -> dict[str, Any]:
+        return {
+            **self.base_context,
+            **instance.loop,
+            "commands": _CommandsView(self, instance),
+            "execution_reason": reason,
+        }
+
+    def _render(self, value: Any, context: Mapping[str, Any], what: str) -> Any:
+        try:
+            return render_value(value, context)
+        except TemplateError as exc:
+            raise _StepFailed(f"{what}: {exc}") from None
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _idempotency_key(self, iid: str, reason: str) -> str:
+        return hashlib.sha256(f"{self.run_id}\0{iid}\0{reason}".encode()).hexdigest()[:32]
+
+    def _prepare(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
+                 ) -> tuple[Any, ActionContext]:
+        action = actions.get(op.action)
+        assert action is not None
+        if actions.SHELL_QUOTE in action.capabilities and isinstance(op.args, str):
+            from .templates import render
+
+            try:
+                args: Any = render(op.args, context, shell=True)
+            except TemplateError as exc:
+                raise _StepFailed(f"{op.action}: {exc}") from None
+        else:
+            args = self._render(op.args, context, op.action)
+        key = self._idempotency_key(iid, reason)
+        env: dict[str, str] = {}
+        if actions.SUBPROCESS in action.capabilities:
+            env = {k: str(self._render(v, context, f"env.{k}")) for k, v in op.env.items()}
+            env.update(PLANCTL_RUN_ID=self.run_id, PLANCTL_COMMAND_ID=iid,
+                       PLANCTL_EXECUTION_REASON=reason, PLANCTL_IDEMPOTENCY_KEY=key)
+        cwd = self.plan.base_dir
+        if op.cwd:
+            cwd = os.path.join(self.plan.base_dir, str(self._render(op.cwd, context, "cwd")))
+        stdin = None if op.stdin is None else str(self._render(op.stdin, context, "stdin"))
+        return args, ActionContext(self.run_id, iid, reason, key, cwd, env, stdin, op.timeout)
+
+    async def _call(self, op: Operation, args: Any, call: ActionContext,
+                    context: Mapping[str, Any]) -> ActionResult:
+        action = actions.get(op.action)
+        assert action is not None
+        try:
+            result = await action.run(args, call)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+            return ActionResult(False, {}, f"{op.action} raised {type(exc).__name__}: {exc}")
+        if op.failed_when is not None:
+            verdict = self._render(op.failed_when, {**context, "result": result.data},
+                                   "failed_when")
+            failed = _truthy(verdict)
+            return ActionResult(not failed, result.data,
+                                "failed_when is true" if failed else None)
+        return result
+
+    async def _attempts(self, op: Operation, args: Any, call: ActionContext,
+                        context: Mapping[str, Any]) -> tuple[ActionResult, int]:
+        """Run with the operation's retries; returns the last result and the attempts made."""
+        delay = op.delay
+        for attempt in range(1, op.retries + 2):
+            result = await self._call(op, args, call, context)
+            if result.ok or attempt > op.retries:
+                return result, attempt
+            self._event("retry", call.command_id, attempt=attempt, error=result.error)
+            await asyncio.sleep(delay)
+            delay *= op.backoff
+        raise AssertionError("unreachable")
+
+    async def _probe(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
+                     ) -> bool:
+        """Ask ``exists``: True when the resource is present."""
+        args, call = self._prepare(op, context, iid, reason)
+        result, _ = await self._attempts(op, args, call, context)
+        return result.ok
+
+    async def _follow(self, instance: CommandInstance, spec: AsyncSpec, context: dict[str, Any],
+                      reason: str) -> dict[str, Any]:
+        """Persist the handle, then poll until done; returns the template names it adds."""
+        iid = instance.id
+        handle = str(self._render(spec.handle, context, "async.handle")).strip()
+        if not handle:
+            raise _StepFailed("async.handle rendered empty", changed=None)
+        context = {**context, "handle": handle}
+        poll_args, poll_call = self._prepare(spec.poll, context, iid, reason)
+        started = self.clock()
+        task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
+                          self._entities.get(iid), self.redact({"poll": poll_args}),
+                          started, started)
+        self.batch.tasks.append(task)
+        self._set(iid, S.RUNNING, execution_reason=reason)
+        self._event("task", iid, handle=handle, task_status="RUNNING", execution_reason=reason)
+        await self._barrier()
+        return await self._poll(task, spec, context, poll_args, poll_call)
+
+    async def _poll(self, task: TaskRecord, spec: AsyncSpec, context: dict[str, Any],
+                    poll_args: Any, poll_call: ActionContext) -> dict[str, Any]:
+        iid, reason = task.command_id, task.execution_reason
+        deadline = task.started_at + spec.timeout
+        interval = spec.interval
+        polls = errors = 0
+        outcome, message = "FAILED", ""
+        last: Mapping[str, Any] = {}
+        while True:
+            await asyncio.sleep(max(0.0, interval * self.rng.uniform(0.9, 1.1)))
+            result = await self._call(spec.poll, poll_args, poll_call, context)
+            polls += 1
+            if not result.ok:
+                errors += 1
+                if errors > spec.poll.retries:
+                    message = f"poll failed {errors} times in a row: {result.error}"
+                    break
+            else:
+                errors = 0
+                last = result.data
+                names = {**context, "poll": last}
+                if spec.failed_when is not None and _truthy(
+                        self._render(spec.failed_when, names, "async.failed_when")):
+                    message = "async task failed (async.failed_when is true)"
+                    break
+                if _truthy(self._render(spec.until, names, "async.until")):
+                    outcome = "SUCCEEDED"
+                    break
+            if self.clock() >= deadline:
+                outcome, message = "TIMED_OUT", f"async task timed out after {spec.timeout:g}s"
+                if spec.cancel is not None:
+                    cargs, ccall = self._prepare(spec.cancel, context, iid, reason)
+                    cancelled = await self._call(spec.cancel, cargs, ccall, context)
+                    message += "; cancel " + ("ran" if cancelled.ok else
+                                              f"failed: {cancelled.error}")
+                break
+            interval = min(interval * spec.backoff, spec.max_interval)
+        now = self.clock()
+        self.batch.tasks.append(TaskRecord(
+            task.run_id, iid, reason, task.handle, outcome, task.entity, task.spec,
+            task.started_at, now, polls))
+        self._event("task", iid, handle=task.handle, task_status=outcome, polls=polls,
+                    execution_reason=reason)
+        if outcome != "SUCCEEDED":
+            # The task ran remotely: whether it left something is for `exists` to say.
+            raise _StepFailed(message, changed=None)
+        return {"handle": task.handle, "poll": last}
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _ancestor_skipped(self, instance: CommandInstance) -> bool:
+        parent = instance.parent
+        while parent is not None:
+            if self.status[parent] == S.SKIPPED:
+                return True
+            parent = self.graph.instances[parent].parent
+        return False
+
+    async def _run_step(self, instance: CommandInstance) -> bool:
+        """The run step of a command; True when it ended well."""
+        iid = instance.id
+        try:
+            return await self._forward(instance)
+        except _StepFailed as failure:
+            error = str(failure)
+            self.errors[iid] = error
+            self.changed[iid] = failure.changed
+            self._set(iid, S.FAILED, error=error, ended_at=self.clock(),
+                      **({} if failure.changed is None else {"changed": failure.changed}))
+            return False
+
+    async def _forward(self, instance: CommandInstance) -> bool:
+        iid, spec = instance.id, instance.spec
+        parent = bool(instance.children)
+        context = self._context(instance)
+        if self._ancestor_skipped(instance) or (
+                spec.when is not None and not _truthy(self._render(spec.when, context, "when"))):
+            self._set(iid, S.SKIPPED, ended_at=self.clock())
+            return True
+        run = spec.run
+        if run is None or (spec.exists is not None
+                           and await self._probe(spec.exists, context, iid, REGULAR_FLOW)):
+            self.changed[iid] = False
+            self._set(iid, S.RUNNING if parent else S.UNCHANGED, changed=False,
+                      ended_at=None if parent else self.clock())
+            return True
+        args, call = self._prepare(run, context, iid, REGULAR_FLOW)
+        self._set(iid, S.STARTING, execution_reason=REGULAR_FLOW,
+                  params={"action": run.action, "args": args}, started_at=self.clock())
+        await self._barrier()
+        result, attempts = await self._attempts(run, args, call, context)
+        if not result.ok:
+            raise _StepFailed(result.error or f"{run.action} failed", changed=None)
+        context["result"] = dict(result.data)
+        fields: dict[str, Any] = {"attempts": attempts, "result": result.data}
+        if run.async_ is not None:
+            context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
+        outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
+        self.outputs[iid] = outputs
+        self.changed[iid] = True
+        self._set(iid, S.RUNNING if parent else S.SUCCEEDED, changed=True, outputs=outputs,
+                  ended_at=None if parent else self.clock(), **fields)
+        return True
+
+    def _end(self, instance: CommandInstance) -> None:
+        """The end step of a parent: every child ended well."""
+        iid = instance.id
+        if self.status[iid] == S.SKIPPED:
+            return
+        quiet = not self.changed.get(iid) and all(
+            self.status[c] in (S.UNCHANGED, S.SKIPPED) for c in instance.children)
+        self._set(iid, S.UNCHANGED if quiet else S.SUCCEEDED, ended_at=self.clock())
+
+    # -- driver --------------------------------------------------------------------------
+
+    def _entity(self, instance: CommandInstance) -> str | None:
+        if instance.spec.entity is None:
+            return None
+        try:
+            return str(render_value(instance.spec.entity, self._context(instance)))
+        except TemplateError:
+            return None
+
+    def _records(self) -> list[CommandRecord]:
+        return [
+            CommandRecord(self.run_id, i.id, i.spec.id, i.order, i.parent,
+                          self._entities.get(i.id))
+            for i in self.graph.instances.values()
+        ]
+
+    async def apply(self) -> RunOutcome:
+        """Run the plan forward; on failure stop starting steps and let in-flight ones end."""
+        self.wake = asyncio.Event()
+        for instance in self.graph.instances.values():
+            self._entities[instance.id] = self._entity(instance)
+        run = RunRecord(self.run_id, self.plan.name, self.plan.file, RunStatus.RUNNING,
+                        self.clock(), dict(self.plan.source), dict(self.plan.vars),
+                        socket.gethostname(), os.getpid())
+        self.store.create_run(run, self._records())
+        self._event("run", status=RunStatus.RUNNING, plan=self.plan.name,
+                    commands=len(self.graph.instances), version=EVENT_VERSION)
+        graph = self.graph.graph
+        steps = self.graph.steps
+        scheduler = Scheduler(steps, graph.predecessors, graph.successors,
+                              {k: s.order for k, s in steps.items()})
+        failed = await self._drive(scheduler)
+        return self._finish(failed)
+
+    async def _drive(self, scheduler: Scheduler) -> bool:
+        assert self.wake is not None
+        wake = self.wake
+        running: set[asyncio.Task[bool]] = set()
+        failed = False
+        steps, instances = self.graph.steps, self.graph.instances
+        completed = self.completed
+
+        def finished(task: asyncio.Task[bool], key: str) -> None:
+            running.discard(task)
+            completed.append((key, not task.cancelled() and task.exception() is None
+                              and task.result()))
+            wake.set()
+
+        while True:
+            while completed:
+                key, ok = completed.popleft()
+                if ok:
+                    scheduler.done(key)
+                else:
+                    scheduler.failed(key)
+                    failed = True
+                    if self.on_failure in ("rollback", "stop"):
+                        scheduler.stop()
+            starting: list[tuple[str, CommandInstance]] = []
+            probing = False
+            for key in scheduler.ready(self.max_parallel - len(running)):
+                step = steps[key]
+                instance = instances[step.command]
+                if step.kind == END:
+                    self._end(instance)
+                    completed.append((key, True))
+                else:
+                    starting.append((key, instance))
+                    probing = probing or instance.spec.exists is not None
+            if completed:
+                continue
+            # New steps commit their own intent (and with it these outcomes) before acting;
+            # otherwise commit now so that outcomes are durable while nothing else happens.
+            if self.waiters or not starting or probing:
+                self._flush()
+            for key, instance in starting:
+                task = asyncio.create_task(self._run_step(instance))
+                running.add(task)
+                task.add_done_callback(lambda t, k=key: finished(t, k))  # type: ignore[misc]
+            if not running and not scheduler.has_ready():
+                break
+            await wake.wait()
+            wake.clear()
+        self._flush()
+        return failed
+
+    def _finish(self, failed: bool) -> RunOutcome:
+        # endWithFailure: a parent that started and did not end well has failed.
+        for iid, instance in reversed(self.graph.instances.items()):
+            if instance.children and self.status[iid] in (S.RUNNING, S.UNCHANGED) and any(
+                    self.status[c] not in DONE_OK for c in instance.children):
+                self._set(iid, S.FAILED, error="a child failed", ended_at=self.clock())
+        status = RunStatus.STOPPED if failed else RunStatus.SUCCEEDED
+        leftovers = tuple(
+            iid for iid in self.graph.instances
+            if failed and self.status[iid] in (S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN,
+                                               S.STARTING) and self.changed.get(iid) is not False
+        )
+        self._event("run", status=status, leftovers=list(leftovers))
+        self.batch.run = {"status": status, "ended_at": self.clock()}
+        self._flush()
+        return RunOutcome(self.run_id, status, self.store.get_commands(self.run_id), leftovers)
+
+
+async def _close_clients() -> None:
+    http = sys.modules.get("planner.actions.http")  # only if a plan used it
+    if http is not None:
+        await http.aclose_clients()
+
+
+def apply_plan(loaded: LoadedPlan, store: Store, **kwargs: Any) -> RunOutcome:
+    """Run ``loaded`` to the end on a fresh event loop."""
+    runner = Runner(loaded, store, **kwargs)
+
+    async def main() -> RunOutcome:
+        try:
+            return await runner.apply()
+        finally:
+            await _close_clients()
+
+    return asyncio.run(main())
+

@@ -1,0 +1,291 @@
+"""The SQLite state store: one WAL file, created 0600, safe for several planctl processes.
+
+``synchronous=NORMAL`` in WAL mode makes every commit durable against a crash or kill -9
+of planctl (the OS holds the pages); set ``PLANCTL_SYNC=FULL`` to survive power loss too,
+at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+from .errors import StateError
+from .store import COMMAND_FIELDS, Batch, CommandRecord, EventRecord, RunRecord, TaskRecord
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    plan_name TEXT NOT NULL,
+    plan_file TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    snapshot TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS commands (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    id TEXT NOT NULL,
+    spec_id TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    parent TEXT,
+    entity TEXT,
+    status TEXT NOT NULL,
+    execution_reason TEXT NOT NULL,
+    changed INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    revert_attempts INTEGER NOT NULL DEFAULT 0,
+    params TEXT,
+    result TEXT,
+    outputs TEXT,
+    error TEXT,
+    started_at REAL,
+    ended_at REAL,
+    PRIMARY KEY (run_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS async_tasks (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    command_id TEXT NOT NULL,
+    execution_reason TEXT NOT NULL,
+    entity TEXT,
+    handle TEXT NOT NULL,
+    spec TEXT,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, command_id, execution_reason)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    command_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+CREATE TABLE IF NOT EXISTS locks (
+    entity TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+_JSON_COLUMNS = frozenset({"params", "result", "outputs"})
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@cache
+def _update_sql(fields: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{f} = ?" for f in fields)
+    return f"UPDATE commands SET {assignments} WHERE run_id = ? AND id = ?"
+
+
+def _column(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return _dumps(value)
+    if name == "changed" and value is not None:
+        return int(value)
+    return value
+
+
+class SQLiteStore:
+    """Store backed by one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            # Created 0600 before SQLite opens it: the store holds rendered commands.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            sync = os.environ.get("PLANCTL_SYNC", "NORMAL").upper()
+            if sync not in ("NORMAL", "FULL", "EXTRA"):
+                raise StateError(f"PLANCTL_SYNC={sync!r}: expected NORMAL, FULL or EXTRA")
+            self.db.execute(f"PRAGMA synchronous={sync}")
+            self.db.execute("PRAGMA foreign_keys=OFF")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(f"{self.path}: written by a newer planctl (schema {version})")
+            if version < SCHEMA_VERSION:
+                self.db.executescript(_SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: not a usable planctl state store: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot open state store: {exc.strerror}") from None
+
+    # -- writes --------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (id, plan_name, plan_file, status, started_at, ended_at,"
+                " snapshot, variables, host, pid, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run.id, run.plan_name, run.plan_file, run.status, run.started_at,
+                 run.ended_at, json.dumps(run.snapshot, default=str),
+                 json.dumps(run.variables, default=str), run.host, run.pid, run.error),
+            )
+            db.executemany(
+                "INSERT INTO commands (run_id, id, spec_id, ord, parent, entity, status,"
+                " execution_reason, changed, attempts, revert_attempts, params, result,"
+                " outputs, error, started_at, ended_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (c.run_id, c.id, c.spec_id, c.order, c.parent, c.entity, c.status,
+                     c.execution_reason, _column("changed", c.changed), c.attempts,
+                     c.revert_attempts, _dumps(c.params), _dumps(c.result), _dumps(c.outputs),
+                     c.error, c.started_at, c.ended_at)
+                    for c in commands
+                ],
+            )
+
+    def commit(self, run_id: str, batch: Batch) -> None:
+        with self._transaction() as db:
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for command_id, fields in batch.commands:
+                names = tuple(fields)
+                groups.setdefault(names, []).append(
+                    (*(_column(n, fields[n]) for n in names), run_id, command_id)
+                )
+            for names, rows in groups.items():
+                unknown = set(names) - COMMAND_FIELDS
+                if unknown:
+                    raise ValueError(f"not command fields: {sorted(unknown)}")
+                db.executemany(_update_sql(names), rows)
+            if batch.tasks:
+                db.executemany(
+                    "INSERT OR REPLACE INTO async_tasks (run_id, command_id, execution_reason,"
+                    " entity, handle, spec, status, started_at, updated_at, polls)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (t.run_id, t.command_id, t.execution_reason, t.entity, t.handle,
+                         _dumps(t.spec), t.status, t.started_at, t.updated_at, t.polls)
+                        for t in batch.tasks
+                    ],
+                )
+            if batch.events:
+                db.executemany(
+                    "INSERT INTO events (run_id, ts, kind, command_id, data) VALUES (?,?,?,?,?)",
+                    [
+                        (e.run_id, e.ts, e.kind, e.command_id,
+                         json.dumps(e.data, separators=(",", ":"), default=str))
+                        for e in batch.events
+                    ],
+                )
+            if batch.run:
+                names = tuple(batch.run)
+                assignments = ", ".join(f"{n} = ?" for n in names)
+                db.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
+                           (*(batch.run[n] for n in names), run_id))
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind: object, value: object, tb: object) -> None:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    def _transaction(self) -> SQLiteStore._Tx:
+        return SQLiteStore._Tx(self.db)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _run(self, row: Iterable[Any]) -> RunRecord:
+        (rid, name, file, status, started, ended, snapshot, variables, host, pid,
+         error) = row
+        return RunRecord(rid, name, file, status, started, json.loads(snapshot),
+                         json.loads(variables), host, pid, ended, error)
+
+    _RUN_COLUMNS = ("id, plan_name, plan_file, status, started_at, ended_at, snapshot,"
+                    " variables, host, pid, error")
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self.db.execute(
+            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        return self._run(row) if row else None
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        rows = self.db.execute(
+            f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [self._run(r) for r in rows]
+
+    def last_run_id(self) -> str | None:
+        row = self.db.execute(
+            "SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+    def get_commands(self, run_id: str) -> dict[str, CommandRecord]:
+        rows = self.db.execute(
+            "SELECT run_id, id, spec_id, ord, parent, entity, status, execution_reason, changed,"
+            " attempts, revert_attempts, params, result, outputs, error, started_at, ended_at"
+            " FROM commands WHERE run_id = ? ORDER BY ord",
+            (run_id,),
+        )
+        out = {}
+        for (rid, cid, spec, order, parent, entity, status, reason, changed, attempts,
+             reverts, params, result, outputs, error, started, ended) in rows:
+            out[cid] = CommandRecord(
+                rid, cid, spec, order, parent, entity, status, reason,
+                None if changed is None else bool(changed), attempts, reverts,
+                _loads(params), _loads(result), _loads(outputs), error, started, ended,
+            )
+        return out
+
+    def get_tasks(self, run_id: str) -> list[TaskRecord]:
+        rows = self.db.execute(
+            "SELECT run_id, command_id, execution_reason, handle, status, entity, spec,"
+            " started_at, updated_at, polls FROM async_tasks WHERE run_id = ?",
+            (run_id,),
+        )
+        return [
+            TaskRecord(r[0], r[1], r[2], r[3], r[4], r[5], _loads(r[6]), r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    def get_events(self, run_id: str) -> list[EventRecord]:
+        rows = self.db.execute(
+            "SELECT seq, run_id, ts, kind, command_id, data FROM events WHERE run_id = ?"
+            " ORDER BY seq",
+            (run_id,),
+        )
+        return [EventRecord(r[1], r[2], r[3], r[4], json.loads(r[5]), r[0]) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,183 @@
+"""The state store: the records it keeps and the narrow protocol every backend implements.
+
+A backend commits each ``Batch`` atomically: the executor relies on that for its
+write-ahead rule (intent before side effect, handle before polling, outcome before any
+dependent starts). ``SQLiteStore`` is the real backend; ``MemoryStore`` is the fake for unit
+tests of pure logic, and both pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+__all__ = [
+    "COMMAND_FIELDS",
+    "Batch",
+    "CommandRecord",
+    "EventRecord",
+    "LockRecord",
+    "MemoryStore",
+    "RunRecord",
+    "Store",
+    "TaskRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    plan_name: str
+    plan_file: str
+    status: str
+    started_at: float
+    snapshot: Mapping[str, Any]  # the plan as loaded (secrets are never in it)
+    variables: Mapping[str, Any]
+    host: str = ""
+    pid: int = 0
+    ended_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    run_id: str
+    id: str
+    spec_id: str
+    order: int
+    parent: str | None = None
+    entity: str | None = None
+    status: str = "PENDING"
+    execution_reason: str = "REGULAR_FLOW"
+    changed: bool | None = None  # True: run changed something; None: not known
+    attempts: int = 0
+    revert_attempts: int = 0
+    params: Any = None
+    result: Any = None
+    outputs: Any = None
+    error: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+# Fields of CommandRecord that a batch may update.
+COMMAND_FIELDS = frozenset({
+    "entity", "status", "execution_reason", "changed", "attempts", "revert_attempts",
+    "params", "result", "outputs", "error", "started_at", "ended_at",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A polled async task; keyed by (run, command, execution_reason)."""
+
+    run_id: str
+    command_id: str
+    execution_reason: str
+    handle: str
+    status: str  # RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED
+    entity: str | None = None
+    spec: Any = None  # the rendered poll/cancel operations
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    polls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    run_id: str
+    ts: float
+    kind: str
+    command_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    entity: str
+    run_id: str
+    host: str
+    pid: int
+    acquired_at: float
+    heartbeat_at: float
+
+
+@dataclass
+class Batch:
+    """Writes committed together, in one transaction."""
+
+    commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    tasks: list[TaskRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.commands or self.tasks or self.events or self.run)
+
+
+class Store(Protocol):
+    """What the executor needs from durable state."""
+
+    def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None: ...
+    def commit(self, run_id: str, batch: Batch) -> None: ...
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def list_runs(self, limit: int = 50) -> list[RunRecord]: ...
+    def last_run_id(self) -> str | None: ...
+    def get_commands(self, run_id: str) -> dict[str, CommandRecord]: ...
+    def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
+    def get_events(self, run_id: str) -> list[EventRecord]: ...
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """An in-memory Store for unit tests of pure logic; not durable, not shared."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.commands: dict[str, dict[str, CommandRecord]] = {}
+        self.tasks: dict[tuple[str, str, str], TaskRecord] = {}
+        self.events: list[EventRecord] = []
+        self.commits = 0
+
+    def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
+        if run.id in self.runs:
+            raise ValueError(f"run {run.id} exists")
+        self.runs[run.id] = run
+        self.commands[run.id] = {c.id: c for c in commands}
+
+    def commit(self, run_id: str, batch: Batch) -> None:
+        rows = self.commands[run_id]
+        for command_id, fields in batch.commands:
+            rows[command_id] = replace(rows[command_id], **fields)
+        for task in batch.tasks:
+            self.tasks[(task.run_id, task.command_id, task.execution_reason)] = task
+        for event in batch.events:
+            self.events.append(replace(event, seq=len(self.events) + 1))
+        if batch.run:
+            self.runs[run_id] = replace(self.runs[run_id], **batch.run)
+        self.commits += 1
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self.runs.get(run_id)
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        ordered = sorted(self.runs.values(), key=lambda r: (r.started_at, r.id), reverse=True)
+        return ordered[:limit]
+
+    def last_run_id(self) -> str | None:
+        runs = self.list_runs(1)
+        return runs[0].id if runs else None
+
+    def get_commands(self, run_id: str) -> dict[str, CommandRecord]:
+        return dict(self.commands.get(run_id, {}))
+
+    def get_tasks(self, run_id: str) -> list[TaskRecord]:
+        return [t for t in self.tasks.values() if t.run_id == run_id]
+
+    def get_events(self, run_id: str) -> list[EventRecord]:
+        return [e for e in self.events if e.run_id == run_id]
+
+    def close(self) -> None:
+        pass
