@@ -200,6 +200,128 @@ def schema() -> None:
     typer.echo(json.dumps(full_schema(), indent=2))
 
 
+DEFAULT_STATE = os.path.join(".planctl", "state.db")
+
+StateOption = Annotated[
+    Path,
+    typer.Option("--state", "-s", metavar="PATH", envvar="PLANCTL_STATE",
+                 help="SQLite state file.", show_default=True),
+]
+
+
+def _store(path: Path, *, must_exist: bool = False) -> Any:
+    from .sqlite_store import SQLiteStore
+
+    if must_exist and not path.exists():
+        raise UsageError(f"no state store at {path}: nothing has run here yet (see --state)")
+    return SQLiteStore(path)
+
+
+def _run_id(store: Any, run: str | None, last: bool) -> str:
+    if last or run is None:
+        if run is not None:
+            raise UsageError("give a RUN id or --last, not both")
+        found = store.last_run_id()
+        if found is None:
+            raise UsageError("no runs recorded in this state store")
+        return str(found)
+    if store.get_run(run) is None:
+        matches = [r.id for r in store.list_runs(1000) if r.id.startswith(run)]
+        if len(matches) == 1:
+            return matches[0]
+        raise UsageError(f"unknown run {run!r}" + (f" (ambiguous: {len(matches)} runs match)"
+                                                    if matches else ""))
+    return run
+
+
+@app.command()
+def apply(
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file to run.")],
+    var: VarOption = None,
+    vars_file: VarsFileOption = None,
+    state: StateOption = Path(DEFAULT_STATE),
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", min=1,
+                                 help="Steps in flight at once (default: the plan's, or 16).")
+    ] = None,
+    no_rollback: Annotated[
+        bool, typer.Option("--no-rollback",
+                           help="On failure, stop and leave everything for `planctl rollback`.")
+    ] = False,
+) -> None:
+    """Run a plan: commands concurrently, async tasks polled, every step recorded.
+
+    Exit codes: 0 succeeded · 1 failed and fully rolled back · 2 failed with leftovers ·
+    3 invalid plan or usage · 4 entity locked · 130 interrupted (resumable).
+
+    Example:
+
+        planctl apply plans/vm-from-template/plan.yaml --var vm=vm-7 -j 8
+    """
+    from .executor import ApplyOptions, apply_plan, resolve_secrets
+    from .report import LineReporter
+
+    loaded = _load(plan, var, vars_file)
+    for warning in loaded.warnings:
+        _print_diagnostic(warning)
+    secrets = resolve_secrets(loaded)
+    store = _store(state)
+    reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
+    options = ApplyOptions(max_parallel=max_parallel,
+                           on_failure="stop" if no_rollback else None)
+    try:
+        outcome = apply_plan(loaded, store, options=options, listener=reporter,
+                             secrets=secrets)
+    finally:
+        store.close()
+    reporter.summary(outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def runs(
+    state: StateOption = Path(DEFAULT_STATE),
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+) -> None:
+    """List recorded runs, newest first.
+
+    Example:
+
+        planctl runs -n 5
+    """
+    from .report import format_runs
+
+    store = _store(state, must_exist=True)
+    try:
+        typer.echo(format_runs(store.list_runs(limit)), nl=False)
+    finally:
+        store.close()
+
+
+@app.command()
+def show(
+    run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Show a run: its commands as a tree with status, times, execution reason, attempts.
+
+    Example:
+
+        planctl show --last
+    """
+    from .report import format_run
+
+    store = _store(state, must_exist=True)
+    try:
+        run_id = _run_id(store, run, last)
+        typer.echo(format_run(store.get_run(run_id), store.get_commands(run_id),
+                              store.get_tasks(run_id)), nl=False)
+    finally:
+        store.close()
+
+
 def _internal_error(exc: BaseException) -> int:
     fd, path = tempfile.mkstemp(prefix="planctl-crash-", suffix=".log")
     with os.fdopen(fd, "w") as handle:

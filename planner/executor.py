@@ -161,9 +161,11 @@ def _truthy(value: Any) -> bool:
 
 
 class _StepFailed(Exception):
-    def __init__(self, message: str, changed: bool | None = None) -> None:
+    def __init__(self, message: str, changed: bool | None = None, attempts: int | None = None
+                 ) -> None:
         super().__init__(message)
         self.changed = changed
+        self.attempts = attempts
 
 
 class Runner:
@@ -419,8 +421,12 @@ class Runner:
             error = str(failure)
             self.errors[iid] = error
             self.changed[iid] = failure.changed
-            self._set(iid, S.FAILED, error=error, ended_at=self.clock(),
-                      **({} if failure.changed is None else {"changed": failure.changed}))
+            fields: dict[str, Any] = {"error": error, "ended_at": self.clock()}
+            if failure.changed is not None:
+                fields["changed"] = failure.changed
+            if failure.attempts is not None:
+                fields["attempts"] = failure.attempts
+            self._set(iid, S.FAILED, **fields)
             return False
 
     async def _forward(self, instance: CommandInstance) -> bool:
@@ -444,11 +450,15 @@ class Runner:
         await self._barrier()
         result, attempts = await self._attempts(run, args, call, context)
         if not result.ok:
-            raise _StepFailed(result.error or f"{run.action} failed", changed=None)
+            raise _StepFailed(result.error or f"{run.action} failed", None, attempts)
         context["result"] = dict(result.data)
         fields: dict[str, Any] = {"attempts": attempts, "result": result.data}
         if run.async_ is not None:
-            context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
+            try:
+                context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
+            except _StepFailed as failure:
+                failure.attempts = attempts
+                raise
         outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
         self.outputs[iid] = outputs
         self.changed[iid] = True

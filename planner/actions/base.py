@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "SHELL_QUOTE",
     "SUBPROCESS",
     "Action",
     "ActionContext",
@@ -21,6 +22,9 @@ __all__ = [
 # Capability: the action starts a subprocess, so `env`, `cwd` and `stdin` apply to it and
 # it receives the PLANCTL_* environment variables.
 SUBPROCESS = "subprocess"
+# Capability: the core renders this action's templates with shell quoting (every templated
+# value becomes one shell word), because the arguments are a script for /bin/sh.
+SHELL_QUOTE = "shell-quote"
 # Capability: the action renders its own templates (shell quotes every templated value).
 RENDERS_ITSELF = "renders-itself"
 
@@ -28,7 +32,9 @@ RENDERS_ITSELF = "renders-itself"
 @cache
 def plan_schema() -> Mapping[str, Any]:
     """The JSON Schema of plans shipped in the package (built-in actions included)."""
-    text = resources.files("planner").joinpath("schemas/plan.schema.json").read_text("utf-8")
+    text = resources.files("planner").joinpath("schemas").joinpath("plan.schema.json").read_text(
+        "utf-8"
+    )
     schema: Mapping[str, Any] = json.loads(text)
     return schema
 

@@ -1,0 +1,159 @@
+"""Human-readable reporting: one plain line per event, run summaries, run and command tables."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+from .status import ROLLBACK_FLOW
+from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
+
+__all__ = ["LineReporter", "format_run", "format_runs"]
+
+_COLORS = {
+    "SUCCEEDED": "32", "REVERTED": "32", "UNCHANGED": "2", "SKIPPED": "2",
+    "REVERT_SKIPPED": "2", "FAILED": "31", "REVERT_FAILED": "31", "UNKNOWN": "33",
+    "STARTING": "36", "RUNNING": "36", "REVERTING": "35", "ROLLED_BACK": "33",
+    "ROLLBACK_FAILED": "31", "STOPPED": "31", "INTERRUPTED": "33",
+}
+
+
+def _paint(text: str, status: str, color: bool) -> str:
+    code = _COLORS.get(status)
+    return f"\033[{code}m{text}\033[0m" if color and code else text
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+class LineReporter:
+    """A listener that prints one plain line per event (no control codes unless ``color``)."""
+
+    def __init__(self, stream: TextIO, *, color: bool = False) -> None:
+        self.stream = stream
+        self.color = color
+        self.started: float | None = None
+
+    def __call__(self, event: EventRecord) -> None:
+        if self.started is None:
+            self.started = event.ts
+        elapsed = event.ts - self.started
+        data = event.data
+        if event.kind == "run":
+            status = str(data.get("status"))
+            text = f"run {event.run_id} {_paint(status, status, self.color)}"
+            if data.get("plan"):
+                text += f" plan {data['plan']} ({data.get('commands')} commands)"
+        elif event.kind == "command":
+            status = str(data.get("status"))
+            text = f"{_paint(f'{status:<14}', status, self.color)} {event.command_id}"
+            if data.get("execution_reason") == ROLLBACK_FLOW:
+                text += " [ROLLBACK_FLOW]"
+            if data.get("error"):
+                text += f": {data['error']}"
+        elif event.kind == "task":
+            state = str(data.get("task_status"))
+            text = f"{'task ' + state:<14} {event.command_id} handle {data.get('handle')}"
+            if data.get("polls"):
+                text += f" after {data['polls']} polls"
+        elif event.kind == "retry":
+            text = f"{'retry':<14} {event.command_id} attempt {data.get('attempt')} failed: " \
+                   f"{data.get('error')}"
+        else:
+            text = f"{event.kind:<14} {event.command_id or ''} {dict(data)}"
+        self.stream.write(f"{elapsed:8.2f}s  {text}\n")
+        self.stream.flush()
+
+    def summary(self, outcome: Any) -> None:
+        counts = Counter(c.status for c in outcome.commands.values())
+        parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        elapsed = ""
+        if outcome.commands:
+            starts = [c.started_at for c in outcome.commands.values() if c.started_at]
+            ends = [c.ended_at for c in outcome.commands.values() if c.ended_at]
+            if starts and ends:
+                elapsed = f" in {_duration(max(ends) - min(starts))}"
+        status = _paint(outcome.status, outcome.status, self.color)
+        self.stream.write(f"\n{status}{elapsed}: {parts}\n")
+        if outcome.leftovers:
+            self.stream.write("leftovers (changed by this run and not undone):\n")
+            for iid in outcome.leftovers:
+                record = outcome.commands.get(iid)
+                entity = f" {record.entity}" if record and record.entity else ""
+                error = f": {record.error}" if record and record.error else ""
+                self.stream.write(f"  - {iid}{entity} [{record.status if record else '?'}]"
+                                  f"{error}\n")
+            self.stream.write(f"undo them with: planctl rollback {outcome.run_id}\n")
+        self.stream.flush()
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> str:
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in rows
+    )
+
+
+def format_runs(runs: Iterable[RunRecord]) -> str:
+    rows = [
+        [r.id, r.plan_name, r.status, _when(r.started_at),
+         _duration(r.ended_at - r.started_at if r.ended_at else None)]
+        for r in runs
+    ]
+    if not rows:
+        return "no runs recorded\n"
+    return _table(["RUN", "PLAN", "STATUS", "STARTED", "DURATION"], rows)
+
+
+def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
+               tasks: Iterable[TaskRecord]) -> str:
+    if run is None:
+        return "no such run\n"
+    by_task = {(t.command_id, t.execution_reason): t for t in tasks}
+    children: dict[str | None, list[CommandRecord]] = {}
+    for record in commands.values():
+        children.setdefault(record.parent, []).append(record)
+    lines = [
+        f"run      {run.id}",
+        f"plan     {run.plan_name} ({run.plan_file})",
+        f"status   {run.status}",
+        f"started  {_when(run.started_at)} on {run.host} (pid {run.pid})",
+        f"ended    {_when(run.ended_at)}",
+        "",
+    ]
+    rows: list[list[str]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for record in sorted(children.get(parent, []), key=lambda r: r.order):
+            took = (record.ended_at - record.started_at
+                    if record.ended_at and record.started_at else None)
+            task = by_task.get((record.id, record.execution_reason))
+            notes = []
+            if task is not None:
+                notes.append(f"task {task.handle} {task.status} ({task.polls} polls)")
+            if record.error:
+                notes.append(record.error)
+            rows.append([
+                "  " * depth + record.id, record.status, record.execution_reason,
+                str(record.attempts), _duration(took), record.entity or "",
+                "; ".join(notes),
+            ])
+            walk(record.id, depth + 1)
+
+    walk(None, 0)
+    table = _table(["COMMAND", "STATUS", "REASON", "TRIES", "TIME", "ENTITY", "NOTES"], rows)
+    return "\n".join(lines) + table
