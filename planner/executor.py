@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +200,7 @@ class Runner:
         self.outputs: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.batch = Batch()
+        self.seq = 0  # events of this run so far
         self.waiters: list[asyncio.Future[None]] = []
         self.completed: deque[tuple[str, bool]] = deque()
         self.wake: asyncio.Event | None = None
@@ -212,7 +213,9 @@ class Runner:
     # -- persistence and events ----------------------------------------------------------
 
     def _event(self, kind: str, command_id: str | None = None, **data: Any) -> None:
-        event = EventRecord(self.run_id, self.clock(), kind, command_id, self.redact(data))
+        self.seq += 1
+        event = EventRecord(self.run_id, self.clock(), kind, command_id, self.redact(data),
+                            self.seq)
         self.batch.events.append(event)
         if self.listener is not None:
             self.listener(event)
@@ -412,42 +415,70 @@ class Runner:
             parent = self.graph.instances[parent].parent
         return False
 
-    async def _run_step(self, instance: CommandInstance) -> bool:
-        """The run step of a command; True when it ended well."""
-        iid = instance.id
+    def _fail(self, iid: str, failure: _StepFailed) -> None:
+        error = str(failure)
+        self.errors[iid] = error
+        self.changed[iid] = failure.changed
+        fields: dict[str, Any] = {"error": error, "ended_at": self.clock()}
+        if failure.changed is not None:
+            fields["changed"] = failure.changed
+        if failure.attempts is not None:
+            fields["attempts"] = failure.attempts
+        self._set(iid, S.FAILED, **fields)
+
+    async def _guard(self, iid: str, work: Coroutine[Any, Any, bool]) -> bool:
+        """Run a step's asynchronous part; a failure is recorded, never raised."""
         try:
-            return await self._forward(instance)
+            return await work
         except _StepFailed as failure:
-            error = str(failure)
-            self.errors[iid] = error
-            self.changed[iid] = failure.changed
-            fields: dict[str, Any] = {"error": error, "ended_at": self.clock()}
-            if failure.changed is not None:
-                fields["changed"] = failure.changed
-            if failure.attempts is not None:
-                fields["attempts"] = failure.attempts
-            self._set(iid, S.FAILED, **fields)
+            self._fail(iid, failure)
             return False
 
-    async def _forward(self, instance: CommandInstance) -> bool:
+    def _begin(self, instance: CommandInstance) -> dict[str, Any] | None:
+        """Decide whether the run step acts at all; None when it ended already (skipped)."""
         iid, spec = instance.id, instance.spec
-        parent = bool(instance.children)
         context = self._context(instance)
         if self._ancestor_skipped(instance) or (
                 spec.when is not None and not _truthy(self._render(spec.when, context, "when"))):
             self._set(iid, S.SKIPPED, ended_at=self.clock())
-            return True
-        run = spec.run
-        if run is None or (spec.exists is not None
-                           and await self._probe(spec.exists, context, iid, REGULAR_FLOW)):
-            self.changed[iid] = False
-            self._set(iid, S.RUNNING if parent else S.UNCHANGED, changed=False,
-                      ended_at=None if parent else self.clock())
-            return True
-        args, call = self._prepare(run, context, iid, REGULAR_FLOW)
-        self._set(iid, S.STARTING, execution_reason=REGULAR_FLOW,
+            return None
+        if spec.run is None:
+            self._unchanged(instance)
+            return None
+        return context
+
+    def _unchanged(self, instance: CommandInstance) -> None:
+        self.changed[instance.id] = False
+        parent = bool(instance.children)
+        self._set(instance.id, S.RUNNING if parent else S.UNCHANGED, changed=False,
+                  ended_at=None if parent else self.clock())
+
+    def _intend(self, instance: CommandInstance, context: dict[str, Any]
+                ) -> tuple[Any, ActionContext]:
+        """Render the run operation and record the intent (committed before it acts)."""
+        run = instance.spec.run
+        assert run is not None
+        args, call = self._prepare(run, context, instance.id, REGULAR_FLOW)
+        self._set(instance.id, S.STARTING, execution_reason=REGULAR_FLOW,
                   params={"action": run.action, "args": args}, started_at=self.clock())
+        return args, call
+
+    async def _probe_then_act(self, instance: CommandInstance, context: dict[str, Any]) -> bool:
+        spec = instance.spec
+        assert spec.exists is not None
+        if await self._probe(spec.exists, context, instance.id, REGULAR_FLOW):
+            self._unchanged(instance)
+            return True
+        args, call = self._intend(instance, context)
         await self._barrier()
+        return await self._act(instance, context, args, call)
+
+    async def _act(self, instance: CommandInstance, context: dict[str, Any], args: Any,
+                   call: ActionContext) -> bool:
+        """The side effect: run (with retries), follow its async task, keep its outputs."""
+        iid, spec = instance.id, instance.spec
+        run = spec.run
+        assert run is not None
         result, attempts = await self._attempts(run, args, call, context)
         if not result.ok:
             raise _StepFailed(result.error or f"{run.action} failed", None, attempts)
@@ -462,6 +493,7 @@ class Runner:
         outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
         self.outputs[iid] = outputs
         self.changed[iid] = True
+        parent = bool(instance.children)
         self._set(iid, S.RUNNING if parent else S.SUCCEEDED, changed=True, outputs=outputs,
                   ended_at=None if parent else self.clock(), **fields)
         return True
@@ -534,27 +566,36 @@ class Runner:
                     failed = True
                     if self.on_failure in ("rollback", "stop"):
                         scheduler.stop()
-            starting: list[tuple[str, CommandInstance]] = []
-            probing = False
+            starting: list[tuple[str, str, Coroutine[Any, Any, bool]]] = []
             for key in scheduler.ready(self.max_parallel - len(running)):
                 step = steps[key]
                 instance = instances[step.command]
                 if step.kind == END:
                     self._end(instance)
                     completed.append((key, True))
-                else:
-                    starting.append((key, instance))
-                    probing = probing or instance.spec.exists is not None
-            if completed:
-                continue
-            # New steps commit their own intent (and with it these outcomes) before acting;
-            # otherwise commit now so that outcomes are durable while nothing else happens.
-            if self.waiters or not starting or probing:
-                self._flush()
-            for key, instance in starting:
-                task = asyncio.create_task(self._run_step(instance))
+                    continue
+                try:
+                    context = self._begin(instance)
+                    if context is None:
+                        completed.append((key, True))
+                    elif instance.spec.exists is not None:
+                        work = self._probe_then_act(instance, context)
+                        starting.append((key, instance.id, work))
+                    else:
+                        args, call = self._intend(instance, context)
+                        work = self._act(instance, context, args, call)
+                        starting.append((key, instance.id, work))
+                except _StepFailed as failure:
+                    self._fail(instance.id, failure)
+                    completed.append((key, False))
+            # One commit: outcomes so far and the intents of the steps about to start.
+            self._flush()
+            for key, iid, work in starting:
+                task = asyncio.create_task(self._guard(iid, work))
                 running.add(task)
                 task.add_done_callback(lambda t, k=key: finished(t, k))  # type: ignore[misc]
+            if completed:
+                continue
             if not running and not scheduler.has_ready():
                 break
             await wake.wait()

@@ -70,24 +70,29 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
                 at_key=True,
             )
     elif validator == "required":
-        missing = [k for k in value if k not in error.instance]
-        for key in missing:
+        allowed = list(schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed] \
+            if schema.get("additionalProperties") is False else []
+        for key in (k for k in value if k not in error.instance):
+            # `comands:` is reported as an unknown key with "did you mean `commands`?".
+            if any(did_you_mean(e, allowed) == f"did you mean `{key}`?" for e in extra):
+                continue
             yield Diagnostic(path, f"missing required key `{key}`")
     elif validator == "type":
         yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(error.instance)}")
     elif validator == "enum":
         options = ", ".join(str(v) for v in value)
         hint = did_you_mean(str(error.instance), [str(v) for v in value])
-        yield Diagnostic(path, f"{error.instance!r} is not one of: {options}", hint=hint)
+        yield Diagnostic(path, f"{_show(error.instance)} is not one of: {options}", hint=hint)
     elif validator == "pattern" or validator in ("oneOf", "anyOf"):
         what = schema.get("description")
-        if validator != "pattern" and what is None:
-            best = jsonschema.exceptions.best_match(error.context or [])
+        if validator != "pattern":
+            best = _branch_error(error, what)
             if best is not None and best is not error:
                 yield from _describe(best)
                 return
-        text = f"{error.instance!r} is not valid" if not isinstance(error.instance, dict | list) \
-            else "not valid"
+        text = f"{_show(error.instance)} is not valid" \
+            if not isinstance(error.instance, dict | list) else "not valid"
         yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message)
     elif validator == "propertyNames":
         yield Diagnostic(path, f"invalid name {error.instance!r}: {error.message}")
@@ -97,10 +102,42 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
         yield Diagnostic(path, "must not be empty")
     elif validator == "uniqueItems":
         yield Diagnostic(path, "has duplicate entries")
-    elif validator == "not" and path and isinstance(error.instance, dict):
-        yield Diagnostic(path, "give either `json` or `body`, not both")
+    elif validator == "not" and value == {"required": ["json", "body"]}:
+        yield Diagnostic((*path, "body"), "give either `json` or `body`, not both", at_key=True)
     else:
         yield Diagnostic(path, error.message)
+
+
+def _branch_error(error: ValidationError, what: str | None) -> ValidationError | None:
+    """The error of a failed ``oneOf``/``anyOf`` worth showing instead of its description.
+
+    Branches whose type does not fit the value say nothing useful ("expected a string"
+    for a number that is merely too large). When exactly one branch fits, its own error is
+    the precise one; a bare pattern mismatch is better told by the description.
+    """
+    context = error.context or []
+    fitting = [e for e in context if not (e.validator == "type" and not e.relative_path)]
+    if what is None:
+        return jsonschema.exceptions.best_match(fitting or context)
+    if not fitting or len({e.relative_schema_path[0] for e in fitting}) != 1:
+        return None
+    best = jsonschema.exceptions.best_match(fitting)
+    if best is None or (best.validator == "pattern" and not _description(best)):
+        return None
+    return best
+
+
+def _description(error: ValidationError) -> str | None:
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    what = schema.get("description")
+    return what if isinstance(what, str) else None
+
+
+def _show(value: Any) -> str:
+    """A scalar as the plan author wrote it: ``true`` and ``null``, not ``True`` and ``None``."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return repr(value)
 
 
 def _lower(text: str) -> str:

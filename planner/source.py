@@ -10,6 +10,7 @@ the first time a diagnostic needs a position.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,12 @@ Positions = dict[Path, tuple[int, int]]
 class _Invalid(Exception):
     def __init__(self, diagnostic: Diagnostic) -> None:
         self.diagnostic = diagnostic
+
+
+def _at(event: Any, diagnostic: Diagnostic) -> Diagnostic:
+    """Pin a diagnostic to where ``event`` was written (its file is filled in later)."""
+    mark = event.start_mark
+    return diagnostic.located("", mark.line + 1, mark.column + 1)
 
 
 def _tag_error(tag: str, path: Path) -> _Invalid:
@@ -123,20 +130,19 @@ class _Builder:
             if key_event.__class__ is ev.MappingEndEvent:
                 break
             if key_event.__class__ is not ev.ScalarEvent:
-                raise _Invalid(Diagnostic(path, "mapping keys must be plain strings"))
+                problem = Diagnostic(path, "mapping keys must be plain strings")
+                raise _Invalid(_at(key_event, problem))
             key = _scalar(key_event, path)
             if key == "<<" and key_event.tag is None and key_event.implicit[0]:
                 merged.extend(self.merge_sources(get(), path))
                 continue
             if not isinstance(key, str):
-                raise _Invalid(
-                    Diagnostic(
-                        path,
-                        f"mapping key {key_event.value!r} is read as {type(key).__name__}, "
-                        "not a string",
-                        hint=f"quote it: '{key_event.value}'",
-                    )
-                )
+                raise _Invalid(_at(key_event, Diagnostic(
+                    path,
+                    f"mapping key {key_event.value!r} is read as {type(key).__name__}, "
+                    "not a string",
+                    hint=f"quote it: '{key_event.value}'",
+                )))
             child = (*path, key)
             if key in out:
                 self.problems.append(
@@ -248,6 +254,25 @@ class Document:
         return diagnostic.located(self.file, line, column)
 
 
+def _lines(text: bytes | str) -> list[str]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return re.split(r"\r\n|[\r\n\x85\u2028\u2029]", text)
+
+
+def _char_at(text: bytes | str, line: int, column: int) -> str:
+    """The character at a 0-based libyaml mark, or '' when out of range."""
+    lines = _lines(text)
+    return lines[line][column : column + 1] if line < len(lines) else ""
+
+
+def _past_end(text: bytes | str, line: int, column: int) -> bool:
+    """Whether a 0-based mark lies after the last non-blank character of the text."""
+    lines = _lines(text)
+    last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
+    return line > last or (line == last and column >= len(lines[last].rstrip()))
+
+
 def read_document(text: bytes | str, file: str) -> Document:
     """Parse one YAML document; raise PlanError (located) if it is not safe, plain YAML."""
     loader = _Loader(text)
@@ -259,13 +284,21 @@ def read_document(text: bytes | str, file: str) -> Document:
             raise _Invalid(Diagnostic((), "the plan file is empty", hint="start with `name:`"))
         data = builder.node(builder.get(), ())
         builder.get()  # DocumentEnd
-        if builder.get().__class__ is not ev.StreamEndEvent:
-            raise _Invalid(Diagnostic((), "a plan file holds one YAML document, not several"))
+        if (after := builder.get()).__class__ is not ev.StreamEndEvent:
+            raise _Invalid(_at(after, Diagnostic(
+                (), "a plan file holds one YAML document, not several",
+                hint="split it into one file per plan")))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and mark and _past_end(text, mark.line, mark.column):
+            # An unclosed quote or bracket is found at the end of the file; show its start.
+            mark = exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise PlanError([Diagnostic((), f"YAML syntax: {problem}", file=file, line=line,
+        # libyaml does not name the character; a tab is by far the most common one.
+        hint = "indent with spaces; YAML does not allow tabs here" \
+            if mark and _char_at(text, mark.line, mark.column) == "\t" else None
+        raise PlanError([Diagnostic((), f"YAML syntax: {problem}", hint, file=file, line=line,
                                     column=column)]) from None
     except yaml.YAMLError as exc:
         raise PlanError([Diagnostic((), f"cannot read YAML: {exc}", file=file, line=1,
@@ -274,15 +307,19 @@ def read_document(text: bytes | str, file: str) -> Document:
         raise PlanError([Diagnostic((), "the YAML is nested too deeply", file=file, line=1,
                                     column=1)]) from None
     except _Invalid as exc:
-        doc = Document(file, text, None)
-        raise PlanError([doc.locate(exc.diagnostic)]) from None
+        found = exc.diagnostic
+        if found.line is not None:
+            located = found.located(file, found.line, found.column or 1)
+        else:
+            located = Document(file, text, None).locate(found)
+        raise PlanError([located]) from None
     finally:
         loader.dispose()
     doc = Document(file, text, data)
     if builder.aliased and _expanded_size(data, {}) > MAX_EXPANDED_NODES:
         builder.problems.append(
             Diagnostic((), f"the plan expands through aliases to over {MAX_EXPANDED_NODES:,} "
-                           "nodes", hint="aliases may be nested too deeply (a 'billion laughs')")
+                           "nodes", hint="aliases nested inside aliases multiply: a 'billion laughs'")
         )
     if builder.problems:
         raise PlanError([doc.locate(d) for d in builder.problems])

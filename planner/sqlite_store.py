@@ -69,14 +69,14 @@ CREATE TABLE IF NOT EXISTS async_tasks (
     PRIMARY KEY (run_id, command_id, execution_reason)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
     command_id TEXT,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     entity TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -90,10 +90,15 @@ CREATE TABLE IF NOT EXISTS locks (
 _JSON_COLUMNS = frozenset({"params", "result", "outputs"})
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def _dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), default=str)
+    if not value and isinstance(value, dict):
+        return "{}"
+    return _encode(value)
 
 
 def _loads(text: str | None) -> Any:
@@ -194,10 +199,10 @@ class SQLiteStore:
                 )
             if batch.events:
                 db.executemany(
-                    "INSERT INTO events (run_id, ts, kind, command_id, data) VALUES (?,?,?,?,?)",
+                    "INSERT INTO events (run_id, seq, ts, kind, command_id, data)"
+                    " VALUES (?,?,?,?,?,?)",
                     [
-                        (e.run_id, e.ts, e.kind, e.command_id,
-                         json.dumps(e.data, separators=(",", ":"), default=str))
+                        (e.run_id, e.seq, e.ts, e.kind, e.command_id, _encode(e.data))
                         for e in batch.events
                     ],
                 )

@@ -86,6 +86,8 @@ class TaskRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
+    """One entry of a run's append-only log; ``seq`` counts from 1 within the run."""
+
     run_id: str
     ts: float
     kind: str
@@ -153,8 +155,7 @@ class MemoryStore:
             rows[command_id] = replace(rows[command_id], **fields)
         for task in batch.tasks:
             self.tasks[(task.run_id, task.command_id, task.execution_reason)] = task
-        for event in batch.events:
-            self.events.append(replace(event, seq=len(self.events) + 1))
+        self.events.extend(batch.events)
         if batch.run:
             self.runs[run_id] = replace(self.runs[run_id], **batch.run)
         self.commits += 1

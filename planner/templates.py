@@ -137,7 +137,7 @@ def analyze(source: str) -> TemplateInfo:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    names = frozenset(meta.find_undeclared_variables(tree)) - env.globals.keys()
+    names = frozenset(meta.find_undeclared_variables(tree) - env.globals.keys())
     chains: set[tuple[str, ...]] = set()
     if "commands" in names:
         for node in tree.find_all((nodes.Getattr, nodes.Getitem)):

@@ -7,11 +7,20 @@ from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
 
-from .base import SUBPROCESS, Action, ActionContext, ActionResult, builtin_schema, plan_schema
+from .base import (
+    SHELL_QUOTE,
+    SUBPROCESS,
+    Action,
+    ActionContext,
+    ActionResult,
+    builtin_schema,
+    plan_schema,
+)
 
 __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
+    "SHELL_QUOTE",
     "SUBPROCESS",
     "Action",
     "ActionContext",

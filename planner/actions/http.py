@@ -1,20 +1,147 @@
-"""The `http` action."""
+"""The `http` action: one HTTP request with httpx."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
+import json
+import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .base import ActionContext, ActionResult, builtin_schema
 
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DEFAULT_TIMEOUT", "HttpAction", "aclose_clients"]
+
+DEFAULT_TIMEOUT = 30.0
+# Longest excerpt of a response body quoted in an error message.
+_ERROR_EXCERPT = 200
+
+# One pooled client per event loop: connections cannot be shared across loops.
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+
+def _client() -> httpx.AsyncClient:
+    import httpx  # lazily: validating a plan must not pay for importing httpx
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        for old in [old for old in _clients if old.is_closed()]:
+            del _clients[old]  # its loop is gone, so it cannot be closed properly anymore
+        # No connection cap: the executor's max_parallel already bounds concurrency, and
+        # a cap would turn a burst of polls into pool timeouts.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        client = _clients[loop] = httpx.AsyncClient(limits=limits)
+    return client
+
+
+async def aclose_clients() -> None:
+    """Close the client of the running event loop; the executor calls this before it ends."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
 
 class HttpAction:
+    """Send one request; ok when the status is the expected one (by default any 2xx).
+
+    Always sends ``Idempotency-Key`` (the command's key) unless the plan set that header.
+    Data: ``status``, ``headers`` (lower-case names), ``text``, and ``json`` when the body
+    parses as JSON. Request headers never appear in the result: they may carry secrets.
+    Connection errors and timeouts give ``ok=False``, never an exception.
+    """
+
     name = "http"
     schema: Mapping[str, Any] = builtin_schema("http")
     capabilities: frozenset[str] = frozenset()
 
     async def run(self, args: Any, context: ActionContext) -> ActionResult:
-        raise NotImplementedError("executing actions arrives with planctl apply")
+        import httpx
+
+        method = str(args.get("method", "GET")).upper()
+        url = str(args["url"])
+        where = f"{method} {_redacted(url)}"
+        headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items()}
+        if not any(k.lower() == "idempotency-key" for k in headers):
+            headers["Idempotency-Key"] = context.idempotency_key
+        body: dict[str, Any] = {}
+        if "json" in args:
+            body["json"] = args["json"]
+        elif "body" in args:
+            body["content"] = str(args["body"]).encode("utf-8")
+        timeout = context.timeout or DEFAULT_TIMEOUT
+        try:
+            response = await _client().request(
+                method, url, headers=headers, timeout=timeout, **body
+            )
+        except httpx.TimeoutException:
+            message = f"timed out after {timeout:g}s: {where}"
+            return ActionResult(False, {"timed_out": True}, message)
+        except httpx.ConnectError as exc:
+            return ActionResult(False, {}, _connect_error(exc, url))
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            return ActionResult(False, {}, f"{where}: {type(exc).__name__}: {exc}")
+        except (TypeError, ValueError) as exc:  # e.g. a json value that cannot be encoded
+            return ActionResult(False, {}, f"{where}: invalid request: {exc}")
+
+        text = response.text
+        data: dict[str, Any] = {
+            "status": response.status_code,
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "text": text,
+        }
+        if text.strip():
+            with contextlib.suppress(ValueError):
+                data["json"] = json.loads(text)
+        expected = args.get("status")
+        if expected is None:
+            ok = 200 <= response.status_code < 300
+        else:
+            ok = response.status_code in (expected if isinstance(expected, list) else [expected])
+        if ok:
+            return ActionResult(True, data)
+        message = f"HTTP {response.status_code} {response.reason_phrase} from {where}"
+        if expected is not None:
+            message += f" (expected {expected})"
+        excerpt = " ".join(text.split())
+        if excerpt:
+            if len(excerpt) > _ERROR_EXCERPT:
+                excerpt = excerpt[: _ERROR_EXCERPT - 3] + "..."
+            message += f": {excerpt}"
+        return ActionResult(False, data, message)
+
+
+def _connect_error(exc: BaseException, url: str) -> str:
+    shown = _redacted(url)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or (
+            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
+        ):
+            return f"connection refused: {shown}"
+        if isinstance(cause, socket.gaierror):
+            host = urlsplit(url).hostname or url
+            return f"cannot resolve host {host}: {cause.strerror or cause}"
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot connect: {shown}: {exc}"
+
+
+def _redacted(url: str) -> str:
+    """``url`` without user info, query or fragment: those often carry credentials."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + (
+            "?..." if parts.query else ""
+        )
+    except ValueError:
+        return "<invalid url>"
 
 
 ACTION = HttpAction()

@@ -1,0 +1,193 @@
+"""Run one subprocess for an action and turn its outcome into an ActionResult."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from .base import ActionContext, ActionResult
+
+__all__ = ["KILL_GRACE", "run_process"]
+
+# Seconds a process group gets between SIGTERM and SIGKILL.
+KILL_GRACE = 2.0
+# Longest stderr excerpt quoted in an error message.
+_ERROR_EXCERPT = 500
+_CHUNK = 64 * 1024
+
+
+async def run_process(
+    argv: Sequence[str], context: ActionContext, *, grace: float = KILL_GRACE
+) -> ActionResult:
+    """Run ``argv`` in its own session; on timeout or cancellation kill its whole group.
+
+    The result's data holds ``rc``, ``stdout`` and ``stderr`` (text), plus ``json`` when
+    stdout is a JSON object or array, and ``timed_out: True`` after a timeout. A program
+    that cannot be started gives ``ok=False`` with rc 127 (not found) or 126 (not
+    executable), as a shell would, instead of raising.
+    """
+    if not argv:
+        return ActionResult(False, {"rc": 127, "stdout": "", "stderr": ""}, "empty command")
+    stdin = context.stdin
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=context.cwd,
+            env={**os.environ, **context.env},
+            # A session of its own makes the child a group leader, so killpg reaches
+            # everything it spawned, and a Ctrl-C on our terminal does not hit it directly.
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        rc, message = _spawn_error(exc, argv[0], context.cwd)
+        return ActionResult(False, {"rc": rc, "stdout": "", "stderr": ""}, message)
+
+    out, err = bytearray(), bytearray()
+    assert proc.stdout is not None and proc.stderr is not None
+    tasks = [
+        asyncio.create_task(_drain(proc.stdout, out)),
+        asyncio.create_task(_drain(proc.stderr, err)),
+    ]
+    if stdin is not None:
+        tasks.append(asyncio.create_task(_feed(proc, stdin.encode("utf-8"))))
+    timed_out = False
+    try:
+        async with asyncio.timeout(context.timeout):
+            # asyncio.wait, unlike gather, leaves the readers running when interrupted,
+            # so a timed-out result still carries the output produced so far.
+            await asyncio.wait(tasks)
+            rc = await proc.wait()
+    except TimeoutError:
+        timed_out = True
+        await _kill_group(proc, grace)
+        # Once the group is dead the pipes reach EOF, unless something escaped the group
+        # (setsid) and holds them open: do not wait for it.
+        await asyncio.wait(tasks, timeout=grace)
+        rc = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+    except BaseException:  # cancellation: leave nothing behind, then let it propagate
+        try:
+            await _kill_group(proc, grace)
+        finally:
+            for task in tasks:
+                task.cancel()
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+
+    stdout = out.decode("utf-8", errors="replace")
+    stderr = err.decode("utf-8", errors="replace")
+    data: dict[str, Any] = {"rc": rc, "stdout": stdout, "stderr": stderr}
+    parsed = _json_of(stdout)
+    if parsed is not None:
+        data["json"] = parsed[0]
+    if timed_out:
+        data["timed_out"] = True
+        return ActionResult(False, data, f"timed out after {context.timeout:g}s")
+    if rc == 0:
+        return ActionResult(True, data)
+    return ActionResult(False, data, _exit_error(rc, stderr))
+
+
+async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
+    # Chunk by chunk into the caller's buffer, so a cancelled read keeps what it got.
+    while chunk := await stream.read(_CHUNK):
+        sink += chunk
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the program did not read all of its input; its exit status tells the rest
+    finally:
+        proc.stdin.close()
+
+
+async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left after ``grace``, await the leader."""
+    pgid = proc.pid  # the leader of a new session: its pid is the group id
+    _signal_group(pgid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    try:
+        while _group_alive(pgid) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        # Also when cancelled again while waiting: SIGKILL cannot be ignored.
+        _signal_group(pgid, signal.SIGKILL)
+    # Wait for the child watcher to reap the leader. Not proc.wait(): it also waits for
+    # the pipes to close, which a process that escaped the group (setsid) may hold open.
+    deadline = loop.time() + grace
+    while proc.returncode is None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    except PermissionError:
+        pass  # a member changed its credentials (setuid); nothing more we may do
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _spawn_error(exc: OSError | ValueError, program: str, cwd: str) -> tuple[int, str]:
+    if isinstance(exc, ValueError):  # e.g. an embedded NUL byte
+        return 127, f"cannot run {program}: {exc}"
+    if isinstance(exc, FileNotFoundError) and exc.filename == cwd and exc.filename != program:
+        return 127, f"working directory not found: {cwd}"
+    if isinstance(exc, FileNotFoundError):
+        return 127, f"command not found: {program}"
+    if isinstance(exc, PermissionError):
+        return 126, f"permission denied (not executable?): {program}"
+    if exc.errno == errno.ENOEXEC:
+        return 126, f"not an executable (missing #! line?): {program}"
+    return 126, f"cannot run {program}: {exc.strerror or exc}"
+
+
+def _exit_error(rc: int, stderr: str) -> str:
+    if rc < 0:
+        try:
+            head = f"killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            head = f"killed by signal {-rc}"
+    else:
+        head = f"exit status {rc}"
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return head
+    last = lines[-1]
+    if len(last) > _ERROR_EXCERPT:
+        last = last[: _ERROR_EXCERPT - 3] + "..."
+    return f"{head}: {last}"
+
+
+def _json_of(text: str) -> tuple[Any] | None:
+    """``(value,)`` when ``text`` is a JSON object or array, else None."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None  # cheap test first: most output is not JSON
+    try:
+        return (json.loads(text),)
+    except ValueError:
+        return None

@@ -1,0 +1,632 @@
+"""The built-in actions, run for real: subprocesses, an HTTP server on 127.0.0.1, imports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import helpers_actions
+import pytest
+from asyncjobs import AsyncJobsServer
+
+from planner import actions
+from planner.actions import SHELL_QUOTE, SUBPROCESS, ActionContext, ActionResult
+from planner.actions._process import run_process
+from planner.actions.command import ACTION as COMMAND
+from planner.actions.http import ACTION as HTTP
+from planner.actions.http import aclose_clients
+from planner.actions.python import ACTION as PYTHON
+from planner.actions.python import resolve
+from planner.actions.shell import ACTION as SHELL
+
+HELPERS = helpers_actions.__name__
+REPO = Path(__file__).resolve().parents[1]
+
+
+def context(cwd: Path | str, **options: Any) -> ActionContext:
+    """A context as the executor builds it, PLANCTL_* variables included."""
+    env = {
+        "PLANCTL_RUN_ID": "run-1",
+        "PLANCTL_COMMAND_ID": "clone[disk0]",
+        "PLANCTL_EXECUTION_REASON": "REGULAR_FLOW",
+        "PLANCTL_IDEMPOTENCY_KEY": "key-1",
+        **options.pop("env", {}),
+    }
+    return ActionContext(
+        run_id="run-1",
+        command_id="clone[disk0]",
+        execution_reason="REGULAR_FLOW",
+        idempotency_key="key-1",
+        cwd=str(cwd),
+        env=env,
+        **options,
+    )
+
+
+def run(action: actions.Action, args: Any, ctx: ActionContext) -> ActionResult:
+    async def main() -> ActionResult:
+        try:
+            return await action.run(args, ctx)
+        finally:
+            await aclose_clients()
+
+    return asyncio.run(main())
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def gone(pid: int, within: float = 3.0) -> bool:
+    """Whether ``pid`` is dead, allowing its parent (init) a moment to reap it."""
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)  # do not leave it behind even when the test fails
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def read_pid(path: Path, within: float = 5.0) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        text = path.read_text().strip() if path.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was never written")
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A URL whose server accepts connections but never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/slow"
+
+
+# Capabilities and registry
+
+
+def test_capabilities_declare_subprocess_and_shell_quoting() -> None:
+    """command and shell start subprocesses; only shell asks the core for shell quoting."""
+    assert COMMAND.capabilities == frozenset({SUBPROCESS})
+    assert SHELL.capabilities == frozenset({SUBPROCESS, SHELL_QUOTE})
+    assert HTTP.capabilities == frozenset()
+    assert PYTHON.capabilities == frozenset()
+    for name, action in [("command", COMMAND), ("shell", SHELL), ("http", HTTP),
+                         ("python", PYTHON)]:
+        assert actions.get(name) is action
+        assert isinstance(action, actions.Action)
+        assert action.schema == actions.builtin_schema(name)
+
+
+def test_http_module_imports_httpx_lazily() -> None:
+    """Importing the http action (as validation does) does not import httpx."""
+    code = "import sys, planner.actions.http; assert 'httpx' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# command
+
+
+def test_command_ok_returns_rc_and_output(tmp_path: Path) -> None:
+    """A command exiting 0 is ok and its rc, stdout and stderr are in the data."""
+    result = run(COMMAND, ["sh", "-c", "echo out; echo err >&2"], context(tmp_path))
+    assert result.ok and result.error is None
+    assert result.data == {"rc": 0, "stdout": "out\n", "stderr": "err\n"}
+
+
+def test_command_argv_items_are_converted_to_strings(tmp_path: Path) -> None:
+    """Numbers become their text and booleans become true/false."""
+    result = run(COMMAND, ["echo", 3, True, False, 1.5], context(tmp_path))
+    assert result.data["stdout"] == "3 true false 1.5\n"
+
+
+def test_command_nonzero_exit_fails_with_last_stderr_line(tmp_path: Path) -> None:
+    """A non-zero exit is a failure whose error names the status and the last stderr line."""
+    script = "echo progress >&2; echo 'disk full' >&2; echo >&2; exit 3"
+    result = run(COMMAND, ["sh", "-c", script], context(tmp_path))
+    assert not result.ok
+    assert result.data["rc"] == 3
+    assert result.error == "exit status 3: disk full"
+
+
+def test_command_error_trims_long_stderr(tmp_path: Path) -> None:
+    """A huge stderr line is shortened in the error but kept whole in the data."""
+    result = run(COMMAND, ["sh", "-c", "printf '%05000d\\n' 0 >&2; exit 1"], context(tmp_path))
+    assert result.error is not None and len(result.error) < 600
+    assert result.error.endswith("...")
+    assert len(result.data["stderr"]) == 5001
+
+
+def test_command_exit_without_stderr(tmp_path: Path) -> None:
+    """A failure with an empty stderr says just the exit status."""
+    result = run(COMMAND, ["false"], context(tmp_path))
+    assert result.error == "exit status 1"
+
+
+def test_command_parses_json_stdout(tmp_path: Path) -> None:
+    """Stdout holding a JSON object or array is also exposed as ``json``."""
+    result = run(COMMAND, ["echo", '  {"uuid": "u-1", "disks": [1, 2]}'], context(tmp_path))
+    assert result.data["json"] == {"uuid": "u-1", "disks": [1, 2]}
+    assert run(COMMAND, ["echo", "[1, 2]"], context(tmp_path)).data["json"] == [1, 2]
+
+
+def test_command_without_json_stdout_has_no_json(tmp_path: Path) -> None:
+    """Plain text, scalars and broken JSON leave ``json`` out."""
+    for text in ["hello", "42", "{not json"]:
+        assert "json" not in run(COMMAND, ["echo", text], context(tmp_path)).data
+
+
+def test_command_decodes_invalid_utf8_with_replacement(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 become replacement characters instead of an exception."""
+    result = run(COMMAND, ["printf", "a\\377b"], context(tmp_path))
+    assert result.data["stdout"] == "a\ufffdb"
+
+
+def test_command_feeds_stdin(tmp_path: Path) -> None:
+    """``stdin`` is written to the program's standard input."""
+    result = run(COMMAND, ["cat"], context(tmp_path, stdin="line 1\nline 2\n"))
+    assert result.data["stdout"] == "line 1\nline 2\n"
+
+
+def test_command_without_stdin_reads_nothing(tmp_path: Path) -> None:
+    """Without ``stdin`` the program's standard input is empty, so it never waits on it."""
+    result = run(COMMAND, ["cat"], context(tmp_path, timeout=5))
+    assert result.ok and result.data["stdout"] == ""
+
+
+def test_command_ignoring_large_stdin_does_not_hang(tmp_path: Path) -> None:
+    """A program that exits without reading a large stdin still gives a result."""
+    result = run(COMMAND, ["true"], context(tmp_path, stdin="x" * 1_000_000, timeout=10))
+    assert result.ok
+
+
+def test_command_env_merges_over_os_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context env (PLANCTL_* included) is added to, and overrides, the parent's env."""
+    monkeypatch.setenv("INHERITED", "from-parent")
+    monkeypatch.setenv("OVERRIDDEN", "parent")
+    script = (
+        'printf "%s\\n" "$INHERITED" "$OVERRIDDEN" "$PLANCTL_RUN_ID" "$PLANCTL_COMMAND_ID" '
+        '"$PLANCTL_EXECUTION_REASON" "$PLANCTL_IDEMPOTENCY_KEY"'
+    )
+    ctx = context(tmp_path, env={"OVERRIDDEN": "plan"})
+    result = run(COMMAND, ["sh", "-c", script], ctx)
+    assert result.data["stdout"].splitlines() == [
+        "from-parent", "plan", "run-1", "clone[disk0]", "REGULAR_FLOW", "key-1",
+    ]
+
+
+def test_command_runs_in_cwd(tmp_path: Path) -> None:
+    """The program runs in the context's working directory, and relative paths start there."""
+    script = tmp_path / "store"
+    script.write_text("#!/bin/sh\npwd\n")
+    script.chmod(0o755)
+    result = run(COMMAND, ["./store"], context(tmp_path))
+    assert result.ok, result.error
+    assert result.data["stdout"].strip() == str(tmp_path.resolve())
+
+
+def test_command_not_found(tmp_path: Path) -> None:
+    """A missing program is a failure with rc 127 and a clear error, not an exception."""
+    result = run(COMMAND, ["./x"], context(tmp_path))
+    assert not result.ok
+    assert result.error == "command not found: ./x"
+    assert result.data["rc"] == 127
+    assert run(COMMAND, ["no-such-program-planctl"], context(tmp_path)).data["rc"] == 127
+
+
+def test_command_not_executable(tmp_path: Path) -> None:
+    """A file without the execute bit is a failure with rc 126."""
+    script = tmp_path / "store"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    result = run(COMMAND, ["./store"], context(tmp_path))
+    assert not result.ok
+    assert result.data["rc"] == 126
+    assert result.error is not None and "./store" in result.error
+
+
+def test_command_missing_cwd(tmp_path: Path) -> None:
+    """A working directory that does not exist is named in the error."""
+    missing = tmp_path / "gone"
+    result = run(COMMAND, ["true"], context(missing))
+    assert not result.ok
+    assert result.error == f"working directory not found: {missing}"
+
+
+def test_command_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """After the timeout the program and everything it spawned are killed and reaped."""
+    pids = tmp_path / "pids"
+    script = f"echo started; sleep 30 & echo $! > {pids}; wait"
+    started = time.monotonic()
+    result = run(COMMAND, ["sh", "-c", script], context(tmp_path, timeout=0.5))
+    assert time.monotonic() - started < 10
+    assert not result.ok
+    assert result.error == "timed out after 0.5s"
+    assert result.data["timed_out"] is True
+    assert result.data["stdout"] == "started\n"  # output produced before the timeout is kept
+    assert gone(read_pid(pids))
+
+
+def test_command_timeout_escalates_to_sigkill(tmp_path: Path) -> None:
+    """A group that ignores SIGTERM is killed with SIGKILL after the grace period."""
+    pids = tmp_path / "pids"
+    script = f"trap '' TERM; sleep 30 & echo $! > {pids}; wait; wait"
+    result = asyncio.run(
+        run_process(["sh", "-c", script], context(tmp_path, timeout=0.3), grace=0.3)
+    )
+    assert result.data["timed_out"] is True
+    assert result.data["rc"] == -9
+    assert gone(read_pid(pids))
+
+
+def test_command_cancellation_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """Cancelling the action kills the program and its children, then re-raises."""
+    leader, child = tmp_path / "leader", tmp_path / "child"
+    script = f"echo $$ > {leader}; sleep 30 & echo $! > {child}; wait"
+
+    async def main() -> None:
+        task = asyncio.create_task(COMMAND.run(["sh", "-c", script], context(tmp_path)))
+        while not (child.exists() and child.read_text().strip()):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert gone(read_pid(leader))
+    assert gone(read_pid(child))
+
+
+def test_command_runs_many_concurrently(tmp_path: Path) -> None:
+    """Many commands on one loop run side by side rather than one after another."""
+
+    async def main() -> list[ActionResult]:
+        ctx = context(tmp_path)
+        return await asyncio.gather(*(COMMAND.run(["sleep", "0.5"], ctx) for _ in range(20)))
+
+    started = time.monotonic()
+    results = asyncio.run(main())
+    assert all(r.ok for r in results)
+    assert time.monotonic() - started < 5  # generous; sequential would take 10 s
+
+
+# shell
+
+
+def test_shell_runs_script_with_pipes(tmp_path: Path) -> None:
+    """A shell script with pipes and redirections runs under /bin/sh."""
+    result = run(SHELL, "printf 'b\\na\\nc\\n' | sort | head -n 2", context(tmp_path))
+    assert result.ok
+    assert result.data["stdout"] == "a\nb\n"
+
+
+def test_shell_failure_reports_stderr(tmp_path: Path) -> None:
+    """A failing script reports its exit status and last stderr line."""
+    result = run(SHELL, "echo 'no such image' >&2; exit 4", context(tmp_path))
+    assert not result.ok
+    assert result.error == "exit status 4: no such image"
+
+
+def test_shell_timeout(tmp_path: Path) -> None:
+    """A shell script is killed at its timeout like a command."""
+    result = run(SHELL, "sleep 30", context(tmp_path, timeout=0.2))
+    assert result.data["timed_out"] is True
+
+
+# http
+
+
+def test_http_get_returns_status_headers_text_and_json(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """A GET answered with 2xx is ok, with lower-case response headers and parsed JSON."""
+    result = run(HTTP, {"url": async_jobs_server.url + "/echo"}, context(tmp_path))
+    assert result.ok, result.error
+    assert result.data["status"] == 200
+    assert result.data["headers"]["content-type"] == "application/json"
+    assert result.data["json"]["method"] == "GET"
+    assert result.data["text"].startswith("{")
+
+
+def test_http_post_sends_json(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """``json`` is sent as a JSON body with the method given."""
+    args = {"method": "POST", "url": async_jobs_server.url + "/echo", "json": {"vm": "vm-42"}}
+    result = run(HTTP, args, context(tmp_path))
+    assert result.data["json"]["method"] == "POST"
+    assert result.data["json"]["json"] == {"vm": "vm-42"}
+    assert result.data["json"]["headers"]["Content-Type"] == "application/json"
+
+
+def test_http_post_sends_raw_body(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """``body`` is sent as is, with the plan's headers."""
+    args = {
+        "method": "PUT",
+        "url": async_jobs_server.url + "/echo",
+        "body": '{"raw": true}',
+        "headers": {"Content-Type": "application/json", "X-Trace": "t-1"},
+    }
+    result = run(HTTP, args, context(tmp_path))
+    assert result.data["json"]["json"] == {"raw": True}
+    assert result.data["json"]["headers"]["X-Trace"] == "t-1"
+
+
+def test_http_sends_idempotency_key(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """Every request carries the command's key as the Idempotency-Key header."""
+    run(HTTP, {"url": async_jobs_server.url + "/echo"}, context(tmp_path))
+    method, path, headers = async_jobs_server.requests[-1]
+    assert (method, path) == ("GET", "/echo")
+    assert headers["Idempotency-Key"] == "key-1"
+
+
+def test_http_plan_idempotency_key_wins(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """An Idempotency-Key set by the plan (any case) is sent instead of the command's."""
+    args = {"url": async_jobs_server.url + "/echo", "headers": {"idempotency-key": "mine"}}
+    result = run(HTTP, args, context(tmp_path))
+    sent = {k.lower(): v for k, v in result.data["json"]["headers"].items()}
+    assert sent["idempotency-key"] == "mine"
+    assert sum(k.lower() == "idempotency-key" for k in result.data["json"]["headers"]) == 1
+
+
+def test_http_unexpected_status_fails(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """A status other than the expected one fails, naming both, and keeps the response."""
+    args = {"method": "POST", "url": async_jobs_server.url + "/jobs", "json": {}, "status": 201}
+    result = run(HTTP, args, context(tmp_path))
+    assert not result.ok
+    assert result.data["status"] == 202
+    assert result.error is not None
+    assert result.error.startswith(
+        f"HTTP 202 Accepted from POST {async_jobs_server.url}/jobs (expected 201)"
+    )
+
+
+def test_http_expected_status_list(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """A list of expected statuses accepts any of them, 404 included."""
+    args = {"url": async_jobs_server.url + "/jobs/nope", "status": [200, 404]}
+    assert run(HTTP, args, context(tmp_path)).ok
+
+
+def test_http_non_2xx_fails_by_default(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """Without ``status``, a 404 fails with the body's start in the error."""
+    result = run(HTTP, {"url": async_jobs_server.url + "/jobs/nope"}, context(tmp_path))
+    assert not result.ok
+    assert result.error == (
+        f"HTTP 404 Not Found from GET {async_jobs_server.url}/jobs/nope: "
+        '{"error": "no job nope"}'
+    )
+
+
+def test_http_connection_refused(tmp_path: Path) -> None:
+    """A refused connection is a failure with a clear error, not an exception."""
+    with closed_port() as port:
+        result = run(HTTP, {"url": f"http://127.0.0.1:{port}/jobs"}, context(tmp_path))
+    assert not result.ok
+    assert result.error == f"connection refused: http://127.0.0.1:{port}/jobs"
+
+
+def test_http_timeout(tmp_path: Path) -> None:
+    """A server that never answers fails after the operation's timeout."""
+    with silent_server() as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=0.3))
+    assert not result.ok
+    assert result.data == {"timed_out": True}
+    assert result.error == f"timed out after 0.3s: GET {url}"
+
+
+def test_http_bad_url(tmp_path: Path) -> None:
+    """An unsupported URL is a failure, not an exception."""
+    result = run(HTTP, {"url": "ftp://example.invalid/x"}, context(tmp_path))
+    assert not result.ok
+    assert result.error is not None and "UnsupportedProtocol" in result.error
+
+
+def test_http_error_hides_url_credentials(tmp_path: Path) -> None:
+    """User info and query strings of the URL stay out of error messages."""
+    with closed_port() as port:
+        url = f"http://user:pw@127.0.0.1:{port}/x?token=s3cret"
+        result = run(HTTP, {"url": url}, context(tmp_path))
+    assert result.error == f"connection refused: http://127.0.0.1:{port}/x?..."
+
+
+def test_http_result_has_no_request_headers(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """Request headers, which may carry secrets, never appear in the result."""
+    args = {
+        "method": "POST",
+        "url": async_jobs_server.url + "/jobs",
+        "json": {"name": "copy"},
+        "headers": {"Authorization": "Bearer s3cret"},
+    }
+    result = run(HTTP, args, context(tmp_path))
+    assert result.ok
+    assert "s3cret" not in repr(result)
+    assert async_jobs_server.requests[-1][2]["Authorization"] == "Bearer s3cret"
+
+
+def test_http_async_job_created_and_polled_to_the_end(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """A job is created (202 + Location), polled through 503s until it succeeds."""
+    base = async_jobs_server.url
+
+    async def main() -> tuple[ActionResult, list[ActionResult]]:
+        try:
+            ctx = context(tmp_path, timeout=5)
+            created = await HTTP.run(
+                {"method": "POST", "url": base + "/jobs",
+                 "json": {"duration": 0.3, "name": "copy-image"}},
+                ctx,
+            )
+            async_jobs_server.flaky_polls = 2
+            polls = []
+            for _ in range(200):
+                poll = await HTTP.run({"url": base + created.data["json"]["href"]}, ctx)
+                polls.append(poll)
+                if poll.ok and poll.data["json"]["status"] != "running":
+                    break
+                await asyncio.sleep(0.02)
+            return created, polls
+        finally:
+            await aclose_clients()
+
+    created, polls = asyncio.run(main())
+    assert created.ok and created.data["status"] == 202
+    job_id = created.data["json"]["id"]
+    assert created.data["headers"]["location"] == f"/jobs/{job_id}"
+    assert [p.data["status"] for p in polls[:2]] == [503, 503]
+    assert not polls[0].ok
+    assert polls[-1].data["json"] == {"id": job_id, "status": "succeeded", "name": "copy-image"}
+    assert polls[2].data["json"]["status"] == "running"  # polled while it ran
+    assert all(h["Idempotency-Key"] == "key-1" for _, _, h in async_jobs_server.requests)
+
+
+def test_http_async_job_failure_and_cancel(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """A failing job ends failed; DELETE cancels a running job; a repeated key reuses a job."""
+    base = async_jobs_server.url
+    failing = run(HTTP, {"method": "POST", "url": base + "/jobs",
+                         "json": {"duration": 0, "fail": True}}, context(tmp_path))
+    href = failing.data["json"]["href"]
+    assert run(HTTP, {"url": base + href}, context(tmp_path)).data["json"]["status"] == "failed"
+
+    # another command, so another idempotency key
+    ctx = ActionContext(run_id="run-1", command_id="c2", execution_reason="REGULAR_FLOW",
+                        idempotency_key="key-2", cwd=str(tmp_path))
+    args = {"method": "POST", "url": base + "/jobs", "json": {"duration": 30}}
+    slow = run(HTTP, args, ctx)
+    again = run(HTTP, args, ctx)
+    assert slow.data["status"] == 202 and again.data["status"] == 200
+    assert again.data["json"]["id"] == slow.data["json"]["id"]
+    href = slow.data["json"]["href"]
+    cancelled = run(HTTP, {"method": "DELETE", "url": base + href}, ctx)
+    assert cancelled.ok and cancelled.data["json"]["status"] == "cancelled"
+    assert not run(HTTP, {"method": "DELETE", "url": base + href}, ctx).ok  # 409
+
+
+def test_http_client_is_shared_per_loop(
+    tmp_path: Path, async_jobs_server: AsyncJobsServer
+) -> None:
+    """Requests on one loop share one client; aclose_clients closes it."""
+    from planner.actions import http
+
+    async def main() -> None:
+        await HTTP.run({"url": async_jobs_server.url + "/echo"}, context(tmp_path))
+        client = http._clients[asyncio.get_running_loop()]
+        await HTTP.run({"url": async_jobs_server.url + "/echo"}, context(tmp_path))
+        assert http._clients[asyncio.get_running_loop()] is client
+        await aclose_clients()
+        assert asyncio.get_running_loop() not in http._clients
+        assert client.is_closed
+
+    asyncio.run(main())
+
+
+# python
+
+
+def test_python_sync_function(tmp_path: Path) -> None:
+    """A sync function is called with the kwargs and its return value is ``value``."""
+    args = {"function": f"{HELPERS}:add", "kwargs": {"a": 2, "b": 3}}
+    result = run(PYTHON, args, context(tmp_path))
+    assert result == ActionResult(True, {"value": 5})
+
+
+def test_python_async_function(tmp_path: Path) -> None:
+    """A coroutine function is awaited."""
+    args = {"function": f"{HELPERS}:slow_echo", "kwargs": {"value": [1, 2]}}
+    assert run(PYTHON, args, context(tmp_path)).data == {"value": [1, 2]}
+
+
+def test_python_string_form_takes_no_kwargs(tmp_path: Path) -> None:
+    """The ``module:function`` string form calls the function without arguments."""
+    result = run(PYTHON, f"{HELPERS}:explode", context(tmp_path))
+    assert result.error == "ValueError: bad disk"
+
+
+def test_python_dict_result_keys_are_exposed(tmp_path: Path) -> None:
+    """A dict return value's keys are also top-level data keys."""
+    args = {"function": f"{HELPERS}:make_vm", "kwargs": {"name": "vm-42"}}
+    result = run(PYTHON, args, context(tmp_path))
+    assert result.data == {
+        "uuid": "uuid-vm-42", "name": "vm-42", "value": {"uuid": "uuid-vm-42", "name": "vm-42"},
+    }
+
+
+def test_python_exception_is_a_failure(tmp_path: Path) -> None:
+    """An exception gives ok False, "Type: message" and the type name, without a traceback."""
+    args = {"function": f"{HELPERS}:explode", "kwargs": {"message": "no space left"}}
+    result = run(PYTHON, args, context(tmp_path))
+    assert result == ActionResult(False, {"exception": "ValueError"}, "ValueError: no space left")
+
+
+def test_python_own_timeout_error_is_an_exception(tmp_path: Path) -> None:
+    """A TimeoutError raised by the function is reported as its exception, not a timeout."""
+    result = run(PYTHON, f"{HELPERS}:own_timeout", context(tmp_path, timeout=5))
+    assert result.error == "TimeoutError: remote side timed out"
+
+
+def test_python_async_timeout(tmp_path: Path) -> None:
+    """An async function still running at the timeout is cancelled."""
+    args = {"function": f"{HELPERS}:slow_echo", "kwargs": {"value": 1, "delay": 30}}
+    result = run(PYTHON, args, context(tmp_path, timeout=0.1))
+    assert result == ActionResult(False, {"timed_out": True}, "timed out after 0.1s")
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        (f"{HELPERS}:missing", f"module {HELPERS} has no function 'missing'"),
+        ("planctl_no_such_module:f", "module not found: planctl_no_such_module"),
+        (f"{HELPERS}.sub:f", f"module not found: {HELPERS}.sub"),
+        (f"{HELPERS}:not_callable", f"{HELPERS}:not_callable is not callable"),
+        ("no_colon", "expected `module:function`, got 'no_colon'"),
+    ],
+)
+def test_python_bad_path(tmp_path: Path, path: str, error: str) -> None:
+    """A function that cannot be found is a failure with a clear message."""
+    result = run(PYTHON, path, context(tmp_path))
+    assert result == ActionResult(False, {}, error)
+
+
+def test_python_function_is_cached() -> None:
+    """A function is imported once and then served from the cache."""
+    assert resolve(f"{HELPERS}:add") is resolve(f"{HELPERS}:add") is helpers_actions.add

@@ -1,0 +1,557 @@
+"""Tests of planner.loader: model building and the static checks, all located."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planner import actions
+from planner.errors import Diagnostic, PlanError, Severity, UsageError
+from planner.loader import LoadedPlan, load_plan, load_text, parse_var
+from planner.model import AsyncSpec, Operation
+
+VALID = """\
+name: add-vm-from-template
+description: Create a VM from a template.
+vars:
+  vm: vm-42
+  disks: [disk0, disk1]
+secrets:
+  token: {env: API_TOKEN}
+settings: {max_parallel: 4, on_failure: stop, lock_timeout: 30s}
+defaults: {timeout: 5m, retries: 2, env: {LANG: C, DEBUG: true}}
+commands:
+  - id: add_vm
+    name: "Create VM {{ vm }}"
+    entity: "vm/{{ vm }}"
+    exists: {command: [./store, vm-exists, "{{ vm }}"]}
+    run: {command: [./store, create-vm, "{{ vm }}"], env: {N: 1}}
+    inverse: {command: [./store, remove-vm, "{{ vm }}", "{{ outputs.uuid }}"]}
+    outputs: {uuid: "{{ result.stdout | trim }}"}
+    children:
+      - id: clone
+        for_each: "{{ disks }}"
+        as: disk
+        run:
+          command: [./store, copy-image, "{{ disk }}", "{{ commands.add_vm.outputs.uuid }}"]
+          async:
+            handle: "{{ result.stdout | trim }}"
+            poll: {command: [./store, task-status, "{{ handle }}"]}
+            until: "{{ poll.stdout | trim == 'finished' }}"
+            failed_when: "{{ poll.stdout | trim == 'failed' }}"
+            interval: 500ms
+            timeout: 10m
+            cancel: {command: [./store, abort-task, "{{ handle }}"]}
+        inverse: {command: [./store, remove-image, "{{ vm }}-{{ disk }}"]}
+  - id: start_vm
+    needs: [add_vm]
+    run:
+      http:
+        method: POST
+        url: "https://api/vms/{{ commands.add_vm.outputs.uuid }}/start"
+        headers: {Authorization: "Bearer {{ token }}"}
+    irreversible: true
+"""
+
+
+def load(text: str, **kw: Any) -> LoadedPlan:
+    return load_text(textwrap.dedent(text), "plan.yaml", **kw)
+
+
+def errors(text: str, **kw: Any) -> list[Diagnostic]:
+    with pytest.raises(PlanError) as caught:
+        load(text, **kw)
+    return [d for d in caught.value.diagnostics if d.severity is Severity.ERROR]
+
+
+def one_error(text: str, **kw: Any) -> Diagnostic:
+    found = errors(text, **kw)
+    assert len(found) == 1, [str(d) for d in found]
+    return found[0]
+
+
+def command(body: str, *, vars: str = "", extra: str = "") -> str:
+    """A plan of one command ``a`` (indented body) and optional more commands."""
+    head = f"name: p\n{vars}commands:\n  - id: a\n"
+    return head + textwrap.indent(textwrap.dedent(body), "    ") + textwrap.dedent(extra)
+
+
+# -- valid plans ---------------------------------------------------------------------------
+
+
+def test_a_valid_plan_loads_into_the_model() -> None:
+    """The example plan loads with its name, vars, secrets, settings and command tree."""
+    loaded = load(VALID)
+    plan = loaded.plan
+    assert plan.name == "add-vm-from-template"
+    assert plan.vars == {"vm": "vm-42", "disks": ["disk0", "disk1"]}
+    assert plan.secrets["token"].env == "API_TOKEN"
+    assert (plan.settings.max_parallel, plan.settings.on_failure) == (4, "stop")
+    assert plan.settings.lock_timeout == 30.0
+    assert [c.id for c in plan.walk()] == ["add_vm", "clone", "start_vm"]
+    add_vm, clone, start_vm = plan.walk()
+    assert clone.parent == "add_vm" and clone.loop_var == "disk"
+    assert start_vm.needs == ("add_vm",)
+    assert loaded.warnings == ()
+
+
+def test_operations_merge_defaults_and_parse_durations() -> None:
+    """Defaults fill in operations; durations become seconds; env values become strings."""
+    run = load(VALID).plan.commands[0].run
+    assert isinstance(run, Operation)
+    assert (run.action, run.timeout, run.retries) == ("command", 300.0, 2)
+    assert run.env == {"LANG": "C", "DEBUG": "true", "N": "1"}
+
+
+def test_async_specs_are_built() -> None:
+    """run.async becomes an AsyncSpec with its poll and cancel operations."""
+    clone = load(VALID).plan.commands[0].children[0]
+    assert clone.run is not None
+    spec = clone.run.async_
+    assert isinstance(spec, AsyncSpec)
+    assert (spec.interval, spec.timeout) == (0.5, 600.0)
+    assert spec.poll.action == "command" and spec.cancel is not None
+
+
+def test_http_gets_no_subprocess_options() -> None:
+    """Defaults' env and cwd apply to subprocess actions only."""
+    start = load(VALID).plan.commands[1]
+    assert start.run is not None
+    assert (start.run.action, start.run.env, start.run.cwd) == ("http", {}, None)
+
+
+def test_load_plan_reads_a_file_and_anchors_relative_paths(
+    write_plan: Callable[..., Path],
+) -> None:
+    """load_plan names the file in the plan and uses its directory as base_dir."""
+    path = write_plan(VALID)
+    plan = load_plan(path).plan
+    assert plan.file == str(path)
+    assert plan.base_dir == str(path.parent)
+
+
+def test_a_missing_file_is_a_plan_error(tmp_path: Path) -> None:
+    """A plan that cannot be read is a PlanError naming the file, not an OSError."""
+    with pytest.raises(PlanError) as caught:
+        load_plan(tmp_path / "nope.yaml")
+    assert "cannot read plan" in str(caught.value)
+
+
+# -- warnings ------------------------------------------------------------------------------
+
+
+def test_a_command_without_inverse_is_warned_about_at_its_run() -> None:
+    """A command that changes something but has no inverse warns, at the `run:` key."""
+    loaded = load(command("run: {command: [mkdir, /tmp/x]}\n"))
+    (warning,) = loaded.warnings
+    assert warning.severity is Severity.WARNING
+    assert "has no `inverse`" in warning.message
+    assert (warning.line, warning.column) == (4, 5)
+
+
+@pytest.mark.parametrize("flag", ["irreversible: true", "changes: false"])
+def test_irreversible_or_read_only_commands_are_not_warned_about(flag: str) -> None:
+    """`irreversible: true` or `changes: false` silences the missing-inverse warning."""
+    assert load(command(f"run: {{command: [ls]}}\n{flag}\n")).warnings == ()
+
+
+def test_exists_without_run_warns() -> None:
+    """An `exists` probe with no `run` is never asked."""
+    (warning,) = load(command("exists: {command: [test, -d, x]}\n")).warnings
+    assert "never asked" in warning.message
+
+
+def test_warnings_do_not_fail_a_plan_with_errors_alone() -> None:
+    """A plan with an error raises; its warnings are reported along with the error."""
+    with pytest.raises(PlanError) as caught:
+        load(command("run: {command: [mk, '{{ nope }}']}\n"))
+    kinds = {d.severity for d in caught.value.diagnostics}
+    assert kinds == {Severity.ERROR, Severity.WARNING}
+
+
+# -- needs ---------------------------------------------------------------------------------
+
+TWO = """\
+name: p
+commands:
+  - id: dump
+    run: {command: [dump]}
+    irreversible: true
+    children:
+      - id: part
+        run: {command: [part]}
+        irreversible: true
+  - id: gzip
+    run: {command: [gzip]}
+    irreversible: true
+"""
+
+
+def test_an_unknown_need_suggests_a_near_id() -> None:
+    """`needs: [dumb]` is unknown, located at the item, with "did you mean `dump`?"."""
+    found = one_error(TWO.replace("  - id: gzip\n", "  - id: gzip\n    needs: [dumb]\n"))
+    assert found.message == "unknown command `dumb`"
+    assert found.hint == "did you mean `dump`?"
+    assert (found.line, found.column) == (11, 13)
+
+
+def test_a_command_cannot_need_itself() -> None:
+    """A self-need is one error (not also a cycle)."""
+    found = one_error(TWO.replace("  - id: gzip\n", "  - id: gzip\n    needs: gzip\n"))
+    assert found.message == "`gzip` cannot need itself"
+
+
+def test_a_command_cannot_need_its_ancestor() -> None:
+    """A child needing its parent is an error with a hint why it is not needed."""
+    found = one_error(TWO.replace("      - id: part\n", "      - id: part\n        needs: [dump]\n"))
+    assert found.message == "`dump` is an ancestor of `part`"
+    assert found.path == ("commands", 0, "children", 0, "needs", 0)
+
+
+def test_a_command_cannot_need_its_descendant() -> None:
+    """A parent needing its child is an error with a hint why it is not needed."""
+    found = one_error(TWO.replace("  - id: dump\n", "  - id: dump\n    needs: [part]\n"))
+    assert found.message == "`part` is a descendant of `dump`"
+
+
+def test_needing_a_child_of_another_command_is_fine() -> None:
+    """`needs` may name any command that is not an ancestor or descendant."""
+    loaded = load(TWO.replace("  - id: gzip\n", "  - id: gzip\n    needs: [part]\n"))
+    assert loaded.graph.graph.has_edge("part", "gzip")
+
+
+# -- commands.<id> references --------------------------------------------------------------
+
+REFS = """\
+name: p
+commands:
+  - id: add_vm
+    run: {command: [mk]}
+    inverse: {command: [rm]}
+    outputs: {uuid: "{{ result.stdout }}"}
+    children:
+      - id: disk
+        run: {command: [disk, "{{ commands.add_vm.outputs.uuid }}"]}
+        inverse: {command: [rmdisk]}
+  - id: start
+    NEEDS
+    run: {command: [start, "REF"]}
+    irreversible: true
+"""
+
+
+def refs(ref: str, needs: str = "needs: [add_vm]") -> str:
+    return REFS.replace("NEEDS", needs).replace("REF", ref)
+
+
+def test_references_to_upstream_commands_are_fine() -> None:
+    """A needed command's outputs and status, and a parent's outputs, may be read."""
+    load(refs("{{ commands.add_vm.outputs.uuid }} {{ commands.add_vm.status }}"))
+    load(refs("{{ commands.disk.status }}"))  # a child of what start needs has ended too
+
+
+def test_a_reference_to_an_unknown_command() -> None:
+    """`commands.add_wm` is unknown, with a did-you-mean, at the template."""
+    found = one_error(refs("{{ commands.add_wm.outputs.uuid }}"))
+    assert found.message == "`commands.add_wm`: unknown command"
+    assert found.hint == "did you mean `add_vm`?"
+    assert found.path == ("commands", 1, "run", "command", 1)
+
+
+def test_a_reference_to_a_command_that_is_not_upstream_hints_at_needs() -> None:
+    """Reading a command that may not have run yet asks to add it to `needs`."""
+    found = one_error(refs("{{ commands.add_vm.outputs.uuid }}", needs="changes: true"))
+    assert found.message == "`commands.add_vm` is read before `add_vm` has run"
+    assert found.hint == "add `add_vm` to the needs of `start`"
+
+
+def test_upstream_is_transitive() -> None:
+    """A command needed by a needed command is upstream too."""
+    text = refs("{{ commands.add_vm.outputs.uuid }}", needs="needs: [mid]").replace(
+        "  - id: start\n",
+        "  - id: mid\n    needs: add_vm\n    run: {command: [x]}\n    irreversible: true\n"
+        "  - id: start\n",
+    )
+    load(text)
+
+
+def test_a_reference_to_an_undeclared_output() -> None:
+    """`outputs.id` of a command declaring only `uuid` suggests `uuid`."""
+    found = one_error(refs("{{ commands.add_vm.outputs.id }}"))
+    assert "declares no output `id`" in found.message
+    assert found.hint == "did you mean `uuid`?"
+
+
+def test_a_reference_to_an_unknown_attribute() -> None:
+    """A command has `outputs` and `status` only."""
+    found = one_error(refs("{{ commands.add_vm.output.uuid }}"))
+    assert "a command has `outputs` and `status`" in found.message
+    assert found.hint == "did you mean `outputs`?"
+
+
+# -- names in templates --------------------------------------------------------------------
+
+
+def test_result_is_not_available_in_exists() -> None:
+    """`exists` runs before `run`, so `result` is not available there, and says where it is."""
+    found = one_error(command("""\
+        exists: {command: [probe, "{{ result.stdout }}"]}
+        run: {command: [mk]}
+        irreversible: true
+        """))
+    assert found.message == "`result` is not available here"
+    assert "inverse" in (found.hint or "")
+    assert (found.line, found.column) == (4, 29)
+
+
+def test_result_and_handle_are_available_where_the_spec_says() -> None:
+    """failed_when, outputs, async and inverse may read result; poll reads handle."""
+    load(VALID)
+    load(command("""\
+        run: {command: [mk], failed_when: "{{ result.rc != 0 }}"}
+        inverse: {command: [rm, "{{ result.stdout }}", "{{ outputs.x }}"]}
+        outputs: {x: "{{ result.stdout }}"}
+        """))
+
+
+def test_handle_outside_async_is_not_available() -> None:
+    """`handle` in a plain run is reported as not available here."""
+    found = one_error(command("run: {command: [mk, '{{ handle }}']}\nirreversible: true\n"))
+    assert found.message == "`handle` is not available here"
+
+
+def test_an_undefined_name_suggests_a_var() -> None:
+    """A misspelt variable gets "did you mean" against the declared vars."""
+    found = one_error(command("run: {command: [mk, '{{ vmm }}']}\nirreversible: true\n",
+                              vars="vars: {vm: a}\n"))
+    assert found.message == "undefined name `vmm`"
+    assert found.hint == "did you mean `vm`?"
+
+
+def test_secrets_may_be_used_like_vars_but_not_in_for_each() -> None:
+    """A secret is a template name, but a loop cannot expand over one."""
+    body = """\
+        for_each: "{{ token }}"
+        run: {command: [mk, "{{ token }}"]}
+        irreversible: true
+        """
+    found = one_error(command(body, vars="secrets: {token: {env: T}}\n"))
+    assert found.path == ("commands", 0, "for_each")
+    assert found.message == "undefined name `token`"
+
+
+@pytest.mark.parametrize("name", ["result", "commands", "env", "handle", "poll", "outputs"])
+def test_reserved_var_names_are_refused(name: str) -> None:
+    """A var taking an engine-defined name is an error at its key."""
+    found = one_error(command("run: {command: [mk]}\nirreversible: true\n",
+                              vars=f"vars: {{{name}: 1}}\n"))
+    assert found.message == f"`{name}` is a reserved name"
+    assert found.path == ("vars", name)
+    assert found.at_key
+
+
+def test_a_name_cannot_be_both_a_var_and_a_secret() -> None:
+    """The same name under vars and secrets is an error."""
+    found = one_error(command("run: {command: [mk]}\nirreversible: true\n",
+                              vars="vars: {t: 1}\nsecrets: {t: {env: T}}\n"))
+    assert found.message == "`t` is both a var and a secret"
+
+
+def test_the_loop_variable_cannot_be_reserved() -> None:
+    """`as: result` is refused."""
+    found = one_error(command("for_each: [a]\nas: result\nrun: {command: [mk]}\n"
+                              "irreversible: true\n"))
+    assert found.message == "`result` is a reserved name"
+
+
+def test_template_syntax_errors_are_located_with_the_template_line() -> None:
+    """A bad template in a multi-line string names its own line."""
+    body = 'run:\n  shell: "echo ok\\n{{ x | }}"\nirreversible: true\n'
+    found = one_error(command(body, vars="vars: {x: 1}\n"))
+    assert found.message.startswith("template syntax: ")
+    assert found.message.endswith("(template line 2)")
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+def test_two_actions_in_one_operation_point_at_the_second() -> None:
+    """An operation with `command` and `shell` is reported at the second action."""
+    found = one_error(command("run: {command: [a], shell: b}\nirreversible: true\n"))
+    assert found.message == "one action per operation, found command, shell"
+    assert found.path == ("commands", 0, "run", "shell")
+
+
+def test_an_operation_without_action_lists_the_actions() -> None:
+    """An operation of options only says which actions exist."""
+    found = one_error(command("run: {timeout: 5s}\nirreversible: true\n"))
+    assert found.message == "no action given"
+    assert found.hint == "add one of: command, shell, http, python"
+
+
+def test_an_unknown_action_suggests_a_known_one() -> None:
+    """`comand:` is an unknown action or option, with did-you-mean, at the key."""
+    found = one_error(command("run: {comand: [a]}\nirreversible: true\n"))
+    assert found.message == "unknown action or option `comand`"
+    assert found.hint == "did you mean `command`?"
+    assert (found.line, found.column) == (4, 11)
+
+
+@pytest.mark.parametrize("option", ["cwd: /srv", "env: {A: b}", "stdin: data"])
+def test_subprocess_options_do_not_apply_to_http(option: str) -> None:
+    """`cwd`, `env` and `stdin` on an http operation are errors at the option."""
+    found = one_error(command(f"run: {{http: {{url: 'http://x'}}, {option}}}\n"
+                              "irreversible: true\n"))
+    assert found.message.endswith("does not apply to the `http` action")
+
+
+@pytest.mark.parametrize("role", ["exists", "inverse"])
+def test_only_run_and_inverse_may_be_async(role: str) -> None:
+    """An async `exists` is refused; an async `inverse` is allowed."""
+    op = ("{command: [x], async: {handle: '{{ result.stdout }}', "
+          "poll: {command: [p, '{{ handle }}']}, until: true}}")
+    text = command(f"run: {{command: [mk]}}\ninverse: {{command: [rm]}}\n{role}: {op}\n")
+    if role == "exists":
+        assert one_error(text).message == "`exists` cannot be async; it must answer at once"
+    else:
+        loaded = load(text.replace("inverse: {command: [rm]}\n", ""))
+        inverse = loaded.plan.commands[0].inverse
+        assert inverse is not None and inverse.async_ is not None
+
+
+def test_shape_errors() -> None:
+    """inverse without run, and irreversible or read-only commands with an inverse."""
+    assert one_error(command("inverse: {command: [rm]}\n")).message.startswith(
+        "`inverse` without `run`")
+    found = one_error(command("run: {command: [a]}\ninverse: {command: [b]}\n"
+                              "irreversible: true\n"))
+    assert found.message == "a command with an `inverse` is not irreversible"
+    found = one_error(command("run: {command: [a]}\ninverse: {command: [b]}\nchanges: false\n"))
+    assert found.message == "`changes: false` contradicts the `inverse`"
+
+
+def test_as_without_for_each() -> None:
+    """`as` names a loop variable, so it needs `for_each`."""
+    found = one_error(command("as: disk\nrun: {command: [a]}\nirreversible: true\n"))
+    assert found.message.startswith("`as` names the loop variable of `for_each`")
+
+
+def test_duplicate_ids_anywhere_in_the_tree() -> None:
+    """An id used twice, nested or not, is an error at the second with the first line."""
+    found = one_error(TWO.replace("  - id: gzip\n", "  - id: part\n"))
+    assert found.message == "duplicate command id `part`"
+    assert found.hint == "first used on line 7; ids are unique in the whole plan"
+    assert found.line == 10
+
+
+class _Bucket:
+    name = "bucket"
+    schema: Mapping[str, Any] = {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "region": {"enum": ["eu", "us"]}},
+    }
+    capabilities: frozenset[str] = frozenset()
+
+    async def run(self, args: Any, context: Any) -> Any:  # pragma: no cover - never run
+        raise NotImplementedError
+
+
+def test_plugin_action_arguments_are_checked_against_their_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plugin's arguments are validated at load time and located in the plan."""
+    monkeypatch.setattr(actions, "plugins", lambda: {"bucket": _Bucket()})
+    load(command("run: {bucket: {name: b, region: eu}}\nirreversible: true\n"))
+    found = one_error(command("run: {bucket: {name: b, region: asia}}\nirreversible: true\n"))
+    assert found.path == ("commands", 0, "run", "bucket", "region")
+    assert (found.line, found.column) == (4, 35)
+
+
+def test_every_error_is_reported_in_file_order() -> None:
+    """All problems of a plan come at once, sorted by position."""
+    text = command("run: {command: ['{{ a }}']}\ninverse: {command: ['{{ b }}']}\n")
+    found = errors(text)
+    assert [d.message for d in found] == ["undefined name `a`", "undefined name `b`"]
+    assert [d.line for d in found] == [4, 5]
+
+
+def test_plan_error_message_counts_the_rest() -> None:
+    """str(PlanError) is the first located error and how many more there are."""
+    text = command("run: {command: ['{{ a }}']}\ninverse: {command: ['{{ b }}']}\n")
+    with pytest.raises(PlanError) as caught:
+        load(text)
+    assert str(caught.value) == (
+        "plan.yaml:4:21: error: commands[0].run.command[0]: undefined name `a` "
+        "(declare it under `vars:` or `secrets:`) (and 1 more)"
+    )
+
+
+def test_very_deep_children_are_a_plan_error() -> None:
+    """A tree too deep to check is a PlanError, never a RecursionError."""
+    text, indent = "name: x\ncommands:\n", "  "
+    for level in range(200):
+        text += f"{indent}- id: c{level}\n{indent}  children:\n"
+        indent += "    "
+    text += f"{indent}- id: leaf\n{indent}  bogus: 1\n"
+    with pytest.raises(PlanError) as caught:
+        load_text(text, "deep.yaml")
+    assert "nested too deeply" in str(caught.value)
+
+
+# -- --var overrides -----------------------------------------------------------------------
+
+
+def test_variables_override_declared_vars() -> None:
+    """--var values replace the declared ones, and loops expand over them."""
+    loaded = load(VALID, variables={"disks": ["d9"], "vm": "vm-7"})
+    assert loaded.plan.vars == {"vm": "vm-7", "disks": ["d9"]}
+    assert "clone[d9]" in loaded.graph.instances
+
+
+def test_an_unknown_variable_is_a_usage_error_with_a_suggestion() -> None:
+    """--var for a variable the plan does not declare is refused, suggesting a near one."""
+    with pytest.raises(UsageError) as caught:
+        load(VALID, variables={"disk": ["x"]})
+    assert str(caught.value) == (
+        "--var disk: the plan declares no variable `disk`; did you mean `disks`?"
+    )
+
+
+def test_an_unknown_variable_lists_the_declared_ones() -> None:
+    """Without a near miss, the message lists the declared variables (or none)."""
+    with pytest.raises(UsageError, match=r"\(declared: vm, disks\)"):
+        load(VALID, variables={"zzz": 1})
+    with pytest.raises(UsageError, match=r"\(declared: none\)"):
+        load(command("run: {command: [a]}\nirreversible: true\n"), variables={"x": 1})
+
+
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("n=3", ("n", 3)),
+        ("l=[a, b]", ("l", ["a", "b"])),
+        ("flag=yes", ("flag", True)),
+        ("m={a: 1}", ("m", {"a": 1})),
+        ("s=text with spaces", ("s", "text with spaces")),
+        ("empty=", ("empty", "")),
+        ("url=a=b", ("url", "a=b")),
+        (" k = v ", ("k", "v")),
+        ("bad={{", ("bad", "{{")),  # not YAML: kept as the raw text
+    ],
+)
+def test_parse_var_reads_the_value_as_yaml(assignment: str, expected: tuple[str, Any]) -> None:
+    """`k=v` gives the name and the value read as YAML, or the raw text if it is not YAML."""
+    assert parse_var(assignment) == expected
+
+
+@pytest.mark.parametrize("assignment", ["novalue", "=3", " =x"])
+def test_parse_var_needs_a_name_and_an_equals_sign(assignment: str) -> None:
+    """A --var without NAME= is a usage error."""
+    with pytest.raises(UsageError, match="expected NAME=VALUE"):
+        parse_var(assignment)

@@ -1,0 +1,239 @@
+"""Tests of planner.templates: static analysis, native rendering and the sandbox."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from typing import Any
+
+import pytest
+
+from planner.templates import (
+    CommandRef,
+    TemplateError,
+    TemplateInfo,
+    analyze,
+    is_template,
+    render,
+    render_value,
+)
+
+
+def test_is_template() -> None:
+    """Strings with `{{`, `{%` or `{#` are templates; others are plain text."""
+    assert is_template("{{ a }}") and is_template("{% if a %}x{% endif %}")
+    assert is_template("{# note #}")
+    assert not is_template("plain { text }")
+
+
+# -- analyze -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("{{ vm }}", {"vm"}),
+        ("image/{{ vm }}-{{ disk }}", {"vm", "disk"}),
+        ("{{ result.stdout }}", {"result"}),
+        ("{{ vm | upper }}", {"vm"}),
+        ("{% for d in disks %}{{ d }}{{ sep }}{% endfor %}", {"disks", "sep"}),
+        ("{% set x = 1 %}{{ x + y }}", {"y"}),
+        ("{{ range(3) | list }}", set()),
+        ("{# comment #}{{ q }}", {"q"}),
+        ("no template", set()),
+    ],
+)
+def test_analyze_finds_the_free_names(source: str, names: set[str]) -> None:
+    """The names a template reads from its context, not those it defines or Jinja provides."""
+    info = analyze(source)
+    assert isinstance(info, TemplateInfo)
+    assert info.names == names
+    assert isinstance(info.names, frozenset)
+
+
+@pytest.mark.parametrize(
+    ("source", "refs"),
+    [
+        ("{{ commands.vm.outputs.uuid }}", [CommandRef("vm", "outputs", "uuid")]),
+        ("{{ commands.vm.status }}", [CommandRef("vm", "status")]),
+        ("{{ commands.vm }}", [CommandRef("vm")]),
+        ("{{ commands.vm.outputs.a.b }}", [CommandRef("vm", "outputs", "a")]),
+        ("{{ commands.a.status }}-{{ commands.b.outputs.x }}",
+         [CommandRef("a", "status"), CommandRef("b", "outputs", "x")]),
+    ],
+)
+def test_analyze_finds_command_references(source: str, refs: list[CommandRef]) -> None:
+    """`commands.<id>[.<attr>[.<key>]]` references are reported, longest form only."""
+    assert list(analyze(source).command_refs) == refs
+    assert analyze(source).names == {"commands"}
+
+
+def test_subscript_references_are_found_by_the_jinja_path() -> None:
+    """`commands['vm'].outputs['uuid']` is the same reference as the dotted form."""
+    info = analyze("{{ commands['vm'].outputs['uuid'] }}")
+    assert info.command_refs == (CommandRef("vm", "outputs", "uuid"),)
+
+
+def test_a_dynamic_id_is_not_a_reference() -> None:
+    """`commands[name]` cannot be checked statically; only `name` is a free name then."""
+    info = analyze("{{ commands[name].status }}")
+    assert info.names == {"commands", "name"}
+    assert info.command_refs == ()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ vm }}",
+        "{{vm}}-{{ disk }}",
+        "x {{ a.b.c }} y {{ d }}",
+        "{{ commands.vm.outputs.uuid }}",
+        "{{ commands.vm.status }} {{ commands.other }}",
+        "{{ commands.vm.outputs.a.b }}",
+        "{{ result.stdout }}{{ result.rc }}",
+    ],
+)
+def test_the_fast_path_agrees_with_jinja(source: str) -> None:
+    """The regex fast path of simple templates gives what Jinja's parser gives."""
+    fast = analyze(source)
+    # A `{# #}` comment sends the same template through Jinja's parser.
+    slow = analyze(source + "{# force the Jinja path #}")
+    assert fast == slow
+
+
+def test_analyze_is_cached() -> None:
+    """The same template text is analysed once."""
+    assert analyze("{{ cached_name | trim }}") is analyze("{{ cached_name | trim }}")
+
+
+@pytest.mark.parametrize("source", ["{{ vm | }}", "{% if a %}", "{{ a ", "{% endfor %}"])
+def test_syntax_errors_raise_template_error(source: str) -> None:
+    """A template that does not parse raises TemplateError, never a Jinja exception."""
+    with pytest.raises(TemplateError):
+        analyze(source)
+
+
+def test_template_errors_carry_the_template_line() -> None:
+    """The line of a syntax error within a multi-line template is kept."""
+    with pytest.raises(TemplateError) as caught:
+        analyze("line one\nline two {{ a | }}\n")
+    assert caught.value.lineno == 2
+
+
+# -- render --------------------------------------------------------------------------------
+
+
+def test_render_produces_text() -> None:
+    """render substitutes values and filters, giving a string."""
+    assert render("vm-{{ n }}-{{ name | upper }}", {"n": 7, "name": "db"}) == "vm-7-DB"
+    assert render("{{ n }}", {"n": 7}) == "7"
+
+
+def test_render_leaves_plain_strings_alone() -> None:
+    """A string without template markers is returned unchanged."""
+    assert render("plain {text}", {}) == "plain {text}"
+
+
+@pytest.mark.parametrize("source", ["{{ missing }}", "{{ missing | trim }}", "{{ a.nope }}",
+                                    "{{ a.nope | trim }}"])
+def test_undefined_names_are_errors(source: str) -> None:
+    """Undefined names and attributes fail loudly instead of rendering as empty text."""
+    with pytest.raises(TemplateError):
+        render(source, {"a": {}})
+
+
+def test_render_value_keeps_native_types() -> None:
+    """A string that is one expression yields the value itself: list, number, bool, mapping."""
+    context: dict[str, Any] = {"disks": ["d0", "d1"], "n": 2, "m": {"k": None}, "s": " ok\n"}
+    assert render_value("{{ disks }}", context) == ["d0", "d1"]
+    assert render_value("{{ n + 1 }}", context) == 3
+    assert render_value("{{ m }}", context) == {"k": None}
+    assert render_value("{{ s | trim == 'ok' }}", context) is True
+    assert render_value(" {{ n }} ", context) == 2
+
+
+def test_render_value_renders_mixed_strings_as_text() -> None:
+    """Text around an expression makes the result a string."""
+    assert render_value("disk-{{ n }}", {"n": 2}) == "disk-2"
+
+
+def test_render_value_walks_lists_and_mappings() -> None:
+    """Lists and mappings are rendered item by item; other values pass through."""
+    source = {"argv": ["x", "{{ n }}"], "flag": True, "count": 3, "name": "{{ vm }}-a"}
+    assert render_value(source, {"n": 5, "vm": "v"}) == {
+        "argv": ["x", 5], "flag": True, "count": 3, "name": "v-a",
+    }
+
+
+def test_render_value_of_an_undefined_name_is_an_error() -> None:
+    """A single undefined expression raises TemplateError instead of yielding Undefined."""
+    with pytest.raises(TemplateError):
+        render_value("{{ nope | default(undefined_too) }}", {})
+    with pytest.raises(TemplateError):
+        render_value("{{ nope }}", {})
+
+
+def test_the_plan_filters() -> None:
+    """bool, from_json, to_json and quote filters are available to plans."""
+    context = {"s": "yes", "j": '{"a": [1]}', "v": {"b": 1, "a": 2}, "q": "a b"}
+    assert render_value("{{ s | bool }}", context) is True
+    assert render_value("{{ j | from_json }}", context) == {"a": [1]}
+    assert render("{{ v | to_json }}", context) == '{"a": 2, "b": 1}'
+    assert render("{{ q | quote }}", context) == "'a b'"
+
+
+# -- the sandbox ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ x.__class__ | string }}",
+        "{{ f.__globals__ | string }}",
+        "{{ (f.__code__) | string }}",
+        "{{ l.append(1) }}",
+        "{{ d.update({'a': 1}) }}",
+        "{{ ''.__class__ }}",
+    ],
+)
+@pytest.mark.parametrize("renderer", [render, render_value])
+def test_the_sandbox_refuses_unsafe_access(source: str, renderer: Any) -> None:
+    """Dunder attributes and mutating methods are refused with a TemplateError."""
+    context = {"x": 1, "f": lambda: 0, "l": [], "d": {}}
+    with pytest.raises(TemplateError):
+        renderer(source, context)
+    assert context["l"] == [] and context["d"] == {}
+
+
+def test_the_fast_path_cannot_reach_attributes_either() -> None:
+    """`{{ x.__class__ }}` (the simple form) only walks mappings, so it is undefined."""
+    with pytest.raises(TemplateError):
+        render("{{ x.__class__ }}", {"x": 1})
+
+
+# -- shell quoting -------------------------------------------------------------------------
+
+NASTY = ["a b", "it's", "$(touch pwned)", "`id`", "a;b", "*", "", "new\nline", '"q"']
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_shell_mode_quotes_every_output(value: str) -> None:
+    """With shell=True each `{{ }}` output is one shell word, whatever it contains."""
+    script = render("printf '%s|' {{ v }} {{ n }}", {"v": value, "n": 3}, shell=True)
+    assert shlex.split(script)[2:] == [value, "3"]
+
+
+def test_shell_quoting_survives_a_real_shell(tmp_path: Any) -> None:
+    """/bin/sh receives the values as single words and runs nothing they contain."""
+    script = render("printf '%s\\n' {{ a }} {{ b }}", {"a": "$(touch pwned)", "b": "x y"},
+                    shell=True)
+    out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.splitlines() == ["$(touch pwned)", "x y"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_without_shell_mode_values_are_not_quoted() -> None:
+    """Only shell mode quotes; argv templates get the raw value."""
+    assert render("echo {{ v }}", {"v": "a b"}) == "echo a b"
