@@ -19,13 +19,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import actions
 from .actions import ActionContext, ActionResult
 from .errors import UsageError
-from .graph import END, CommandInstance, PlanGraph
+from .graph import END, CommandInstance, PlanGraph, Step
 from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
@@ -33,7 +33,16 @@ from .status import DONE_OK, REGULAR_FLOW, CommandStatus, RunStatus, check_trans
 from .store import Batch, CommandRecord, EventRecord, RunRecord, Store, TaskRecord
 from .templates import TemplateError, render_value
 
-__all__ = ["ApplyOptions", "Listener", "RunOutcome", "Runner", "new_run_id", "resolve_secrets"]
+__all__ = [
+    "ApplyOptions",
+    "Leftover",
+    "Listener",
+    "RunOutcome",
+    "Runner",
+    "apply_plan",
+    "new_run_id",
+    "resolve_secrets",
+]
 
 S = CommandStatus
 Listener = Callable[[EventRecord], None]
@@ -79,18 +88,30 @@ class ApplyOptions:
     run_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """Something the run changed that is still there (or may be)."""
+
+    command: str
+    entity: str | None
+    status: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended, with the final record of every command."""
+    """How a run ended: final statuses, and what was left behind."""
 
     run_id: str
     status: str
-    commands: Mapping[str, CommandRecord]
-    leftovers: tuple[str, ...] = ()
-    error: str | None = None
+    statuses: Mapping[str, str]
+    leftovers: tuple[Leftover, ...] = ()
+    entities: Mapping[str, str | None] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
+        """0 succeeded, 1 failed and fully rolled back, 2 leftovers remain, 130 interrupted."""
         if self.status == RunStatus.SUCCEEDED:
             return 0
         if self.status == RunStatus.ROLLED_BACK:
@@ -198,11 +219,13 @@ class Runner:
         self.status: dict[str, str] = {iid: S.PENDING for iid in self.graph.instances}
         self.changed: dict[str, bool | None] = {}
         self.outputs: dict[str, Any] = {}
+        self.results: dict[str, Any] = {}  # forward results, for inverses' templates
+        self.handles: dict[str, str] = {}  # forward async task handles
+        self.revert_attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
         self.batch = Batch()
         self.seq = 0  # events of this run so far
         self.waiters: list[asyncio.Future[None]] = []
-        self.completed: deque[tuple[str, bool]] = deque()
         self.wake: asyncio.Event | None = None
         self._entities: dict[str, str | None] = {}
         self.env = dict(os.environ)
@@ -348,11 +371,14 @@ class Runner:
         context = {**context, "handle": handle}
         poll_args, poll_call = self._prepare(spec.poll, context, iid, reason)
         started = self.clock()
+        # The task belongs to the entity of the command, in both flows.
         task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
                           self._entities.get(iid), self.redact({"poll": poll_args}),
                           started, started)
         self.batch.tasks.append(task)
-        self._set(iid, S.RUNNING, execution_reason=reason)
+        if reason == REGULAR_FLOW:
+            self.handles[iid] = handle
+            self._set(iid, S.RUNNING, execution_reason=reason)
         self._event("task", iid, handle=handle, task_status="RUNNING", execution_reason=reason)
         await self._barrier()
         return await self._poll(task, spec, context, poll_args, poll_call)
@@ -492,6 +518,7 @@ class Runner:
                 raise
         outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
         self.outputs[iid] = outputs
+        self.results[iid] = result.data
         self.changed[iid] = True
         parent = bool(instance.children)
         self._set(iid, S.RUNNING if parent else S.SUCCEEDED, changed=True, outputs=outputs,
@@ -524,8 +551,36 @@ class Runner:
             for i in self.graph.instances.values()
         ]
 
+    def _admit(self, step: Step) -> bool | Coroutine[Any, Any, bool]:
+        """Forward: end a parent, settle a step at once, or give the coroutine that acts."""
+        instance = self.graph.instances[step.command]
+        if step.kind == END:
+            self._end(instance)
+            return True
+        try:
+            context = self._begin(instance)
+            if context is None:
+                return True
+            if instance.spec.exists is not None:
+                return self._guard(instance.id, self._probe_then_act(instance, context))
+            args, call = self._intend(instance, context)
+            return self._guard(instance.id, self._act(instance, context, args, call))
+        except _StepFailed as failure:
+            self._fail(instance.id, failure)
+            return False
+
+    def _scheduler(self, reverse: bool = False) -> Scheduler:
+        graph, steps = self.graph.graph, self.graph.steps
+        if reverse:
+            count = len(steps)
+            return Scheduler(steps, graph.successors, graph.predecessors,
+                             {k: count - s.order for k, s in steps.items()})
+        return Scheduler(steps, graph.predecessors, graph.successors,
+                         {k: s.order for k, s in steps.items()})
+
     async def apply(self) -> RunOutcome:
-        """Run the plan forward; on failure stop starting steps and let in-flight ones end."""
+        """Run the plan forward; on failure stop starting steps, let in-flight ones end, and
+        (with on_failure: rollback) undo what the run changed."""
         self.wake = asyncio.Event()
         for instance in self.graph.instances.values():
             self._entities[instance.id] = self._entity(instance)
@@ -535,20 +590,39 @@ class Runner:
         self.store.create_run(run, self._records())
         self._event("run", status=RunStatus.RUNNING, plan=self.plan.name,
                     commands=len(self.graph.instances), version=EVENT_VERSION)
-        graph = self.graph.graph
-        steps = self.graph.steps
-        scheduler = Scheduler(steps, graph.predecessors, graph.successors,
-                              {k: s.order for k, s in steps.items()})
-        failed = await self._drive(scheduler)
-        return self._finish(failed)
+        stop = self.on_failure in ("rollback", "stop")
+        failed = await self._drive(self._scheduler(), self._admit, stop_on_failure=stop)
+        self._end_with_failure()
+        if not failed:
+            return self._conclude(RunStatus.SUCCEEDED)
+        if self.on_failure == "rollback":
+            return await self.rollback()
+        return self._conclude(RunStatus.STOPPED)
 
-    async def _drive(self, scheduler: Scheduler) -> bool:
+    async def rollback(self) -> RunOutcome:
+        """ROLLBACK_FLOW over the whole run: inverses in reverse topological order."""
+        from .rollback import Reverter
+
+        if self.wake is None:
+            self.wake = asyncio.Event()
+        self.batch.run = {"status": RunStatus.ROLLING_BACK}
+        self._event("run", status=RunStatus.ROLLING_BACK)
+        reverter = Reverter(self)
+        await self._drive(self._scheduler(reverse=True), reverter.admit, stop_on_failure=False)
+        leftovers = reverter.leftovers()
+        status = RunStatus.ROLLBACK_FAILED if leftovers else RunStatus.ROLLED_BACK
+        return self._conclude(status, leftovers)
+
+    async def _drive(self, scheduler: Scheduler,
+                     admit: Callable[[Step], bool | Coroutine[Any, Any, bool]],
+                     stop_on_failure: bool) -> bool:
+        """Hand out ready steps, commit, start them, collect outcomes; True if any failed."""
         assert self.wake is not None
         wake = self.wake
         running: set[asyncio.Task[bool]] = set()
         failed = False
-        steps, instances = self.graph.steps, self.graph.instances
-        completed = self.completed
+        steps = self.graph.steps
+        completed: deque[tuple[str, bool]] = deque()
 
         def finished(task: asyncio.Task[bool], key: str) -> None:
             running.discard(task)
@@ -564,34 +638,19 @@ class Runner:
                 else:
                     scheduler.failed(key)
                     failed = True
-                    if self.on_failure in ("rollback", "stop"):
+                    if stop_on_failure:
                         scheduler.stop()
-            starting: list[tuple[str, str, Coroutine[Any, Any, bool]]] = []
+            starting: list[tuple[str, Coroutine[Any, Any, bool]]] = []
             for key in scheduler.ready(self.max_parallel - len(running)):
-                step = steps[key]
-                instance = instances[step.command]
-                if step.kind == END:
-                    self._end(instance)
-                    completed.append((key, True))
-                    continue
-                try:
-                    context = self._begin(instance)
-                    if context is None:
-                        completed.append((key, True))
-                    elif instance.spec.exists is not None:
-                        work = self._probe_then_act(instance, context)
-                        starting.append((key, instance.id, work))
-                    else:
-                        args, call = self._intend(instance, context)
-                        work = self._act(instance, context, args, call)
-                        starting.append((key, instance.id, work))
-                except _StepFailed as failure:
-                    self._fail(instance.id, failure)
-                    completed.append((key, False))
+                outcome = admit(steps[key])
+                if isinstance(outcome, bool):
+                    completed.append((key, outcome))
+                else:
+                    starting.append((key, outcome))
             # One commit: outcomes so far and the intents of the steps about to start.
             self._flush()
-            for key, iid, work in starting:
-                task = asyncio.create_task(self._guard(iid, work))
+            for key, work in starting:
+                task = asyncio.create_task(work)
                 running.add(task)
                 task.add_done_callback(lambda t, k=key: finished(t, k))  # type: ignore[misc]
             if completed:
@@ -603,22 +662,35 @@ class Runner:
         self._flush()
         return failed
 
-    def _finish(self, failed: bool) -> RunOutcome:
-        # endWithFailure: a parent that started and did not end well has failed.
+    def _end_with_failure(self) -> None:
+        """A parent that started and did not end well has failed, innermost first."""
         for iid, instance in reversed(self.graph.instances.items()):
             if instance.children and self.status[iid] in (S.RUNNING, S.UNCHANGED) and any(
                     self.status[c] not in DONE_OK for c in instance.children):
                 self._set(iid, S.FAILED, error="a child failed", ended_at=self.clock())
-        status = RunStatus.STOPPED if failed else RunStatus.SUCCEEDED
-        leftovers = tuple(
-            iid for iid in self.graph.instances
-            if failed and self.status[iid] in (S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN,
-                                               S.STARTING) and self.changed.get(iid) is not False
-        )
-        self._event("run", status=status, leftovers=list(leftovers))
+
+    def _forward_leftovers(self) -> list[Leftover]:
+        """What a stopped run changed and nobody undid."""
+        out = []
+        for iid, instance in self.graph.instances.items():
+            if (instance.spec.run is not None and instance.spec.changes
+                    and self.status[iid] in (S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN,
+                                             S.STARTING)
+                    and self.changed.get(iid) is not False):
+                why = "changed by the run" if self.changed.get(iid) else "may exist"
+                out.append(Leftover(iid, self._entities.get(iid), self.status[iid], why))
+        return out
+
+    def _conclude(self, status: str, leftovers: list[Leftover] | None = None) -> RunOutcome:
+        if leftovers is None:
+            leftovers = self._forward_leftovers() if status == RunStatus.STOPPED else []
+        self._event("run", status=status,
+                    leftovers=[{"command": x.command, "entity": x.entity, "status": x.status,
+                                "reason": x.reason} for x in leftovers])
         self.batch.run = {"status": status, "ended_at": self.clock()}
         self._flush()
-        return RunOutcome(self.run_id, status, self.store.get_commands(self.run_id), leftovers)
+        return RunOutcome(self.run_id, status, dict(self.status), tuple(leftovers),
+                          dict(self._entities), dict(self.errors))
 
 
 async def _close_clients() -> None:

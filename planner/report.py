@@ -73,24 +73,16 @@ class LineReporter:
         self.stream.flush()
 
     def summary(self, outcome: Any) -> None:
-        counts = Counter(c.status for c in outcome.commands.values())
+        counts = Counter(outcome.statuses.values())
         parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-        elapsed = ""
-        if outcome.commands:
-            starts = [c.started_at for c in outcome.commands.values() if c.started_at]
-            ends = [c.ended_at for c in outcome.commands.values() if c.ended_at]
-            if starts and ends:
-                elapsed = f" in {_duration(max(ends) - min(starts))}"
         status = _paint(outcome.status, outcome.status, self.color)
-        self.stream.write(f"\n{status}{elapsed}: {parts}\n")
+        took = "" if self.started is None else f" in {_duration(time.time() - self.started)}"
+        self.stream.write(f"\n{status}{took}: {parts}\n")
         if outcome.leftovers:
-            self.stream.write("leftovers (changed by this run and not undone):\n")
-            for iid in outcome.leftovers:
-                record = outcome.commands.get(iid)
-                entity = f" {record.entity}" if record and record.entity else ""
-                error = f": {record.error}" if record and record.error else ""
-                self.stream.write(f"  - {iid}{entity} [{record.status if record else '?'}]"
-                                  f"{error}\n")
+            self.stream.write("leftovers (changed by this run and still there):\n")
+            for item in outcome.leftovers:
+                entity = f" {item.entity}" if item.entity else ""
+                self.stream.write(f"  - {item.command}{entity} [{item.status}]: {item.reason}\n")
             self.stream.write(f"undo them with: planctl rollback {outcome.run_id}\n")
         self.stream.flush()
 

@@ -1,0 +1,131 @@
+"""ROLLBACK_FLOW: the run's DAG walked backwards, each change undone at most once.
+
+The same scheduler drives it over the reversed step graph, so dependents are undone before
+what they depend on, children before their parent, independent branches in parallel. An
+inverse that fails blocks what it depends on (it is still in use). Every decision is taken
+from persisted state, so an interrupted rollback can be continued any number of times:
+
+* REVERTED / REVERT_SKIPPED commands are never touched again;
+* ``exists`` is asked before every inverse: absent means there is nothing to remove;
+* REVERTING (with its ``execution_reason``) is committed before the inverse starts, and a
+  hard cap on attempts stops any loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .graph import END, CommandInstance, Step
+from .status import ROLLBACK_FLOW, CommandStatus
+
+if TYPE_CHECKING:
+    from .executor import Leftover, Runner
+
+__all__ = ["MAX_REVERT_ATTEMPTS", "Reverter"]
+
+S = CommandStatus
+MAX_REVERT_ATTEMPTS = 5
+_UNDONE = frozenset({S.REVERTED, S.REVERT_SKIPPED})
+_UNTOUCHED = frozenset({S.PENDING, S.SKIPPED, S.UNCHANGED})
+
+
+class Reverter:
+    """Decides, per command, whether and how its inverse runs; the Runner does the I/O."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        # Commands that may still hold a resource, with the reason, beyond REVERT_FAILED.
+        self.unsure: dict[str, str] = {}
+
+    def must_undo(self, instance: CommandInstance) -> bool:
+        """Whether the run may have changed something this command's inverse removes."""
+        spec = instance.spec
+        status = self.runner.status[instance.id]
+        if spec.run is None or not spec.changes or spec.irreversible:
+            return False
+        if status in _UNTOUCHED or status in _UNDONE:
+            return False
+        return self.runner.changed.get(instance.id) is not False
+
+    def admit(self, step: Step) -> bool | Coroutine[Any, Any, bool]:
+        """True/False when settled at once; else the coroutine running the inverse."""
+        if step.kind == END:
+            return True
+        runner = self.runner
+        instance = runner.graph.instances[step.command]
+        if not self.must_undo(instance):
+            return True
+        iid, spec = instance.id, instance.spec
+        if spec.inverse is None:
+            self.unsure[iid] = "no inverse declared"
+            return False  # still there: what it depends on stays too
+        known = runner.changed.get(iid) is True or runner.status[iid] == S.REVERTING
+        if not known and spec.exists is None:
+            # The run failed part-way and nothing can say whether it left something:
+            # never remove what the run may not have created.
+            self.unsure[iid] = "run failed part-way and no `exists` probe can tell"
+            return True
+        return self._revert(instance)
+
+    async def _revert(self, instance: CommandInstance) -> bool:
+        from .executor import _StepFailed
+
+        runner = self.runner
+        iid, spec = instance.id, instance.spec
+        inverse = spec.inverse
+        assert inverse is not None
+        attempts = runner.revert_attempts.get(iid, 0)
+        was = runner.status[iid]
+        if attempts >= MAX_REVERT_ATTEMPTS:
+            runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
+                        error=f"gave up after {attempts} rollback attempts")
+            return False
+        context = runner._context(instance, ROLLBACK_FLOW)
+        context.update(result=runner.results.get(iid) or {},
+                       outputs=runner.outputs.get(iid) or {},
+                       handle=runner.handles.get(iid, ""))
+        try:
+            if spec.exists is not None and not await runner._probe(
+                    spec.exists, context, iid, ROLLBACK_FLOW):
+                # Absent: removed by our own earlier inverse, or never created.
+                done = S.REVERTED if was == S.REVERTING else S.REVERT_SKIPPED
+                runner._set(iid, done, execution_reason=ROLLBACK_FLOW,
+                            ended_at=runner.clock())
+                return True
+            args, call = runner._prepare(inverse, context, iid, ROLLBACK_FLOW)
+            runner.revert_attempts[iid] = attempts + 1
+            runner._set(iid, S.REVERTING, execution_reason=ROLLBACK_FLOW,
+                        revert_attempts=attempts + 1, error=None)
+            await runner._barrier()  # ROLLBACK_FLOW is durable before the inverse acts
+            result, _ = await runner._attempts(inverse, args, call, context)
+            if not result.ok:
+                raise _StepFailed(result.error or f"{inverse.action} failed")
+            if inverse.async_ is not None:
+                context["result"] = dict(result.data)
+                await runner._follow(instance, inverse.async_, context, ROLLBACK_FLOW)
+        except _StepFailed as failure:
+            runner.errors[iid] = str(failure)
+            runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
+                        error=f"inverse failed: {failure}", ended_at=runner.clock())
+            return False
+        runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW, ended_at=runner.clock())
+        return True
+
+    def leftovers(self) -> list[Leftover]:
+        """What may still be there once the walk ended."""
+        from .executor import Leftover
+
+        runner = self.runner
+        out: list[Leftover] = []
+        for iid, instance in runner.graph.instances.items():
+            status = runner.status[iid]
+            if iid in self.unsure:
+                out.append(Leftover(iid, runner._entities.get(iid), status, self.unsure[iid]))
+            elif status == S.REVERT_FAILED:
+                out.append(Leftover(iid, runner._entities.get(iid), status,
+                                    runner.errors.get(iid, "inverse failed")))
+            elif self.must_undo(instance):
+                out.append(Leftover(iid, runner._entities.get(iid), status,
+                                    "not undone: something that depends on it was not undone"))
+        return out
