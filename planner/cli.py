@@ -279,6 +279,90 @@ def apply(
 
 
 @app.command()
+def rollback(
+    run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be undone, in order; asks only `exists`.")] = False,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Undo what a recorded run changed, from the plan as it was when that run started.
+
+    Works on any run: succeeded, stopped (--no-rollback, on_failure: stop), interrupted,
+    or partly rolled back (it picks up where the last rollback stopped). A second call
+    does nothing. Exit 0 when nothing is left, 2 when leftovers remain.
+
+    Example:
+
+        planctl rollback --last --dry-run
+    """
+    from .executor import Runner, rollback_run
+    from .report import LineReporter, format_rollback_plan
+
+    store = _store(state, must_exist=True)
+    try:
+        run_id = _run_id(store, run, last)
+        runner = Runner.from_store(store, run_id)
+        if runner.nothing_to_undo():
+            record = store.get_run(run_id)
+            typer.echo(f"run {run_id} ({record.status if record else '?'}): nothing to undo")
+            raise typer.Exit(0)
+        if dry_run:
+            typer.echo(format_rollback_plan(runner), nl=False)
+            raise typer.Exit(0)
+        reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
+        outcome = rollback_run(store, run_id, listener=reporter,
+                               secrets=_secrets_of(runner))
+    finally:
+        store.close()
+    reporter.summary(outcome)
+    raise typer.Exit(0 if outcome.status == "ROLLED_BACK" else outcome.exit_code)
+
+
+@app.command()
+def resume(
+    run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Continue a run after a crash, kill -9 or Ctrl-C: re-attach to its async tasks, settle
+    steps left STARTING with `exists`, and continue its rollback if one was under way.
+
+    Example:
+
+        planctl resume --last
+    """
+    from .executor import Runner, resume_run
+    from .report import LineReporter
+
+    store = _store(state, must_exist=True)
+    try:
+        run_id = _run_id(store, run, last)
+        record = store.get_run(run_id)
+        if record is not None and record.status not in ("RUNNING", "INTERRUPTED",
+                                                        "ROLLING_BACK"):
+            typer.echo(f"run {run_id} ended {record.status}: nothing to resume"
+                       + (f" (undo it with: planctl rollback {run_id})"
+                          if record.status in ("STOPPED", "ROLLBACK_FAILED") else ""))
+            raise typer.Exit(0)
+        runner = Runner.from_store(store, run_id)
+        reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
+        outcome = resume_run(store, run_id, listener=reporter, secrets=_secrets_of(runner))
+    finally:
+        store.close()
+    reporter.summary(outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _secrets_of(runner: Any) -> dict[str, str]:
+    from .executor import resolve_secrets
+
+    return resolve_secrets(runner.loaded)
+
+
+@app.command()
 def runs(
     state: StateOption = Path(DEFAULT_STATE),
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,

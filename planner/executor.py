@@ -24,7 +24,7 @@ from typing import Any
 
 from . import actions
 from .actions import ActionContext, ActionResult
-from .errors import UsageError
+from .errors import StateError, UsageError
 from .graph import END, CommandInstance, PlanGraph, Step
 from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
@@ -42,6 +42,8 @@ __all__ = [
     "apply_plan",
     "new_run_id",
     "resolve_secrets",
+    "resume_run",
+    "rollback_run",
 ]
 
 S = CommandStatus
@@ -222,9 +224,11 @@ class Runner:
         self.results: dict[str, Any] = {}  # forward results, for inverses' templates
         self.handles: dict[str, str] = {}  # forward async task handles
         self.revert_attempts: dict[str, int] = {}
+        self.tasks: dict[tuple[str, str], TaskRecord] = {}  # persisted tasks, on resume
         self.errors: dict[str, str] = {}
         self.batch = Batch()
         self.seq = 0  # events of this run so far
+        self.record: RunRecord | None = None  # set when rebuilt from the store
         self.waiters: list[asyncio.Future[None]] = []
         self.wake: asyncio.Event | None = None
         self._entities: dict[str, str | None] = {}
@@ -516,14 +520,8 @@ class Runner:
             except _StepFailed as failure:
                 failure.attempts = attempts
                 raise
-        outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
-        self.outputs[iid] = outputs
         self.results[iid] = result.data
-        self.changed[iid] = True
-        parent = bool(instance.children)
-        self._set(iid, S.RUNNING if parent else S.SUCCEEDED, changed=True, outputs=outputs,
-                  ended_at=None if parent else self.clock(), **fields)
-        return True
+        return self._succeeded(instance, context, fields)
 
     def _end(self, instance: CommandInstance) -> None:
         """The end step of a parent: every child ended well."""
@@ -557,6 +555,8 @@ class Runner:
         if step.kind == END:
             self._end(instance)
             return True
+        if self.status[instance.id] in (S.STARTING, S.RUNNING, S.UNKNOWN):
+            return self._guard(instance.id, self._settle(instance))
         try:
             context = self._begin(instance)
             if context is None:
@@ -569,6 +569,45 @@ class Runner:
             self._fail(instance.id, failure)
             return False
 
+    async def _settle(self, instance: CommandInstance) -> bool:
+        """Resume: finish a step a crashed executor left in flight, never starting it twice."""
+        iid, spec = instance.id, instance.spec
+        run = spec.run
+        assert run is not None
+        context = self._context(instance)
+        context["result"] = dict(self.results.get(iid) or {})
+        task = self.tasks.get((iid, REGULAR_FLOW))
+        if run.async_ is not None and task is not None and task.status == "RUNNING":
+            # The handle was committed: re-attach to the remote task and keep polling.
+            self._event("task", iid, handle=task.handle, task_status="REATTACHED",
+                        execution_reason=REGULAR_FLOW)
+            poll_context = {**context, "handle": task.handle}
+            poll_args, poll_call = self._prepare(run.async_.poll, poll_context, iid,
+                                                 REGULAR_FLOW)
+            self.handles[iid] = task.handle
+            context.update(await self._poll(task, run.async_, poll_context, poll_args,
+                                            poll_call))
+            return self._succeeded(instance, context, {})
+        if spec.exists is not None:
+            if await self._probe(spec.exists, context, iid, REGULAR_FLOW):
+                # It happened before the crash; what it returned is lost.
+                return self._succeeded(instance, context, {"result": {}})
+            self._set(iid, S.PENDING)
+        args, call = self._intend(instance, context)
+        await self._barrier()
+        return await self._act(instance, context, args, call)
+
+    def _succeeded(self, instance: CommandInstance, context: dict[str, Any],
+                   fields: dict[str, Any]) -> bool:
+        iid, spec = instance.id, instance.spec
+        outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
+        self.outputs[iid] = outputs
+        self.changed[iid] = True
+        parent = bool(instance.children)
+        self._set(iid, S.RUNNING if parent else S.SUCCEEDED, changed=True, outputs=outputs,
+                  ended_at=None if parent else self.clock(), **fields)
+        return True
+
     def _scheduler(self, reverse: bool = False) -> Scheduler:
         graph, steps = self.graph.graph, self.graph.steps
         if reverse:
@@ -577,6 +616,92 @@ class Runner:
                              {k: count - s.order for k, s in steps.items()})
         return Scheduler(steps, graph.predecessors, graph.successors,
                          {k: s.order for k, s in steps.items()})
+
+    @classmethod
+    def from_store(cls, store: Store, run_id: str, **kwargs: Any) -> Runner:
+        """A Runner for a recorded run, rebuilt from the plan snapshot kept with it."""
+        import json
+
+        from .loader import load_text
+
+        run = store.get_run(run_id)
+        if run is None:
+            raise UsageError(f"unknown run {run_id!r}")
+        loaded = load_text(json.dumps(run.snapshot), run.plan_file,
+                           variables=dict(run.variables))
+        options = kwargs.pop("options", None) or ApplyOptions()
+        options = ApplyOptions(options.max_parallel, options.on_failure, run_id)
+        runner = cls(loaded, store, options=options, **kwargs)
+        records = store.get_commands(run_id)
+        if set(records) != set(runner.graph.instances):
+            raise StateError(f"run {run_id}: its plan snapshot no longer expands to the "
+                             "recorded commands (a for_each over `env` that changed?)")
+        runner.record = run
+        for iid, record in records.items():
+            runner.status[iid] = record.status
+            runner.changed[iid] = record.changed
+            runner._entities[iid] = record.entity
+            runner.revert_attempts[iid] = record.revert_attempts
+            if record.outputs is not None:
+                runner.outputs[iid] = record.outputs
+            if record.result is not None:
+                runner.results[iid] = record.result
+            if record.error:
+                runner.errors[iid] = record.error
+        for task in store.get_tasks(run_id):
+            runner.tasks[(task.command_id, task.execution_reason)] = task
+            if task.execution_reason == REGULAR_FLOW:
+                runner.handles[task.command_id] = task.handle
+        runner.seq = store.last_seq(run_id)
+        return runner
+
+    def nothing_to_undo(self) -> bool:
+        from .rollback import Reverter
+
+        reverter = Reverter(self)
+        return not any(reverter.must_undo(i) for i in self.graph.instances.values())
+
+    async def resume(self) -> RunOutcome:
+        """Continue a run a crash or a signal interrupted, from its persisted state."""
+        self.wake = asyncio.Event()
+        status = self.record.status if self.record else RunStatus.RUNNING
+        self._event("run", status="RESUMED", previous=status)
+        if status in (RunStatus.ROLLING_BACK, RunStatus.ROLLBACK_FAILED) or any(
+                s in (S.REVERTING, S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED)
+                for s in self.status.values()):
+            return await self.rollback()
+        steps, instances = self.graph.steps, self.graph.instances
+        finished = set()
+        for key, step in steps.items():
+            st = self.status[step.command]
+            if st in DONE_OK or (step.kind != END and instances[step.command].children
+                                 and st == S.RUNNING and self.changed.get(step.command)
+                                 is not None):
+                finished.add(key)
+        failed_before = any(s == S.FAILED for s in self.status.values())
+        graph = self.graph.graph
+        if failed_before:
+            # Only finish what was in flight; nothing new starts after a failure.
+            inflight = [k for k, st in steps.items() if st.kind != END and k not in finished
+                        and self.status[st.command] in (S.STARTING, S.RUNNING, S.UNKNOWN)]
+            scheduler = Scheduler(inflight, lambda n: (), lambda n: (),
+                                  {k: steps[k].order for k in inflight})
+            await self._drive(scheduler, self._admit, stop_on_failure=False)
+            failed = True
+        else:
+            scheduler = Scheduler(steps, graph.predecessors, graph.successors,
+                                  {k: s.order for k, s in steps.items()}, finished=finished)
+            failed = await self._drive(scheduler, self._admit,
+                                       stop_on_failure=self.on_failure in ("rollback", "stop"))
+        return await self._after_forward(failed)
+
+    async def _after_forward(self, failed: bool) -> RunOutcome:
+        self._end_with_failure()
+        if not failed:
+            return self._conclude(RunStatus.SUCCEEDED)
+        if self.on_failure == "rollback":
+            return await self.rollback()
+        return self._conclude(RunStatus.STOPPED)
 
     async def apply(self) -> RunOutcome:
         """Run the plan forward; on failure stop starting steps, let in-flight ones end, and
@@ -592,12 +717,7 @@ class Runner:
                     commands=len(self.graph.instances), version=EVENT_VERSION)
         stop = self.on_failure in ("rollback", "stop")
         failed = await self._drive(self._scheduler(), self._admit, stop_on_failure=stop)
-        self._end_with_failure()
-        if not failed:
-            return self._conclude(RunStatus.SUCCEEDED)
-        if self.on_failure == "rollback":
-            return await self.rollback()
-        return self._conclude(RunStatus.STOPPED)
+        return await self._after_forward(failed)
 
     async def rollback(self) -> RunOutcome:
         """ROLLBACK_FLOW over the whole run: inverses in reverse topological order."""
@@ -699,15 +819,27 @@ async def _close_clients() -> None:
         await http.aclose_clients()
 
 
-def apply_plan(loaded: LoadedPlan, store: Store, **kwargs: Any) -> RunOutcome:
-    """Run ``loaded`` to the end on a fresh event loop."""
-    runner = Runner(loaded, store, **kwargs)
-
+def _run(work: Callable[[], Coroutine[Any, Any, RunOutcome]]) -> RunOutcome:
     async def main() -> RunOutcome:
         try:
-            return await runner.apply()
+            return await work()
         finally:
             await _close_clients()
 
     return asyncio.run(main())
+
+
+def apply_plan(loaded: LoadedPlan, store: Store, **kwargs: Any) -> RunOutcome:
+    """Run ``loaded`` to the end on a fresh event loop."""
+    return _run(Runner(loaded, store, **kwargs).apply)
+
+
+def rollback_run(store: Store, run_id: str, **kwargs: Any) -> RunOutcome:
+    """Undo what a recorded run changed (any run: succeeded, stopped, interrupted...)."""
+    return _run(Runner.from_store(store, run_id, **kwargs).rollback)
+
+
+def resume_run(store: Store, run_id: str, **kwargs: Any) -> RunOutcome:
+    """Continue a run that was interrupted (crash, kill -9, SIGINT)."""
+    return _run(Runner.from_store(store, run_id, **kwargs).resume)
 

@@ -456,7 +456,9 @@ def _check(document: Document, file: str, variables: Mapping[str, Any] | None) -
     # ancestor or a descendant is a cycle already reported in plainer words.
     if not checker.duplicates and not checker.bad_needs:
         graph, graph_problems = compile_graph(plan)
-        problems = [*problems, *graph_problems]
+        # One problem per place: a loop the checker found undefined cannot expand either.
+        reported = {d.path for d in problems if d.severity is Severity.ERROR}
+        problems = [*problems, *(d for d in graph_problems if d.path not in reported)]
     if checker.duplicates or checker.bad_needs \
             or any(d.severity is Severity.ERROR for d in problems):
         raise PlanError([document.locate(d) for d in problems])

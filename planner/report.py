@@ -149,3 +149,37 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
     walk(None, 0)
     table = _table(["COMMAND", "STATUS", "REASON", "TRIES", "TIME", "ENTITY", "NOTES"], rows)
     return "\n".join(lines) + table
+
+
+def format_rollback_plan(runner: Any) -> str:
+    """``rollback --dry-run``: what would be undone, in the order it would be."""
+    import asyncio
+
+    from .rollback import Reverter
+    from .status import ROLLBACK_FLOW
+
+    reverter = Reverter(runner)
+    graph = runner.graph
+    order = sorted((i for i in graph.instances.values() if reverter.must_undo(i)),
+                   key=lambda i: -graph.steps[i.id].order)
+
+    async def probe(instance: Any) -> str:
+        spec = instance.spec
+        if spec.inverse is None:
+            return "LEFTOVER (no inverse)"
+        if spec.exists is None:
+            return "would run inverse" if runner.changed.get(instance.id) else \
+                "unknown (no exists probe): left alone"
+        context = runner._context(instance, ROLLBACK_FLOW)
+        present = await runner._probe(spec.exists, context, instance.id, ROLLBACK_FLOW)
+        return "would run inverse" if present else "absent: skip"
+
+    async def main() -> list[str]:
+        return [await probe(i) for i in order]
+
+    verdicts = asyncio.run(main())
+    if not order:
+        return "nothing to undo\n"
+    rows = [[str(n + 1), i.id, runner.status[i.id], runner._entities.get(i.id) or "", v]
+            for n, (i, v) in enumerate(zip(order, verdicts, strict=True))]
+    return _table(["#", "COMMAND", "STATUS", "ENTITY", "ROLLBACK"], rows)

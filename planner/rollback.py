@@ -86,6 +86,19 @@ class Reverter:
                        outputs=runner.outputs.get(iid) or {},
                        handle=runner.handles.get(iid, ""))
         try:
+            task = runner.tasks.get((iid, ROLLBACK_FLOW))
+            if was == S.REVERTING and task is not None and task.status == "RUNNING" \
+                    and inverse.async_ is not None:
+                # Resume: the inverse's task was started and its handle kept; follow it.
+                runner._event("task", iid, handle=task.handle, task_status="REATTACHED",
+                              execution_reason=ROLLBACK_FLOW)
+                poll_context = {**context, "handle": task.handle}
+                poll_args, poll_call = runner._prepare(inverse.async_.poll, poll_context, iid,
+                                                       ROLLBACK_FLOW)
+                await runner._poll(task, inverse.async_, poll_context, poll_args, poll_call)
+                runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,
+                            ended_at=runner.clock())
+                return True
             if spec.exists is not None and not await runner._probe(
                     spec.exists, context, iid, ROLLBACK_FLOW):
                 # Absent: removed by our own earlier inverse, or never created.

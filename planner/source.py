@@ -260,6 +260,13 @@ def _lines(text: bytes | str) -> list[str]:
     return re.split(r"\r\n|[\r\n\x85\u2028\u2029]", text)
 
 
+def _offset_position(text: bytes | str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a byte offset into the UTF-8 text libyaml read."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    lines = _lines(raw[:offset])
+    return len(lines), len(lines[-1]) + 1
+
+
 def _char_at(text: bytes | str, line: int, column: int) -> str:
     """The character at a 0-based libyaml mark, or '' when out of range."""
     lines = _lines(text)
@@ -275,7 +282,11 @@ def _past_end(text: bytes | str, line: int, column: int) -> bool:
 
 def read_document(text: bytes | str, file: str) -> Document:
     """Parse one YAML document; raise PlanError (located) if it is not safe, plain YAML."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # a str holding lone surrogates
+        raise PlanError([Diagnostic((), f"cannot read YAML: {exc.reason}", file=file, line=1,
+                                    column=1)]) from None
     builder = _Builder(loader)
     try:
         builder.get()  # StreamStart
@@ -300,8 +311,15 @@ def read_document(text: bytes | str, file: str) -> Document:
             if mark and _char_at(text, mark.line, mark.column) == "\t" else None
         raise PlanError([Diagnostic((), f"YAML syntax: {problem}", hint, file=file, line=line,
                                     column=column)]) from None
+    except yaml.reader.ReaderError as exc:
+        line, column = _offset_position(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or " ")
+        raise PlanError([Diagnostic((), f"cannot read YAML: {exc.reason} (#x{code:02x})",
+                                    "plans are UTF-8 text", file=file, line=line,
+                                    column=column)]) from None
     except yaml.YAMLError as exc:
-        raise PlanError([Diagnostic((), f"cannot read YAML: {exc}", file=file, line=1,
+        problem = " ".join(str(exc).split())
+        raise PlanError([Diagnostic((), f"cannot read YAML: {problem}", file=file, line=1,
                                     column=1)]) from None
     except RecursionError:
         raise PlanError([Diagnostic((), "the YAML is nested too deeply", file=file, line=1,

@@ -296,5 +296,9 @@ class SQLiteStore:
         )
         return [EventRecord(r[1], r[2], r[3], r[4], json.loads(r[5]), r[0]) for r in rows]
 
+    def last_seq(self, run_id: str) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,)).fetchone()
+        return int(row[0] or 0)
+
     def close(self) -> None:
         self.db.close()

@@ -130,6 +130,7 @@ class Store(Protocol):
     def get_commands(self, run_id: str) -> dict[str, CommandRecord]: ...
     def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
     def get_events(self, run_id: str) -> list[EventRecord]: ...
+    def last_seq(self, run_id: str) -> int: ...
     def close(self) -> None: ...
 
 
@@ -179,6 +180,9 @@ class MemoryStore:
 
     def get_events(self, run_id: str) -> list[EventRecord]:
         return [e for e in self.events if e.run_id == run_id]
+
+    def last_seq(self, run_id: str) -> int:
+        return max((e.seq for e in self.events if e.run_id == run_id), default=0)
 
     def close(self) -> None:
         pass
