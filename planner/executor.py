@@ -13,8 +13,10 @@ import asyncio
 import hashlib
 import os
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -229,6 +231,13 @@ class Runner:
         self.batch = Batch()
         self.seq = 0  # events of this run so far
         self.record: RunRecord | None = None  # set when rebuilt from the store
+        self.running: set[asyncio.Task[bool]] = set()
+        self.interrupted: str | None = None
+        # Test hook for crash-recovery tests: SIGKILL ourselves at the N-th crash point
+        # (a point is a status transition, just before it is buffered, or a commit, just
+        # after it is durable).
+        self.crash_at = int(os.environ.get("PLANCTL_CRASH_AT", "0") or 0)
+        self.crash_points = 0
         self.waiters: list[asyncio.Future[None]] = []
         self.wake: asyncio.Event | None = None
         self._entities: dict[str, str | None] = {}
@@ -251,6 +260,7 @@ class Runner:
         """The one place command statuses change: checked, buffered, announced."""
         old = self.status[iid]
         check_transition(iid, old, status)
+        self._crash_point()
         self.status[iid] = status
         for key in ("params", "result", "outputs", "error"):
             if key in fields:
@@ -266,10 +276,28 @@ class Runner:
             data["error"] = fields["error"]
         self._event("command", iid, **data)
 
+    def _crash_point(self) -> None:
+        if self.crash_at:
+            self.crash_points += 1
+            if self.crash_points == self.crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def interrupt(self, signame: str) -> None:
+        """SIGINT/SIGTERM: start nothing more, cancel what is in flight, stay resumable."""
+        if self.interrupted is not None:
+            return
+        self.interrupted = signame
+        self._event("run", status="INTERRUPTING", signal=signame)
+        for task in self.running:
+            task.cancel()
+        if self.wake is not None:
+            self.wake.set()
+
     def _flush(self) -> None:
         if self.batch:
             batch, self.batch = self.batch, Batch()
             self.store.commit(self.run_id, batch)
+            self._crash_point()
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -695,7 +723,16 @@ class Runner:
                                        stop_on_failure=self.on_failure in ("rollback", "stop"))
         return await self._after_forward(failed)
 
+    def _interrupted(self) -> RunOutcome:
+        leftovers = self._forward_leftovers() + [
+            Leftover(iid, self._entities.get(iid), st, "its inverse was interrupted")
+            for iid, st in self.status.items() if st in (S.REVERTING, S.REVERT_FAILED)
+        ]
+        return self._conclude(RunStatus.INTERRUPTED, leftovers)
+
     async def _after_forward(self, failed: bool) -> RunOutcome:
+        if self.interrupted is not None:
+            return self._interrupted()
         self._end_with_failure()
         if not failed:
             return self._conclude(RunStatus.SUCCEEDED)
@@ -729,6 +766,8 @@ class Runner:
         self._event("run", status=RunStatus.ROLLING_BACK)
         reverter = Reverter(self)
         await self._drive(self._scheduler(reverse=True), reverter.admit, stop_on_failure=False)
+        if self.interrupted is not None:
+            return self._interrupted()
         leftovers = reverter.leftovers()
         status = RunStatus.ROLLBACK_FAILED if leftovers else RunStatus.ROLLED_BACK
         return self._conclude(status, leftovers)
@@ -739,20 +778,26 @@ class Runner:
         """Hand out ready steps, commit, start them, collect outcomes; True if any failed."""
         assert self.wake is not None
         wake = self.wake
-        running: set[asyncio.Task[bool]] = set()
+        running = self.running
         failed = False
         steps = self.graph.steps
-        completed: deque[tuple[str, bool]] = deque()
+        completed: deque[tuple[str, bool | None]] = deque()
 
         def finished(task: asyncio.Task[bool], key: str) -> None:
             running.discard(task)
-            completed.append((key, not task.cancelled() and task.exception() is None
-                              and task.result()))
+            if task.cancelled():
+                completed.append((key, None))  # interrupted: neither done nor failed
+            else:
+                completed.append((key, task.exception() is None and task.result()))
             wake.set()
 
         while True:
+            if self.interrupted is not None:
+                scheduler.stop()
             while completed:
                 key, ok = completed.popleft()
+                if ok is None:
+                    continue
                 if ok:
                     scheduler.done(key)
                 else:
@@ -775,7 +820,7 @@ class Runner:
                 task.add_done_callback(lambda t, k=key: finished(t, k))  # type: ignore[misc]
             if completed:
                 continue
-            if not running and not scheduler.has_ready():
+            if not running and (not scheduler.has_ready() or self.interrupted is not None):
                 break
             await wake.wait()
             wake.clear()
@@ -819,27 +864,57 @@ async def _close_clients() -> None:
         await http.aclose_clients()
 
 
-def _run(work: Callable[[], Coroutine[Any, Any, RunOutcome]]) -> RunOutcome:
+def _run(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
+         handle_signals: bool = True) -> RunOutcome:
     async def main() -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        installed = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, runner.interrupt, sig.name)
+                installed.append(sig)
+        _watch_children(loop)
         try:
             return await work()
         finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
             await _close_clients()
 
     return asyncio.run(main())
 
 
-def apply_plan(loaded: LoadedPlan, store: Store, **kwargs: Any) -> RunOutcome:
+def _watch_children(loop: asyncio.AbstractEventLoop) -> None:
+    """On Python 3.11, asyncio watches each child process with a thread of its own; a
+    pidfd watcher (Linux 5.3+) does it on the loop: no thread per subprocess."""
+    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.get_event_loop_policy().set_child_watcher(watcher)
+
+
+def apply_plan(loaded: LoadedPlan, store: Store, *, handle_signals: bool = True,
+               **kwargs: Any) -> RunOutcome:
     """Run ``loaded`` to the end on a fresh event loop."""
-    return _run(Runner(loaded, store, **kwargs).apply)
+    runner = Runner(loaded, store, **kwargs)
+    return _run(runner, runner.apply, handle_signals)
 
 
-def rollback_run(store: Store, run_id: str, **kwargs: Any) -> RunOutcome:
+def rollback_run(store: Store, run_id: str, *, handle_signals: bool = True,
+                 **kwargs: Any) -> RunOutcome:
     """Undo what a recorded run changed (any run: succeeded, stopped, interrupted...)."""
-    return _run(Runner.from_store(store, run_id, **kwargs).rollback)
+    runner = Runner.from_store(store, run_id, **kwargs)
+    return _run(runner, runner.rollback, handle_signals)
 
 
-def resume_run(store: Store, run_id: str, **kwargs: Any) -> RunOutcome:
+def resume_run(store: Store, run_id: str, *, handle_signals: bool = True,
+               **kwargs: Any) -> RunOutcome:
     """Continue a run that was interrupted (crash, kill -9, SIGINT)."""
-    return _run(Runner.from_store(store, run_id, **kwargs).resume)
+    runner = Runner.from_store(store, run_id, **kwargs)
+    return _run(runner, runner.resume, handle_signals)
 

@@ -83,6 +83,10 @@ class LineReporter:
             for item in outcome.leftovers:
                 entity = f" {item.entity}" if item.entity else ""
                 self.stream.write(f"  - {item.command}{entity} [{item.status}]: {item.reason}\n")
+        if outcome.status == "INTERRUPTED":
+            self.stream.write(f"continue with: planctl resume {outcome.run_id}"
+                              f"  (or undo with: planctl rollback {outcome.run_id})\n")
+        elif outcome.leftovers:
             self.stream.write(f"undo them with: planctl rollback {outcome.run_id}\n")
         self.stream.flush()
 
