@@ -209,6 +209,14 @@ StateOption = Annotated[
 ]
 
 
+LockTimeoutOption = Annotated[
+    float | None,
+    typer.Option("--lock-timeout", metavar="SECONDS", min=0,
+                 help="Wait this long for entities held by another run (default: the "
+                      "plan's settings.lock_timeout, or 0: fail at once with exit 4)."),
+]
+
+
 def _store(path: Path, *, must_exist: bool = False) -> Any:
     from .sqlite_store import SQLiteStore
 
@@ -248,6 +256,7 @@ def apply(
         bool, typer.Option("--no-rollback",
                            help="On failure, stop and leave everything for `planctl rollback`.")
     ] = False,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Run a plan: commands concurrently, async tasks polled, every step recorded.
 
@@ -268,7 +277,8 @@ def apply(
     store = _store(state)
     reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
     options = ApplyOptions(max_parallel=max_parallel,
-                           on_failure="stop" if no_rollback else None)
+                           on_failure="stop" if no_rollback else None,
+                           lock_timeout=lock_timeout)
     try:
         outcome = apply_plan(loaded, store, options=options, listener=reporter,
                              secrets=secrets)
@@ -286,6 +296,7 @@ def rollback(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List what would be undone, in order; asks only `exists`.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Undo what a recorded run changed, from the plan as it was when that run started.
 
@@ -297,7 +308,7 @@ def rollback(
 
         planctl rollback --last --dry-run
     """
-    from .executor import Runner, rollback_run
+    from .executor import ApplyOptions, Runner, rollback_run
     from .report import LineReporter, format_rollback_plan
 
     store = _store(state, must_exist=True)
@@ -312,8 +323,8 @@ def rollback(
             typer.echo(format_rollback_plan(runner), nl=False)
             raise typer.Exit(0)
         reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
-        outcome = rollback_run(store, run_id, listener=reporter,
-                               secrets=_secrets_of(runner))
+        outcome = rollback_run(store, run_id, listener=reporter, secrets=_secrets_of(runner),
+                               options=ApplyOptions(lock_timeout=lock_timeout))
     finally:
         store.close()
     reporter.summary(outcome)
@@ -326,6 +337,7 @@ def resume(
     = None,
     last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Continue a run after a crash, kill -9 or Ctrl-C: re-attach to its async tasks, settle
     steps left STARTING with `exists`, and continue its rollback if one was under way.
@@ -334,7 +346,7 @@ def resume(
 
         planctl resume --last
     """
-    from .executor import Runner, resume_run
+    from .executor import ApplyOptions, Runner, resume_run
     from .report import LineReporter
 
     store = _store(state, must_exist=True)
@@ -349,11 +361,73 @@ def resume(
             raise typer.Exit(0)
         runner = Runner.from_store(store, run_id)
         reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
-        outcome = resume_run(store, run_id, listener=reporter, secrets=_secrets_of(runner))
+        outcome = resume_run(store, run_id, listener=reporter, secrets=_secrets_of(runner),
+                             options=ApplyOptions(lock_timeout=lock_timeout))
     finally:
         store.close()
     reporter.summary(outcome)
     raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
+    """List entity locks: which run holds what, since when, and whether it is alive.
+
+    Example:
+
+        planctl locks
+    """
+    import time
+
+    from .executor import lock_lease
+
+    store = _store(state, must_exist=True)
+    try:
+        held = store.list_locks()
+    finally:
+        store.close()
+    if not held:
+        typer.echo("no locks held")
+        return
+    now, lease = time.time(), lock_lease()
+    from .report import _table, _when
+
+    rows = [[lock.entity, lock.run_id, f"{lock.host}:{lock.pid}", _when(lock.acquired_at),
+             "alive" if now - lock.heartbeat_at < lease
+             else f"stale ({now - lock.heartbeat_at:.0f}s)"] for lock in held]
+    typer.echo(_table(["ENTITY", "RUN", "HOLDER", "SINCE", "HEARTBEAT"], rows), nl=False)
+
+
+@app.command()
+def unlock(
+    entity: Annotated[str, typer.Argument(metavar="ENTITY", help="Entity to release.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Release even when the holding run is alive.")] = False,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Release an entity lock left by a dead run (its leftovers become yours to handle).
+
+    Example:
+
+        planctl unlock image/vm-42-disk0
+    """
+    import time
+
+    from .executor import lock_lease
+
+    store = _store(state, must_exist=True)
+    try:
+        held = {lock.entity: lock for lock in store.list_locks()}
+        lock = held.get(entity)
+        if lock is None:
+            raise UsageError(f"entity {entity} is not locked")
+        if time.time() - lock.heartbeat_at < lock_lease() and not force:
+            raise UsageError(f"entity {entity} is held by run {lock.run_id}, which is alive "
+                             f"(pid {lock.pid} on {lock.host}); use --force to release anyway")
+        store.unlock(entity)
+    finally:
+        store.close()
+    typer.echo(f"unlocked {entity} (was held by run {lock.run_id})")
 
 
 def _secrets_of(runner: Any) -> dict[str, str]:

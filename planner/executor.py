@@ -26,13 +26,13 @@ from typing import Any
 
 from . import actions
 from .actions import ActionContext, ActionResult
-from .errors import StateError, UsageError
+from .errors import LockedError, StateError, UsageError
 from .graph import END, CommandInstance, PlanGraph, Step
 from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
 from .status import DONE_OK, REGULAR_FLOW, CommandStatus, RunStatus, check_transition
-from .store import Batch, CommandRecord, EventRecord, RunRecord, Store, TaskRecord
+from .store import Batch, CommandRecord, EventRecord, LockRecord, RunRecord, Store, TaskRecord
 from .templates import TemplateError, render_value
 
 __all__ = [
@@ -90,6 +90,12 @@ class ApplyOptions:
     max_parallel: int | None = None
     on_failure: str | None = None  # overrides the plan's settings.on_failure
     run_id: str | None = None
+    lock_timeout: float | None = None  # overrides the plan's settings.lock_timeout
+
+
+def lock_lease() -> float:
+    """Seconds a lock stays valid without a heartbeat (PLANCTL_LOCK_LEASE, default 30)."""
+    return float(os.environ.get("PLANCTL_LOCK_LEASE", "30"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,18 @@ class RunOutcome:
         if self.status == RunStatus.INTERRUPTED:
             return 130
         return 2
+
+
+def _locked_message(lock: LockRecord, now: float, lease: float) -> str:
+    age = now - lock.heartbeat_at
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lock.acquired_at))
+    text = (f"entity {lock.entity} is locked by run {lock.run_id} (pid {lock.pid} on "
+            f"{lock.host}, since {since})")
+    if age >= lease:
+        return text + (f"; its heartbeat stopped {age:.0f}s ago: if that run is dead, "
+                       f"`planctl resume {lock.run_id}`, `planctl rollback {lock.run_id}` "
+                       f"or `planctl unlock {lock.entity}`")
+    return text + "; wait for it with --lock-timeout"
 
 
 class _Redactor:
@@ -232,6 +250,7 @@ class Runner:
         self.seq = 0  # events of this run so far
         self.record: RunRecord | None = None  # set when rebuilt from the store
         self.running: set[asyncio.Task[bool]] = set()
+        self.heartbeat: asyncio.Task[None] | None = None
         self.interrupted: str | None = None
         # Test hook for crash-recovery tests: SIGKILL ourselves at the N-th crash point
         # (a point is a status transition, just before it is buffered, or a commit, just
@@ -281,6 +300,48 @@ class Runner:
             self.crash_points += 1
             if self.crash_points == self.crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- entity locks ---------------------------------------------------------------------
+
+    async def _lock(self) -> None:
+        """Hold every entity of the run before anything touches one; renew with a heartbeat."""
+        if self.heartbeat is not None:
+            return
+        entities = sorted({e for e in self._entities.values() if e})
+        host, pid, lease = socket.gethostname(), os.getpid(), lock_lease()
+        timeout = self.options.lock_timeout
+        if timeout is None:
+            timeout = self.plan.settings.lock_timeout
+        deadline = self.clock() + timeout
+        while True:
+            now = self.clock()
+            own = [lock for lock in self.store.list_locks() if lock.run_id == self.run_id
+                   and (lock.pid, lock.host) != (pid, host) and now - lock.heartbeat_at < lease]
+            if own:
+                raise LockedError(
+                    f"run {self.run_id} is still running (pid {own[0].pid} on {own[0].host}, "
+                    f"heartbeat {now - own[0].heartbeat_at:.0f}s ago)")
+            others = self.store.acquire_locks(self.run_id, entities, host, pid, now) \
+                if entities else []
+            if not others:
+                break
+            if now >= deadline:
+                raise LockedError(_locked_message(others[0], now, lease))
+            await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
+        if entities:
+            self.heartbeat = asyncio.create_task(self._beat(lease / 3))
+
+    async def _beat(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.store.heartbeat(self.run_id, self.clock())
+
+    def _unlock(self, release: bool) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
+        if release:
+            self.store.release_locks(self.run_id)
 
     def interrupt(self, signame: str) -> None:
         """SIGINT/SIGTERM: start nothing more, cancel what is in flight, stay resumable."""
@@ -658,7 +719,8 @@ class Runner:
         loaded = load_text(json.dumps(run.snapshot), run.plan_file,
                            variables=dict(run.variables))
         options = kwargs.pop("options", None) or ApplyOptions()
-        options = ApplyOptions(options.max_parallel, options.on_failure, run_id)
+        options = ApplyOptions(options.max_parallel, options.on_failure, run_id,
+                               options.lock_timeout)
         runner = cls(loaded, store, options=options, **kwargs)
         records = store.get_commands(run_id)
         if set(records) != set(runner.graph.instances):
@@ -692,7 +754,9 @@ class Runner:
     async def resume(self) -> RunOutcome:
         """Continue a run a crash or a signal interrupted, from its persisted state."""
         self.wake = asyncio.Event()
+        await self._lock()
         status = self.record.status if self.record else RunStatus.RUNNING
+        self.batch.run = {"status": RunStatus.RUNNING, "ended_at": None}
         self._event("run", status="RESUMED", previous=status)
         if status in (RunStatus.ROLLING_BACK, RunStatus.ROLLBACK_FAILED) or any(
                 s in (S.REVERTING, S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED)
@@ -746,6 +810,7 @@ class Runner:
         self.wake = asyncio.Event()
         for instance in self.graph.instances.values():
             self._entities[instance.id] = self._entity(instance)
+        await self._lock()  # nothing is written when an entity is held by another run
         run = RunRecord(self.run_id, self.plan.name, self.plan.file, RunStatus.RUNNING,
                         self.clock(), dict(self.plan.source), dict(self.plan.vars),
                         socket.gethostname(), os.getpid())
@@ -762,6 +827,7 @@ class Runner:
 
         if self.wake is None:
             self.wake = asyncio.Event()
+        await self._lock()
         self.batch.run = {"status": RunStatus.ROLLING_BACK}
         self._event("run", status=RunStatus.ROLLING_BACK)
         reverter = Reverter(self)
@@ -854,6 +920,8 @@ class Runner:
                                 "reason": x.reason} for x in leftovers])
         self.batch.run = {"status": status, "ended_at": self.clock()}
         self._flush()
+        # Leftovers stay locked to this run until it is rolled back (or unlocked).
+        self._unlock(release=status in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK))
         return RunOutcome(self.run_id, status, dict(self.status), tuple(leftovers),
                           dict(self._entities), dict(self.errors))
 

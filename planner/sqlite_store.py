@@ -15,7 +15,15 @@ from functools import cache
 from typing import Any
 
 from .errors import StateError
-from .store import COMMAND_FIELDS, Batch, CommandRecord, EventRecord, RunRecord, TaskRecord
+from .store import (
+    COMMAND_FIELDS,
+    Batch,
+    CommandRecord,
+    EventRecord,
+    LockRecord,
+    RunRecord,
+    TaskRecord,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -295,6 +303,53 @@ class SQLiteStore:
             (run_id,),
         )
         return [EventRecord(r[1], r[2], r[3], r[4], json.loads(r[5]), r[0]) for r in rows]
+
+    # -- entity locks ---------------------------------------------------------------------
+
+    def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
+                      now: float) -> list[LockRecord]:
+        """Take every entity for ``run_id`` or none; returns the locks held by other runs."""
+        with self._transaction() as db:
+            held = self._locks(db, entities)
+            others = [lock for lock in held if lock.run_id != run_id]
+            if others:
+                return others
+            db.executemany(
+                "INSERT INTO locks (entity, run_id, host, pid, acquired_at, heartbeat_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(entity) DO UPDATE SET host = excluded.host,"
+                " pid = excluded.pid, heartbeat_at = excluded.heartbeat_at",
+                [(entity, run_id, host, pid, now, now) for entity in entities],
+            )
+        return []
+
+    @staticmethod
+    def _locks(db: sqlite3.Connection, entities: Sequence[str] | None) -> list[LockRecord]:
+        sql = "SELECT entity, run_id, host, pid, acquired_at, heartbeat_at FROM locks"
+        if entities is None:
+            return [LockRecord(*row) for row in db.execute(sql + " ORDER BY entity")]
+        out = []
+        for entity in entities:
+            row = db.execute(sql + " WHERE entity = ?", (entity,)).fetchone()
+            if row:
+                out.append(LockRecord(*row))
+        return out
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?", (now, run_id))
+
+    def release_locks(self, run_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+
+    def list_locks(self) -> list[LockRecord]:
+        return self._locks(self.db, None)
+
+    def unlock(self, entity: str) -> LockRecord | None:
+        with self._transaction() as db:
+            found = self._locks(db, [entity])
+            db.execute("DELETE FROM locks WHERE entity = ?", (entity,))
+        return found[0] if found else None
 
     def last_seq(self, run_id: str) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,)).fetchone()

@@ -131,6 +131,12 @@ class Store(Protocol):
     def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
     def get_events(self, run_id: str) -> list[EventRecord]: ...
     def last_seq(self, run_id: str) -> int: ...
+    def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
+                      now: float) -> list[LockRecord]: ...
+    def heartbeat(self, run_id: str, now: float) -> None: ...
+    def release_locks(self, run_id: str) -> None: ...
+    def list_locks(self) -> list[LockRecord]: ...
+    def unlock(self, entity: str) -> LockRecord | None: ...
     def close(self) -> None: ...
 
 
@@ -142,6 +148,7 @@ class MemoryStore:
         self.commands: dict[str, dict[str, CommandRecord]] = {}
         self.tasks: dict[tuple[str, str, str], TaskRecord] = {}
         self.events: list[EventRecord] = []
+        self.locks: dict[str, LockRecord] = {}
         self.commits = 0
 
     def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
@@ -183,6 +190,31 @@ class MemoryStore:
 
     def last_seq(self, run_id: str) -> int:
         return max((e.seq for e in self.events if e.run_id == run_id), default=0)
+
+    def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
+                      now: float) -> list[LockRecord]:
+        others = [self.locks[e] for e in entities
+                  if e in self.locks and self.locks[e].run_id != run_id]
+        if others:
+            return others
+        for entity in entities:
+            since = self.locks[entity].acquired_at if entity in self.locks else now
+            self.locks[entity] = LockRecord(entity, run_id, host, pid, since, now)
+        return []
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        for entity, lock in self.locks.items():
+            if lock.run_id == run_id:
+                self.locks[entity] = replace(lock, heartbeat_at=now)
+
+    def release_locks(self, run_id: str) -> None:
+        self.locks = {e: lock for e, lock in self.locks.items() if lock.run_id != run_id}
+
+    def list_locks(self) -> list[LockRecord]:
+        return [self.locks[e] for e in sorted(self.locks)]
+
+    def unlock(self, entity: str) -> LockRecord | None:
+        return self.locks.pop(entity, None)
 
     def close(self) -> None:
         pass
