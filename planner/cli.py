@@ -379,7 +379,7 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
     """
     import time
 
-    from .executor import lock_lease
+    from .executor import lock_alive, lock_lease
 
     store = _store(state, must_exist=True)
     try:
@@ -393,8 +393,8 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
     from .report import _table, _when
 
     rows = [[lock.entity, lock.run_id, f"{lock.host}:{lock.pid}", _when(lock.acquired_at),
-             "alive" if now - lock.heartbeat_at < lease
-             else f"stale ({now - lock.heartbeat_at:.0f}s)"] for lock in held]
+             "alive" if lock_alive(lock, now, lease)
+             else f"dead ({now - lock.heartbeat_at:.0f}s ago)"] for lock in held]
     typer.echo(_table(["ENTITY", "RUN", "HOLDER", "SINCE", "HEARTBEAT"], rows), nl=False)
 
 
@@ -413,7 +413,7 @@ def unlock(
     """
     import time
 
-    from .executor import lock_lease
+    from .executor import lock_alive, lock_lease
 
     store = _store(state, must_exist=True)
     try:
@@ -421,7 +421,7 @@ def unlock(
         lock = held.get(entity)
         if lock is None:
             raise UsageError(f"entity {entity} is not locked")
-        if time.time() - lock.heartbeat_at < lock_lease() and not force:
+        if lock_alive(lock, time.time(), lock_lease()) and not force:
             raise UsageError(f"entity {entity} is held by run {lock.run_id}, which is alive "
                              f"(pid {lock.pid} on {lock.host}); use --force to release anyway")
         store.unlock(entity)

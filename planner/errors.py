@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 Path = tuple[str | int, ...]
+# Every character str.splitlines() breaks on, written as an escape instead.
+_ONE_LINE = {ord(c): c.encode("unicode_escape").decode("ascii")
+             for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 class Severity(str, Enum):
@@ -80,7 +83,8 @@ class Diagnostic:
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        # One diagnostic, one line: keys and values quoted in messages may hold line breaks.
+        return text.translate(_ONE_LINE)
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.file or "", self.line or 0, self.column or 0, self.message)

@@ -42,6 +42,8 @@ __all__ = [
     "RunOutcome",
     "Runner",
     "apply_plan",
+    "lock_alive",
+    "lock_lease",
     "new_run_id",
     "resolve_secrets",
     "resume_run",
@@ -131,13 +133,27 @@ class RunOutcome:
         return 2
 
 
+def lock_alive(lock: LockRecord, now: float, lease: float) -> bool:
+    """Whether the holder of a lock still runs: by its pid on this host, else by heartbeat."""
+    if now - lock.heartbeat_at >= lease:
+        return False
+    if lock.host == socket.gethostname():
+        try:
+            os.kill(lock.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
 def _locked_message(lock: LockRecord, now: float, lease: float) -> str:
     age = now - lock.heartbeat_at
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lock.acquired_at))
     text = (f"entity {lock.entity} is locked by run {lock.run_id} (pid {lock.pid} on "
             f"{lock.host}, since {since})")
-    if age >= lease:
-        return text + (f"; its heartbeat stopped {age:.0f}s ago: if that run is dead, "
+    if not lock_alive(lock, now, lease):
+        return text + (f"; that run is not alive (heartbeat {age:.0f}s ago): "
                        f"`planctl resume {lock.run_id}`, `planctl rollback {lock.run_id}` "
                        f"or `planctl unlock {lock.entity}`")
     return text + "; wait for it with --lock-timeout"
@@ -316,7 +332,7 @@ class Runner:
         while True:
             now = self.clock()
             own = [lock for lock in self.store.list_locks() if lock.run_id == self.run_id
-                   and (lock.pid, lock.host) != (pid, host) and now - lock.heartbeat_at < lease]
+                   and (lock.pid, lock.host) != (pid, host) and lock_alive(lock, now, lease)]
             if own:
                 raise LockedError(
                     f"run {self.run_id} is still running (pid {own[0].pid} on {own[0].host}, "
@@ -678,9 +694,14 @@ class Runner:
                                             poll_call))
             return self._succeeded(instance, context, {})
         if spec.exists is not None:
-            if await self._probe(spec.exists, context, iid, REGULAR_FLOW):
-                # It happened before the crash; what it returned is lost.
-                return self._succeeded(instance, context, {"result": {}})
+            args, call = self._prepare(spec.exists, context, iid, REGULAR_FLOW)
+            probe, _ = await self._attempts(spec.exists, args, call, context)
+            if probe.ok:
+                # It happened before the crash and what run returned is lost: the probe's
+                # answer stands in for it (a probe that prints what run printed helps).
+                context["result"] = dict(probe.data)
+                self.results[iid] = probe.data
+                return self._succeeded(instance, context, {"result": probe.data})
             self._set(iid, S.PENDING)
         args, call = self._intend(instance, context)
         await self._barrier()

@@ -303,9 +303,10 @@ class _Checker:
     # -- cross references ----------------------------------------------------------------
 
     def ancestors(self, cid: str) -> list[str]:
-        out = []
+        out: list[str] = []
         parent = self.specs[cid].parent
-        while parent is not None:
+        # With duplicate ids, `specs` may hold a nested namesake: the chain can loop.
+        while parent is not None and parent not in out and parent != cid:
             out.append(parent)
             parent = self.specs[parent].parent
         return out

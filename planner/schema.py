@@ -185,7 +185,8 @@ def validate_value(
                     at_key=diagnostic.at_key,
                 )
             )
-    return out
+    # jsonschema reports each missing required key as an error of its own.
+    return list(dict.fromkeys(out))
 
 
 def check(data: Any) -> list[Diagnostic]:
