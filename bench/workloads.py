@@ -30,7 +30,9 @@ commands:
   - id: job
     for_each: "{{{{ jobs }}}}"
     run:
-      python: {{function: 'noop:start_job', kwargs: {{name: "j{{{{ item }}}}", seconds: {seconds}}}}}
+      python:
+        function: noop:start_job
+        kwargs: {{name: "j{{{{ item }}}}", seconds: {seconds}}}
       async:
         handle: "{{{{ result.id }}}}"
         poll: {{python: {{function: 'noop:job_status', kwargs: {{handle: "{{{{ handle }}}}"}}}}}}

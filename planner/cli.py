@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 import traceback
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -17,6 +17,7 @@ from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
 
 if TYPE_CHECKING:
     from .loader import LoadedPlan
+    from .sqlite_store import SQLiteStore
 
 __all__ = ["app", "main"]
 
@@ -153,12 +154,12 @@ def validate(
             warns = len(loaded.warnings)
             tail = f", {warns} warning{'s' if warns != 1 else ''}" if warns else ""
             typer.echo(f"{plan}: valid ({commands} command{'s' if commands != 1 else ''}, "
-                       f"{len(loaded.graph)} steps{tail})")
+                       f"{len(loaded.graph)} step{'s' if len(loaded.graph) != 1 else ''}{tail})")
     if failed:
         raise typer.Exit(EXIT_INVALID)
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
     json = "json"
@@ -217,7 +218,7 @@ LockTimeoutOption = Annotated[
 ]
 
 
-def _store(path: Path, *, must_exist: bool = False) -> Any:
+def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
     from .sqlite_store import SQLiteStore
 
     if must_exist and not path.exists():
@@ -225,14 +226,14 @@ def _store(path: Path, *, must_exist: bool = False) -> Any:
     return SQLiteStore(path)
 
 
-def _run_id(store: Any, run: str | None, last: bool) -> str:
+def _run_id(store: SQLiteStore, run: str | None, last: bool) -> str:
     if last or run is None:
         if run is not None:
             raise UsageError("give a RUN id or --last, not both")
         found = store.last_run_id()
         if found is None:
             raise UsageError("no runs recorded in this state store")
-        return str(found)
+        return found
     if store.get_run(run) is None:
         matches = [r.id for r in store.list_runs(1000) if r.id.startswith(run)]
         if len(matches) == 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "Diagnostic",
@@ -35,7 +35,7 @@ _ONE_LINE = {ord(c): c.encode("unicode_escape").decode("ascii")
              for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 

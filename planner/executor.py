@@ -466,9 +466,13 @@ class Runner:
     async def _probe(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
                      ) -> bool:
         """Ask ``exists``: True when the resource is present."""
+        return (await self._ask(op, context, iid, reason)).ok
+
+    async def _ask(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
+                   ) -> ActionResult:
         args, call = self._prepare(op, context, iid, reason)
         result, _ = await self._attempts(op, args, call, context)
-        return result.ok
+        return result
 
     async def _follow(self, instance: CommandInstance, spec: AsyncSpec, context: dict[str, Any],
                       reason: str) -> dict[str, Any]:
@@ -582,10 +586,21 @@ class Runner:
             return None
         return context
 
-    def _unchanged(self, instance: CommandInstance) -> None:
-        self.changed[instance.id] = False
+    def _unchanged(self, instance: CommandInstance, context: dict[str, Any] | None = None
+                   ) -> None:
+        """Nothing to do (no run, or exists says present); outputs come from the probe."""
+        iid, spec = instance.id, instance.spec
+        self.changed[iid] = False
+        outputs: Any = {}
+        if context is not None and spec.outputs:
+            try:
+                outputs = render_value(spec.outputs, context)
+            except TemplateError as exc:
+                self._event("warning", iid, message=f"outputs not available from the "
+                            f"exists probe: {exc}")
+        self.outputs[iid] = outputs
         parent = bool(instance.children)
-        self._set(instance.id, S.RUNNING if parent else S.UNCHANGED, changed=False,
+        self._set(iid, S.RUNNING if parent else S.UNCHANGED, changed=False, outputs=outputs,
                   ended_at=None if parent else self.clock())
 
     def _intend(self, instance: CommandInstance, context: dict[str, Any]
@@ -601,8 +616,9 @@ class Runner:
     async def _probe_then_act(self, instance: CommandInstance, context: dict[str, Any]) -> bool:
         spec = instance.spec
         assert spec.exists is not None
-        if await self._probe(spec.exists, context, instance.id, REGULAR_FLOW):
-            self._unchanged(instance)
+        probe = await self._ask(spec.exists, context, instance.id, REGULAR_FLOW)
+        if probe.ok:
+            self._unchanged(instance, {**context, "result": dict(probe.data)})
             return True
         args, call = self._intend(instance, context)
         await self._barrier()
@@ -916,7 +932,7 @@ class Runner:
 
     def _end_with_failure(self) -> None:
         """A parent that started and did not end well has failed, innermost first."""
-        for iid, instance in reversed(self.graph.instances.items()):
+        for iid, instance in reversed(list(self.graph.instances.items())):
             if instance.children and self.status[iid] in (S.RUNNING, S.UNCHANGED) and any(
                     self.status[c] not in DONE_OK for c in instance.children):
                 self._set(iid, S.FAILED, error="a child failed", ended_at=self.clock())

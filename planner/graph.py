@@ -19,7 +19,7 @@ from .errors import Diagnostic, Path
 from .model import CommandSpec, Plan
 from .templates import TemplateError, render_value
 
-__all__ = ["CommandInstance", "PlanGraph", "Step", "compile_graph", "END", "RUN"]
+__all__ = ["END", "RUN", "CommandInstance", "PlanGraph", "Step", "compile_graph"]
 
 RUN = "run"
 END = "end"

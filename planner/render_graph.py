@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from .graph import END, PlanGraph
+from .graph import PlanGraph
 
 __all__ = ["FORMATS", "render_graph"]
 

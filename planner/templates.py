@@ -7,6 +7,7 @@ common, is analysed and rendered without Jinja's compiler at all.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -137,7 +138,18 @@ def analyze(source: str) -> TemplateInfo:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    names = frozenset(meta.find_undeclared_variables(tree) - env.globals.keys())
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        kind, known = ("filter", env.filters) if isinstance(node, nodes.Filter) \
+            else ("test", env.tests)
+        if node.name not in known:
+            close = difflib.get_close_matches(node.name, list(known), n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise TemplateError(f"unknown {kind} `{node.name}`{hint}", node.lineno)
+    try:
+        undeclared = meta.find_undeclared_variables(tree)
+    except TemplateSyntaxError as exc:  # what Jinja's code generator refuses beyond parsing
+        raise TemplateError(exc.message or "invalid template", exc.lineno) from None
+    names = frozenset(undeclared - env.globals.keys())
     chains: set[tuple[str, ...]] = set()
     if "commands" in names:
         for node in tree.find_all((nodes.Getattr, nodes.Getitem)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +124,10 @@ def test_http_gets_no_subprocess_options() -> None:
     assert (start.run.action, start.run.env, start.run.cwd) == ("http", {}, None)
 
 
-def test_load_plan_reads_a_file_and_anchors_relative_paths(
-    write_plan: Callable[..., Path],
-) -> None:
+def test_load_plan_reads_a_file_and_anchors_relative_paths(tmp_path: Path) -> None:
     """load_plan names the file in the plan and uses its directory as base_dir."""
-    path = write_plan(VALID)
+    path = tmp_path / "plan.yaml"
+    path.write_text(VALID, encoding="utf-8")
     plan = load_plan(path).plan
     assert plan.file == str(path)
     assert plan.base_dir == str(path.parent)
@@ -305,7 +304,7 @@ def test_result_is_not_available_in_exists() -> None:
         """))
     assert found.message == "`result` is not available here"
     assert "inverse" in (found.hint or "")
-    assert (found.line, found.column) == (4, 29)
+    assert (found.line, found.column) == (4, 31)
 
 
 def test_result_and_handle_are_available_where_the_spec_says() -> None:
@@ -409,18 +408,21 @@ def test_subprocess_options_do_not_apply_to_http(option: str) -> None:
     assert found.message.endswith("does not apply to the `http` action")
 
 
-@pytest.mark.parametrize("role", ["exists", "inverse"])
-def test_only_run_and_inverse_may_be_async(role: str) -> None:
-    """An async `exists` is refused; an async `inverse` is allowed."""
-    op = ("{command: [x], async: {handle: '{{ result.stdout }}', "
-          "poll: {command: [p, '{{ handle }}']}, until: true}}")
-    text = command(f"run: {{command: [mk]}}\ninverse: {{command: [rm]}}\n{role}: {op}\n")
-    if role == "exists":
-        assert one_error(text).message == "`exists` cannot be async; it must answer at once"
-    else:
-        loaded = load(text.replace("inverse: {command: [rm]}\n", ""))
-        inverse = loaded.plan.commands[0].inverse
-        assert inverse is not None and inverse.async_ is not None
+ASYNC = ("{command: [x], async: {handle: '{{ result.stdout }}', "
+         "poll: {command: [p, '{{ handle }}']}, until: true}}")
+
+
+def test_exists_cannot_be_async() -> None:
+    """An async `exists` is refused at its `async` key."""
+    found = one_error(command(f"run: {{command: [mk]}}\nirreversible: true\nexists: {ASYNC}\n"))
+    assert found.message == "`exists` cannot be async; it must answer at once"
+    assert found.path == ("commands", 0, "exists", "async")
+
+
+def test_inverse_may_be_async() -> None:
+    """An inverse may start a remote task and poll it, like run."""
+    inverse = load(command(f"run: {{command: [mk]}}\ninverse: {ASYNC}\n")).plan.commands[0].inverse
+    assert inverse is not None and inverse.async_ is not None
 
 
 def test_shape_errors() -> None:
@@ -448,6 +450,26 @@ def test_duplicate_ids_anywhere_in_the_tree() -> None:
     assert found.line == 10
 
 
+def test_a_duplicate_id_among_its_own_descendants_does_not_hang() -> None:
+    """An id reused by a descendant is reported; the ancestry walk does not loop forever."""
+    found = one_error("""\
+        name: p
+        commands:
+          - id: a
+            children:
+              - id: b
+                children:
+                  - id: a
+                    needs: [c]
+                    run: {command: [x]}
+                    irreversible: true
+          - id: c
+            run: {command: [y]}
+            irreversible: true
+        """)
+    assert found.message == "duplicate command id `a`"
+
+
 class _Bucket:
     name = "bucket"
     schema: Mapping[str, Any] = {
@@ -470,7 +492,7 @@ def test_plugin_action_arguments_are_checked_against_their_schema(
     load(command("run: {bucket: {name: b, region: eu}}\nirreversible: true\n"))
     found = one_error(command("run: {bucket: {name: b, region: asia}}\nirreversible: true\n"))
     assert found.path == ("commands", 0, "run", "bucket", "region")
-    assert (found.line, found.column) == (4, 35)
+    assert (found.line, found.column) == (4, 37)
 
 
 def test_every_error_is_reported_in_file_order() -> None:

@@ -1,0 +1,245 @@
+"""Tests of planner.cli for validate, graph and schema: exit codes and what is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from planner import cli
+from planner._version import __version__
+from planner.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+name: add-vm
+vars:
+  vm: vm-42
+  disks: [disk0, disk1]
+commands:
+  - id: add_vm
+    run: {command: [./store, create-vm, "{{ vm }}"]}
+    inverse: {command: [./store, remove-vm, "{{ vm }}"]}
+    children:
+      - id: clone
+        for_each: "{{ disks }}"
+        as: disk
+        run: {command: [./store, copy-image, "{{ disk }}"]}
+        inverse: {command: [./store, remove-image, "{{ disk }}"]}
+  - id: start_vm
+    needs: add_vm
+    run: {command: [./store, start-vm, "{{ vm }}"]}
+"""
+
+BAD = """\
+name: add-vm
+commands:
+  - id: add_vm
+    run: {command: [./store, create-vm, "{{ vn }}"]}
+    invers: {command: [./store, remove-vm]}
+"""
+
+_LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<column>\d+): (error|warning): \S")
+
+
+def planctl(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point, as a user's shell would."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "planner", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD, encoding="utf-8")
+    return path
+
+
+# -- the real console entry ----------------------------------------------------------------
+
+
+def test_entry_validate_of_a_valid_plan(good: Path) -> None:
+    """`planctl validate` of a valid plan exits 0 and summarises it, warnings included."""
+    done = planctl("validate", str(good))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{good}: valid (4 commands, 5 steps, 1 warning)\n"
+    assert done.stderr.startswith(f"{good}:17:5: warning: commands[1].run: ")
+
+
+def test_entry_validate_of_a_broken_plan(bad: Path) -> None:
+    """A broken plan exits 3 with one located line per problem and no traceback."""
+    done = planctl("validate", str(bad))
+    assert done.returncode == 3
+    lines = done.stderr.splitlines()
+    assert lines == [
+        f"{bad}:5:5: error: commands[0].invers: unknown key `invers` (did you mean `inverse`?)",
+    ]
+    assert all(_LOCATED.match(line) for line in lines)
+    assert done.stdout == ""
+
+
+def test_entry_unknown_flag_is_a_usage_error(good: Path) -> None:
+    """An unknown option exits 3 with click's usage message, not a traceback."""
+    done = planctl("validate", "--no-such-flag", str(good))
+    assert done.returncode == 3
+    assert "No such option: --no-such-flag" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot", "json"])
+def test_entry_graph_formats(good: Path, fmt: str) -> None:
+    """`planctl graph` draws parents as clusters around their looped children."""
+    done = planctl("graph", str(good), "--format", fmt)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    if fmt == "mermaid":
+        assert out.startswith("flowchart TD\n")
+        assert 'subgraph c0["add_vm"]' in out
+        assert '["clone[disk0]"]' in out and '["clone[disk1]"]' in out
+        assert out.count(" --> ") == 5
+    elif fmt == "dot":
+        assert out.startswith("digraph plan {")
+        assert "subgraph cluster_0 {" in out and 'label="add_vm";' in out
+        assert '[label="clone[disk1]"]' in out
+        assert out.count(" -> ") == 5
+    else:
+        document = json.loads(out)
+        assert [c["id"] for c in document["commands"]] == [
+            "add_vm", "clone[disk0]", "clone[disk1]", "start_vm",
+        ]
+        assert document["commands"][1]["parent"] == "add_vm"
+        assert {s["key"]: s["kind"] for s in document["steps"]}["add_vm:end"] == "end"
+        assert ["add_vm:end", "start_vm"] in document["edges"]
+        assert len(document["edges"]) == 5
+
+
+def test_entry_schema_is_the_shipped_json_schema() -> None:
+    """`planctl schema` prints a valid 2020-12 JSON Schema equal to the shipped file."""
+    done = planctl("schema")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    jsonschema.Draft202012Validator.check_schema(printed)
+    shipped = json.loads((ROOT / "planner" / "schemas" / "plan.schema.json").read_text("utf-8"))
+    assert printed == shipped
+
+
+def test_the_schema_for_editors_is_the_packaged_schema() -> None:
+    """schemas/plan.schema.json (for editors) has the content of the packaged schema."""
+    editors = ROOT / "schemas" / "plan.schema.json"
+    packaged = ROOT / "planner" / "schemas" / "plan.schema.json"
+    assert editors.read_bytes() == packaged.read_bytes()
+
+
+# -- in process ----------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` prints the version and exits 0."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"planctl {__version__}\n"
+
+
+def test_no_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`planctl` alone shows the help listing the commands, and exits 0."""
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: planctl")
+    assert all(name in out for name in ("validate", "graph", "schema"))
+
+
+def test_validate_reports_every_plan(good: Path, bad: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """With several plans, each is checked; one broken plan makes the exit code 3."""
+    assert main(["validate", str(bad), str(good)]) == 3
+    out, err = capsys.readouterr()
+    assert f"{good}: valid" in out
+    assert f"{bad}:5:5: error:" in err
+
+
+def test_strict_turns_warnings_into_failure(good: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`--strict` fails a plan that has warnings only."""
+    assert main(["validate", "--strict", str(good)]) == 3
+    assert "warning" in capsys.readouterr().err
+
+
+def test_quiet_prints_problems_only(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--quiet` omits the summary line of valid plans."""
+    assert main(["validate", "-q", str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "warning" in err
+
+
+def test_var_overrides_reach_the_plan(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--var disks=[a, b, c]` is read as YAML and expands the loop three times."""
+    assert main(["graph", str(good), "-f", "json", "--var", "disks=[a, b, c]"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in document["commands"]][1:4] == ["clone[a]", "clone[b]", "clone[c]"]
+
+
+def test_an_unknown_var_is_a_usage_error(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--var disk=x` for a plan declaring `disks` exits 3 suggesting the name."""
+    assert main(["validate", str(good), "--var", "disk=x"]) == 3
+    err = capsys.readouterr().err
+    assert err == ("planctl: error: --var disk: the plan declares no variable `disk`; "
+                   "did you mean `disks`?\n")
+
+
+def test_vars_files_are_read(good: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--vars-file` supplies variables from YAML; a non-mapping file is a usage error."""
+    values = tmp_path / "vars.yaml"
+    values.write_text("disks: [z]\n", encoding="utf-8")
+    assert main(["graph", str(good), "-f", "json", "--vars-file", str(values)]) == 0
+    assert "clone[z]" in capsys.readouterr().out
+    values.write_text("[1, 2]\n", encoding="utf-8")
+    assert main(["graph", str(good), "--vars-file", str(values)]) == 3
+    assert "expected a mapping" in capsys.readouterr().err
+
+
+def test_graph_of_a_broken_plan_exits_3(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`planctl graph` of an invalid plan prints the located errors and a count."""
+    assert main(["graph", str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert f"{bad}:5:5: error:" in err
+    assert err.endswith("1 error\n")
+
+
+def test_a_missing_plan_file_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan path that does not exist is reported, not raised."""
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 3
+    assert "cannot read plan" in capsys.readouterr().err
+
+
+def test_an_internal_error_is_logged_not_shown(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A bug exits 70 with one line pointing at a crash log holding the traceback."""
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr("planner.loader.load_plan", boom)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(tmp_path))
+    assert main(["validate", str(good)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "planctl: internal error: RuntimeError: kaput" in err
+    (log,) = tmp_path.glob("planctl-crash-*.log")
+    assert "Traceback" in log.read_text(encoding="utf-8")
