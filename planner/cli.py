@@ -258,6 +258,11 @@ def apply(
                            help="On failure, stop and leave everything for `planctl rollback`.")
     ] = False,
     lock_timeout: LockTimeoutOption = None,
+    cancel_inflight: Annotated[
+        bool, typer.Option("--cancel-inflight",
+                           help="On failure, cancel polled async tasks that declare `cancel` "
+                                "instead of waiting for them to end.")
+    ] = False,
 ) -> None:
     """Run a plan: commands concurrently, async tasks polled, every step recorded.
 
@@ -279,7 +284,7 @@ def apply(
     reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
     options = ApplyOptions(max_parallel=max_parallel,
                            on_failure="stop" if no_rollback else None,
-                           lock_timeout=lock_timeout)
+                           lock_timeout=lock_timeout, cancel_inflight=cancel_inflight)
     try:
         outcome = apply_plan(loaded, store, options=options, listener=reporter,
                              secrets=secrets)

@@ -10,6 +10,7 @@ share a transaction): a chain of commands costs one commit per command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -93,6 +94,7 @@ class ApplyOptions:
     on_failure: str | None = None  # overrides the plan's settings.on_failure
     run_id: str | None = None
     lock_timeout: float | None = None  # overrides the plan's settings.lock_timeout
+    cancel_inflight: bool = False  # on failure, cancel polled tasks that declare `cancel`
 
 
 def lock_lease() -> float:
@@ -131,6 +133,12 @@ class RunOutcome:
         if self.status == RunStatus.INTERRUPTED:
             return 130
         return 2
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Sleep ``timeout`` seconds, or less if ``event`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 def lock_alive(lock: LockRecord, now: float, lease: float) -> bool:
@@ -268,6 +276,7 @@ class Runner:
         self.running: set[asyncio.Task[bool]] = set()
         self.heartbeat: asyncio.Task[None] | None = None
         self.interrupted: str | None = None
+        self.failing: asyncio.Event | None = None  # set on failure, with --cancel-inflight
         # Test hook for crash-recovery tests: SIGKILL ourselves at the N-th crash point
         # (a point is a status transition, just before it is buffered, or a commit, just
         # after it is durable).
@@ -504,8 +513,18 @@ class Runner:
         polls = errors = 0
         outcome, message = "FAILED", ""
         last: Mapping[str, Any] = {}
+        abandon = spec.cancel is not None and reason == REGULAR_FLOW \
+            and self.options.cancel_inflight
         while True:
-            await asyncio.sleep(max(0.0, interval * self.rng.uniform(0.9, 1.1)))
+            pause = max(0.0, interval * self.rng.uniform(0.9, 1.1))
+            if abandon and self.failing is not None:
+                await _wait(self.failing, pause)
+                if self.failing.is_set():
+                    outcome, message = "CANCELLED", "cancelled: another command failed"
+                    message += await self._cancel(spec, context, iid, reason)
+                    break
+            else:
+                await asyncio.sleep(pause)
             result = await self._call(spec.poll, poll_args, poll_call, context)
             polls += 1
             if not result.ok:
@@ -526,11 +545,7 @@ class Runner:
                     break
             if self.clock() >= deadline:
                 outcome, message = "TIMED_OUT", f"async task timed out after {spec.timeout:g}s"
-                if spec.cancel is not None:
-                    cargs, ccall = self._prepare(spec.cancel, context, iid, reason)
-                    cancelled = await self._call(spec.cancel, cargs, ccall, context)
-                    message += "; cancel " + ("ran" if cancelled.ok else
-                                              f"failed: {cancelled.error}")
+                message += await self._cancel(spec, context, iid, reason)
                 break
             interval = min(interval * spec.backoff, spec.max_interval)
         now = self.clock()
@@ -543,6 +558,15 @@ class Runner:
             # The task ran remotely: whether it left something is for `exists` to say.
             raise _StepFailed(message, changed=None)
         return {"handle": task.handle, "poll": last}
+
+    async def _cancel(self, spec: AsyncSpec, context: dict[str, Any], iid: str, reason: str
+                      ) -> str:
+        """Run the task's ``cancel`` operation, if declared; a note for the error message."""
+        if spec.cancel is None:
+            return ""
+        args, call = self._prepare(spec.cancel, context, iid, reason)
+        cancelled = await self._call(spec.cancel, args, call, context)
+        return "; cancel ran" if cancelled.ok else f"; cancel failed: {cancelled.error}"
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -842,6 +866,11 @@ class Runner:
         return self._conclude(RunStatus.STOPPED)
 
     async def apply(self) -> RunOutcome:
+        if self.options.cancel_inflight:
+            self.failing = asyncio.Event()
+        return await self._apply()
+
+    async def _apply(self) -> RunOutcome:
         """Run the plan forward; on failure stop starting steps, let in-flight ones end, and
         (with on_failure: rollback) undo what the run changed."""
         self.wake = asyncio.Event()
@@ -908,6 +937,8 @@ class Runner:
                     failed = True
                     if stop_on_failure:
                         scheduler.stop()
+                        if self.failing is not None:
+                            self.failing.set()  # --cancel-inflight: abandon polled tasks
             starting: list[tuple[str, Coroutine[Any, Any, bool]]] = []
             for key in scheduler.ready(self.max_parallel - len(running)):
                 outcome = admit(steps[key])

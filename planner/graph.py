@@ -111,14 +111,20 @@ class _Compiler:
             return []
         out: list[CommandInstance] = []
         seen: set[str] = set()
+        reported: set[str] = set()
         for index, item in enumerate(items):
             key = _loop_key(item, index)
             if key in seen or "[" in key or "]" in key:
                 why = "repeats" if key in seen else "contains a bracket"
-                self.problems.append(Diagnostic(
-                    (*spec.path, "for_each"), f"loop key {key!r} {why}",
-                    hint="loop keys name instances (`id[key]`) and must be unique",
-                ))
+                # A list written in place is located at the item itself.
+                where = (*spec.path, "for_each") if isinstance(spec.for_each, str) \
+                    else (*spec.path, "for_each", index)
+                if key not in reported:
+                    reported.add(key)
+                    self.problems.append(Diagnostic(
+                        where, f"loop key {key!r} {why}",
+                        hint="loop keys name instances (`id[key]`) and must be unique",
+                    ))
                 continue
             seen.add(key)
             out.append(self.instance(
