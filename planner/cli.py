@@ -27,7 +27,6 @@ EXIT_INTERNAL = 70  # a bug in planctl: traceback written to a file, never to th
 
 app = typer.Typer(
     name="planctl",
-    help="Run declarative plans that roll back everything a failed run changed.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,6 +289,21 @@ class Runner:
         self.base_context: dict[str, Any] = {
             **self.plan.vars, **self.secrets, "env": self.env, "run_id": self.run_id,
         }
+
+    @contextlib.contextmanager
+    def importable(self) -> Iterator[None]:
+        """For the run, the plan's directory first on ``sys.path``: a `python` action may
+        name a module kept next to the plan."""
+        base = self.plan.base_dir
+        if base in sys.path:
+            yield
+            return
+        sys.path.insert(0, base)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(base)
 
     # -- persistence and events ----------------------------------------------------------
 
@@ -1017,7 +1032,8 @@ def _run(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
                 loop.remove_signal_handler(sig)
             await _close_clients()
 
-    return asyncio.run(main())
+    with runner.importable():
+        return asyncio.run(main())
 
 
 def _watch_children(loop: asyncio.AbstractEventLoop) -> None:

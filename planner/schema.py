@@ -55,10 +55,12 @@ def _expected(types: str | list[str]) -> str:
 def _describe(error: ValidationError) -> Iterator[Diagnostic]:
     path: Path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
-    validator, value = error.validator, error.validator_value
+    validator = error.validator
+    value: Any = error.validator_value
+    instance: Any = error.instance
     if validator == "additionalProperties":
         allowed = list(schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in allowed] if allowed else []
+        extra = [k for k in instance if k not in allowed] if allowed else []
         for key in extra or [None]:
             if key is None:
                 yield Diagnostic(path, error.message)
@@ -71,19 +73,19 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
             )
     elif validator == "required":
         allowed = list(schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in allowed] \
+        extra = [k for k in instance if k not in allowed] \
             if schema.get("additionalProperties") is False else []
-        for key in (k for k in value if k not in error.instance):
+        for key in (k for k in value if k not in instance):
             # `comands:` is reported as an unknown key with "did you mean `commands`?".
             if any(did_you_mean(e, allowed) == f"did you mean `{key}`?" for e in extra):
                 continue
             yield Diagnostic(path, f"missing required key `{key}`")
     elif validator == "type":
-        yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(error.instance)}")
+        yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(instance)}")
     elif validator == "enum":
         options = ", ".join(str(v) for v in value)
-        hint = did_you_mean(str(error.instance), [str(v) for v in value])
-        yield Diagnostic(path, f"{_show(error.instance)} is not one of: {options}", hint=hint)
+        hint = did_you_mean(str(instance), [str(v) for v in value])
+        yield Diagnostic(path, f"{_show(instance)} is not one of: {options}", hint=hint)
     elif validator == "pattern" or validator in ("oneOf", "anyOf"):
         what = schema.get("description")
         if validator != "pattern":
@@ -91,14 +93,12 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
             if best is not None and best is not error:
                 yield from _describe(best)
                 return
-        text = f"{_show(error.instance)} is not valid" \
-            if not isinstance(error.instance, dict | list) else "not valid"
+        text = f"{_show(instance)} is not valid" \
+            if not isinstance(instance, dict | list) else "not valid"
         yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message)
     elif validator == "propertyNames":
-        yield Diagnostic(path, f"invalid name {error.instance!r}: {error.message}")
-    elif validator == "minItems" and value == 1:
-        yield Diagnostic(path, "must not be empty")
-    elif validator == "minProperties":
+        yield Diagnostic(path, f"invalid name {instance!r}: {error.message}")
+    elif (validator == "minItems" and value == 1) or validator == "minProperties":
         yield Diagnostic(path, "must not be empty")
     elif validator == "uniqueItems":
         yield Diagnostic(path, "has duplicate entries")
@@ -117,8 +117,10 @@ def _branch_error(error: ValidationError, what: str | None) -> ValidationError |
     """
     context = error.context or []
     fitting = [e for e in context if not (e.validator == "type" and not e.relative_path)]
+    best: ValidationError | None
     if what is None:
-        return jsonschema.exceptions.best_match(fitting or context)
+        best = jsonschema.exceptions.best_match(fitting or context)
+        return best
     if not fitting or len({e.relative_schema_path[0] for e in fitting}) != 1:
         return None
     best = jsonschema.exceptions.best_match(fitting)
@@ -149,16 +151,26 @@ def _lower(text: str) -> str:
 _VALIDATORS: dict[int, tuple[Mapping[str, Any], Any, jsonschema.Draft202012Validator]] = {}
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _validators(schema: Mapping[str, Any]) -> tuple[Any, jsonschema.Draft202012Validator]:
     entry = _VALIDATORS.get(id(schema))
     if entry is None or entry[0] is not schema:
+        # jsonschema-rs takes dicts and lists only; a plugin may declare a frozen mapping.
+        plain = _plain(schema)
         try:
             import jsonschema_rs
 
-            fast: Any = jsonschema_rs.Draft202012Validator(schema)
+            fast: Any = jsonschema_rs.Draft202012Validator(plain)
         except ImportError:  # pragma: no cover - wheel missing on an exotic platform
             fast = None
-        entry = (schema, fast, jsonschema.Draft202012Validator(schema))
+        entry = (schema, fast, jsonschema.Draft202012Validator(plain))
         _VALIDATORS[id(schema)] = entry
     return entry[1], entry[2]
 

@@ -86,7 +86,8 @@ def _scalar(event: Any, path: Path) -> Any:
     try:
         return _BUILD[node_tag](ScalarNode(node_tag, value))
     except (ConstructorError, ValueError) as exc:
-        raise _Invalid(Diagnostic(path, f"cannot read {value!r} as {node_tag[len(_YAML):]}: {exc}"))
+        what = node_tag[len(_YAML):]
+        raise _Invalid(Diagnostic(path, f"cannot read {value!r} as {what}: {exc}")) from None
 
 
 class _Builder:
@@ -337,7 +338,7 @@ def read_document(text: bytes | str, file: str) -> Document:
     if builder.aliased and _expanded_size(data, {}) > MAX_EXPANDED_NODES:
         builder.problems.append(
             Diagnostic((), f"the plan expands through aliases to over {MAX_EXPANDED_NODES:,} "
-                           "nodes", hint="aliases nested inside aliases multiply: a 'billion laughs'")
+                           "nodes", hint="aliases inside aliases multiply: a 'billion laughs'")
         )
     if builder.problems:
         raise PlanError([doc.locate(d) for d in builder.problems])

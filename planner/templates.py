@@ -138,13 +138,13 @@ def analyze(source: str) -> TemplateInfo:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    for node in tree.find_all((nodes.Filter, nodes.Test)):
-        kind, known = ("filter", env.filters) if isinstance(node, nodes.Filter) \
+    for used in tree.find_all((nodes.Filter, nodes.Test)):
+        kind, known = ("filter", env.filters) if isinstance(used, nodes.Filter) \
             else ("test", env.tests)
-        if node.name not in known:
-            close = difflib.get_close_matches(node.name, list(known), n=1)
+        if used.name not in known:
+            close = difflib.get_close_matches(used.name, list(known), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
-            raise TemplateError(f"unknown {kind} `{node.name}`{hint}", node.lineno)
+            raise TemplateError(f"unknown {kind} `{used.name}`{hint}", used.lineno)
     try:
         undeclared = meta.find_undeclared_variables(tree)
     except TemplateSyntaxError as exc:  # what Jinja's code generator refuses beyond parsing

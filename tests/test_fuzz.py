@@ -17,6 +17,9 @@ from planner.cli import main
 from planner.errors import PlanError, UsageError
 from planner.loader import load_text
 
+# The plan strategies are large; their repr (computed by hypothesis for labels) is too.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -140,7 +143,7 @@ anything = st.recursive(
 plans = _plans(sloppy=False) | _plans(sloppy=True)
 documents = plans | anything
 # Characters that change the meaning of YAML the most.
-EDIT_CHARS = list(":-[]{}#&*!|>'\"%@`,?\t\n ~<=") + ["{{", "}}", "\u2028", "\x85", "\ufeff"]
+EDIT_CHARS = [*":-[]{}#&*!|>'\"%@`,?\t\n ~<=", "{{", "}}", "\u2028", "\x85", "\ufeff"]
 edits = st.lists(
     st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"]),
               st.sampled_from(EDIT_CHARS)),
@@ -170,10 +173,8 @@ def yaml_texts(draw: st.DrawFn) -> str:
 
 
 def loads_or_plan_error(text: str | bytes) -> None:
-    try:
+    with contextlib.suppress(PlanError, UsageError):
         load_text(text, "fuzz.yaml")
-    except (PlanError, UsageError):
-        pass
 
 
 # -- properties ----------------------------------------------------------------------------

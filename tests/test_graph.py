@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import textwrap
 
 import networkx as nx
@@ -280,7 +281,7 @@ def test_a_cycle_of_three_names_every_command() -> None:
     assert set(names) == {"a", "b", "c"}
     # Each arrow reads "waits for": consecutive names follow the needs.
     waits = {("a", "c"), ("b", "a"), ("c", "b")}
-    assert all(pair in waits for pair in zip(names, names[1:], strict=False))
+    assert all(pair in waits for pair in itertools.pairwise(names))
     assert found.path[-2:] == ("needs", 0)
 
 
@@ -321,10 +322,11 @@ def test_a_loop_that_does_not_give_a_list() -> None:
     assert (found.line, found.column) == (5, 15)
 
 
-@pytest.mark.parametrize(("items", "why"), [("[a, b, a]", "'a' repeats"),
-                                            ("['x[1]']", "'x[1]' contains a bracket")])
-def test_loop_keys_must_be_unique_and_bracket_free(items: str, why: str) -> None:
-    """Loop keys name instances, so repeats and brackets are errors."""
+@pytest.mark.parametrize(("items", "why", "column"),
+                         [("[a, b, a, a]", "'a' repeats", 22),
+                          ("[a, 'x[1]']", "'x[1]' contains a bracket", 19)])
+def test_loop_keys_must_be_unique_and_bracket_free(items: str, why: str, column: int) -> None:
+    """Loop keys name instances: a repeat or a bracket is one error, at the first bad item."""
     found = one_error(f"""\
         name: p
         commands:
@@ -334,6 +336,22 @@ def test_loop_keys_must_be_unique_and_bracket_free(items: str, why: str) -> None
             changes: false
         """)
     assert found.message == f"loop key {why}"
+    assert (found.line, found.column) == (4, column)
+
+
+def test_repeated_keys_of_a_templated_loop_are_reported_once_at_for_each() -> None:
+    """Keys repeated by a loop over a variable are reported once each, at `for_each`."""
+    found = one_error("""\
+        name: p
+        vars: {disks: [d0, d0, d0]}
+        commands:
+          - id: clone
+            for_each: "{{ disks }}"
+            run: {command: [c]}
+            changes: false
+        """)
+    assert found.message == "loop key 'd0' repeats"
+    assert found.path == ("commands", 0, "for_each")
 
 
 def test_a_loop_that_fails_to_render_is_an_error() -> None:

@@ -93,7 +93,7 @@ def test_a_valid_plan_loads_into_the_model() -> None:
     assert (plan.settings.max_parallel, plan.settings.on_failure) == (4, "stop")
     assert plan.settings.lock_timeout == 30.0
     assert [c.id for c in plan.walk()] == ["add_vm", "clone", "start_vm"]
-    add_vm, clone, start_vm = plan.walk()
+    _, clone, start_vm = plan.walk()
     assert clone.parent == "add_vm" and clone.loop_var == "disk"
     assert start_vm.needs == ("add_vm",)
     assert loaded.warnings == ()
@@ -206,7 +206,8 @@ def test_a_command_cannot_need_itself() -> None:
 
 def test_a_command_cannot_need_its_ancestor() -> None:
     """A child needing its parent is an error with a hint why it is not needed."""
-    found = one_error(TWO.replace("      - id: part\n", "      - id: part\n        needs: [dump]\n"))
+    child = "      - id: part\n"
+    found = one_error(TWO.replace(child, child + "        needs: [dump]\n"))
     assert found.message == "`dump` is an ancestor of `part`"
     assert found.path == ("commands", 0, "children", 0, "needs", 0)
 
@@ -373,6 +374,14 @@ def test_template_syntax_errors_are_located_with_the_template_line() -> None:
     found = one_error(command(body, vars="vars: {x: 1}\n"))
     assert found.message.startswith("template syntax: ")
     assert found.message.endswith("(template line 2)")
+
+
+def test_a_misspelt_filter_is_a_located_error() -> None:
+    """`| trm` is reported at load time with a suggestion, not when the step runs."""
+    found = one_error(command("run: {command: [mk, '{{ vm | trm }}']}\nirreversible: true\n",
+                              vars="vars: {vm: a}\n"))
+    assert found.message == "template syntax: unknown filter `trm`; did you mean `trim`?"
+    assert found.path == ("commands", 0, "run", "command", 1)
 
 
 # -- operations ----------------------------------------------------------------------------

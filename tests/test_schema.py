@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -260,6 +261,17 @@ def test_one_of_without_description_reports_the_best_branch() -> None:
     found = only(validate_value({"bucket": "b", "size": 0}, PLUGIN))
     assert found.path == ("size",)
     assert "minimum" in found.message
+
+
+def test_a_frozen_plugin_schema_works() -> None:
+    """A plugin may declare its schema as a read-only mapping with tuples."""
+    frozen = MappingProxyType({
+        "type": "object",
+        "required": ("bucket",),
+        "properties": MappingProxyType({"bucket": MappingProxyType({"type": "string"})}),
+    })
+    assert validate_value({"bucket": "b"}, frozen) == []
+    assert validate_value({"bucket": 1}, frozen)[0].message == "expected a string, got a number (1)"
 
 
 def test_validators_are_cached_per_schema_object() -> None:

@@ -34,10 +34,11 @@ def reachable(start: str) -> set[str]:
 
 def test_the_spec_lists_twelve_command_statuses() -> None:
     """CommandStatus names exactly the twelve statuses of SPEC §2, spelled as stored."""
-    assert ALL == {
+    expected = {
         "PENDING", "STARTING", "RUNNING", "SUCCEEDED", "UNCHANGED", "SKIPPED", "FAILED",
         "REVERTING", "REVERTED", "REVERT_SKIPPED", "REVERT_FAILED", "UNKNOWN",
     }
+    assert expected == ALL
     assert {getattr(S, name) for name in vars(CommandStatus) if name.isupper()} == ALL
 
 

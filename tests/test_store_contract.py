@@ -17,6 +17,7 @@ from planner.store import (
     Batch,
     CommandRecord,
     EventRecord,
+    LockRecord,
     MemoryStore,
     RunRecord,
     Store,
@@ -241,6 +242,60 @@ def test_last_run_id_is_the_newest_run(store: Store) -> None:
     assert store.last_run_id() == "20260101-000002-cccccc"
 
 
+def test_last_seq_is_the_highest_event_seq_of_the_run(run: Store) -> None:
+    """last_seq is 0 before any event, then the highest seq committed for that run only."""
+    assert run.last_seq("run-1") == 0
+    run.commit("run-1", Batch(events=[EventRecord("run-1", 1.0, "run", None, {}, seq)
+                                      for seq in (1, 2, 3)]))
+    run.create_run(run_record("run-2", 2000.0), commands("run-2"))
+    run.commit("run-2", Batch(events=[EventRecord("run-2", 1.0, "run", None, {}, 9)]))
+    assert run.last_seq("run-1") == 3
+    assert run.last_seq("run-2") == 9
+
+
+# -- entity locks --------------------------------------------------------------------------
+
+
+def test_locks_are_taken_all_or_nothing(store: Store) -> None:
+    """A run gets every entity it asks for, or none when another run holds one of them; the
+    answer lists the other run's locks."""
+    assert store.acquire_locks("run-1", ["vm/a", "image/a-0"], "host-a", 11, 100.0) == []
+    held = store.acquire_locks("run-2", ["image/b-0", "vm/a"], "host-b", 22, 101.0)
+    assert held == [LockRecord("vm/a", "run-1", "host-a", 11, 100.0, 100.0)]
+    assert [lock.entity for lock in store.list_locks()] == ["image/a-0", "vm/a"]
+    assert {lock.run_id for lock in store.list_locks()} == {"run-1"}
+
+
+def test_a_run_may_take_its_own_locks_again(store: Store) -> None:
+    """Re-acquiring (resume, rollback) keeps acquired_at and refreshes holder and heartbeat."""
+    store.acquire_locks("run-1", ["vm/a"], "host-a", 11, 100.0)
+    assert store.acquire_locks("run-1", ["vm/a", "vm/b"], "host-a", 12, 150.0) == []
+    locks = {lock.entity: lock for lock in store.list_locks()}
+    assert locks["vm/a"] == LockRecord("vm/a", "run-1", "host-a", 12, 100.0, 150.0)
+    assert locks["vm/b"] == LockRecord("vm/b", "run-1", "host-a", 12, 150.0, 150.0)
+
+
+def test_heartbeat_refreshes_only_the_runs_own_locks(store: Store) -> None:
+    """heartbeat moves heartbeat_at of one run's locks and leaves other runs' alone."""
+    store.acquire_locks("run-1", ["vm/a"], "h", 1, 100.0)
+    store.acquire_locks("run-2", ["vm/b"], "h", 2, 100.0)
+    store.heartbeat("run-1", 130.0)
+    beats = {lock.entity: lock.heartbeat_at for lock in store.list_locks()}
+    assert beats == {"vm/a": 130.0, "vm/b": 100.0}
+
+
+def test_release_and_unlock_free_entities(store: Store) -> None:
+    """release_locks frees a run's entities; unlock frees one entity and returns its lock."""
+    store.acquire_locks("run-1", ["vm/a", "vm/b"], "h", 1, 100.0)
+    store.acquire_locks("run-2", ["vm/c"], "h", 2, 100.0)
+    store.release_locks("run-1")
+    assert [lock.entity for lock in store.list_locks()] == ["vm/c"]
+    assert store.unlock("vm/c") == LockRecord("vm/c", "run-2", "h", 2, 100.0, 100.0)
+    assert store.unlock("vm/c") is None
+    assert store.list_locks() == []
+    assert store.acquire_locks("run-3", ["vm/a", "vm/c"], "h", 3, 200.0) == []
+
+
 # -- SQLite only -------------------------------------------------------------------------
 
 
@@ -286,6 +341,22 @@ def test_sqlite_second_store_on_the_same_file_sees_committed_data(tmp_path: Path
     finally:
         writer.close()
         reader.close()
+
+
+def test_sqlite_locks_are_shared_between_connections(tmp_path: Path) -> None:
+    """A lock taken through one SQLiteStore blocks another run on a second connection."""
+    path = tmp_path / "s.db"
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    try:
+        assert first.acquire_locks("run-1", ["vm/a"], "host-a", 11, 100.0) == []
+        held = second.acquire_locks("run-2", ["vm/a", "vm/b"], "host-b", 22, 101.0)
+        assert [(lock.entity, lock.run_id) for lock in held] == [("vm/a", "run-1")]
+        assert [lock.entity for lock in second.list_locks()] == ["vm/a"]
+        first.release_locks("run-1")
+        assert second.acquire_locks("run-2", ["vm/a", "vm/b"], "host-b", 22, 102.0) == []
+    finally:
+        first.close()
+        second.close()
 
 
 def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
@@ -355,7 +426,7 @@ def test_sqlite_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> 
     """Opening a file that is not SQLite raises StateError naming the file."""
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not a database, just some text\n" * 100)
-    with pytest.raises(StateError, match="state.db"):
+    with pytest.raises(StateError, match=r"state\.db"):
         SQLiteStore(path)
 
 

@@ -113,6 +113,22 @@ def test_syntax_errors_raise_template_error(source: str) -> None:
         analyze(source)
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ x | rim }}", "unknown filter `rim`; did you mean `trim`?"),
+        ("{% if x is od %}y{% endif %}", "unknown test `od`; did you mean `odd`?"),
+        ("{% filter uper %}x{% endfilter %}", "unknown filter `uper`; did you mean `upper`?"),
+        ("{{ x | zzzzzz }}", "unknown filter `zzzzzz`"),
+    ],
+)
+def test_unknown_filters_and_tests_are_template_errors(source: str, message: str) -> None:
+    """A misspelt filter or test is found when analysing, with a suggestion."""
+    with pytest.raises(TemplateError) as caught:
+        analyze(source)
+    assert str(caught.value) == message
+
+
 def test_template_errors_carry_the_template_line() -> None:
     """The line of a syntax error within a multi-line template is kept."""
     with pytest.raises(TemplateError) as caught:

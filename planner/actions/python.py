@@ -48,6 +48,9 @@ def resolve(path: str) -> Callable[..., Any]:
 class PythonAction:
     """Call ``pkg.mod:func`` with the given keyword arguments.
 
+    The module is imported as usual, with the plan's directory first on ``sys.path`` for
+    the run (so a module kept next to the plan is found), and cached for the process.
+
     A coroutine function is awaited (and cancelled after the operation's timeout). A plain
     function is called directly on the event loop, which it blocks while it runs: it must
     be quick; use an ``async def`` (or a `command`) for anything slow. Data: ``value``,

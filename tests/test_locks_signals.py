@@ -1,0 +1,332 @@
+"""Entity locks, signals and --cancel-inflight, end to end: real planctl processes running the
+seed plan (vm-from-template) against its `store` tool and one SQLite state file, started,
+signalled and killed from here. kill -9 at every crash point is test_crash_sweep.py's job.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from seedplan import Seed, finish, make_seed, wait_for
+
+SLOW = ["--var", "copy_seconds=2"]
+DISKS = ("disk0", "disk1", "disk2")
+ENTITIES = ["image/vm-42-disk0", "image/vm-42-disk1", "image/vm-42-disk2", "vm/vm-42"]
+
+# Another plan that touches the seed plan's VM.
+OTHER_PLAN = """\
+name: inspect-vm
+commands:
+  - id: inspect
+    entity: vm/vm-42
+    changes: false
+    run: {command: [./store, vm-exists, vm-42]}
+"""
+
+# One long async copy that can be cancelled, and one command that fails once the copy started.
+CANCEL_PLAN = """\
+name: cancel-inflight
+vars:
+  copy_seconds: 5
+defaults:
+  env: {STORE_COPY_SECONDS: "{{ copy_seconds }}"}
+commands:
+  - id: clone
+    entity: image/img-slow
+    exists: {command: [./store, image-exists, img-slow]}
+    run:
+      command: [./store, copy-image, disk0, img-slow]
+      async:
+        handle: "{{ result.stdout | trim }}"
+        poll: {command: [./store, task-status, "{{ handle }}"]}
+        until: "{{ poll.stdout | trim == 'finished' }}"
+        failed_when: "{{ poll.stdout | trim in ['failed', 'aborted'] }}"
+        interval: 0.05s
+        max_interval: 0.1s
+        timeout: 1m
+        cancel: {command: [./store, abort-task, "{{ handle }}"]}
+    inverse: {command: [./store, remove-image, img-slow]}
+  - id: breaks
+    changes: false
+    run:
+      shell: 'until ls "$STORE_DIR"/tasks/*.json >/dev/null 2>&1; do sleep 0.05; done; exit 1'
+"""
+
+
+@pytest.fixture
+def seed(tmp_path: Path) -> Seed:
+    return make_seed(tmp_path)
+
+
+def _held_by_one_run(seed: Seed) -> bool:
+    locks = seed.locks()
+    return sorted(x.entity for x in locks) == ENTITIES and len({x.run_id for x in locks}) == 1
+
+
+def _polling(seed: Seed) -> bool:
+    """Every copy's handle is committed: the run is polling all three tasks."""
+    if not seed.state.exists():
+        return False
+    with seed.db() as store:
+        run_id = store.last_run_id()
+        tasks = store.get_tasks(run_id) if run_id else []
+    return sum(t.status == "RUNNING" for t in tasks) == 3
+
+
+def _spawn_holder(seed: Seed, copy_seconds: float) -> tuple[subprocess.Popen[str], str]:
+    """Start an apply of the seed plan and wait until it holds its entities."""
+    proc = seed.spawn("apply", str(seed.plan), "--var", f"copy_seconds={copy_seconds}")
+    try:
+        wait_for("the apply to lock its entities", lambda: _held_by_one_run(seed), proc=proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, seed.locks()[0].run_id
+
+
+@pytest.fixture
+def holder(seed: Seed) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """An apply whose copies take a minute, holding the seed entities; killed afterwards."""
+    proc, run_id = _spawn_holder(seed, 60)
+    try:
+        yield proc, run_id
+        assert proc.poll() is None, "the holder ended during the test"
+    finally:
+        proc.kill()
+        proc.communicate()
+        seed.store("reset")  # stops the detached copy workers
+
+
+def _copies(seed: Seed) -> dict[str, int]:
+    counts = seed.mutations()
+    return {disk: counts[f"copy-image vm-42-{disk}"] for disk in DISKS}
+
+
+# -- entity locks -----------------------------------------------------------------------------
+
+
+def test_a_second_run_on_held_entities_exits_4_naming_the_holder(
+        seed: Seed, holder: tuple[subprocess.Popen[str], str]) -> None:
+    """While an apply holds the seed entities, a second apply, or a resume or rollback of the
+    live run, exits 4 at once naming the holder's run id, pid and host, and records nothing."""
+    proc, run_id = holder
+    started = time.monotonic()
+    second = seed.apply(*SLOW)
+    assert second.returncode == 4, second.stdout + second.stderr
+    assert time.monotonic() - started < 10, "the second apply waited for the first"
+    assert f"by run {run_id}" in second.stderr
+    assert f"pid {proc.pid}" in second.stderr
+    assert f"on {socket.gethostname()}" in second.stderr
+    assert "--lock-timeout" in second.stderr
+    for verb in ("resume", "rollback"):
+        done = seed.planctl(verb, run_id)
+        assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
+        assert "still running" in done.stderr and f"pid {proc.pid}" in done.stderr
+    with seed.db() as store:
+        assert [r.id for r in store.list_runs()] == [run_id]
+    assert seed.mutations()["create-vm vm-42"] == 1
+
+
+def test_lock_timeout_waits_for_the_holder_then_runs(seed: Seed) -> None:
+    """`planctl locks` lists the held entities while a run holds them; a second apply with
+    --lock-timeout waits for it, then finds everything in place (UNCHANGED) and succeeds, and
+    afterwards `planctl locks` says no locks are held."""
+    proc, run_id = _spawn_holder(seed, 3)
+    try:
+        listed = seed.planctl("locks")
+        assert listed.returncode == 0, listed.stderr
+        rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+        assert [row[0] for row in rows] == ENTITIES
+        assert {row[1] for row in rows} == {run_id}
+        assert {row[2] for row in rows} == {f"{socket.gethostname()}:{proc.pid}"}
+        assert all(row[-1] == "alive" for row in rows), listed.stdout
+
+        launched = time.time()
+        second = seed.apply(*SLOW, "--lock-timeout", "10")
+        assert second.returncode == 0, second.stdout + second.stderr
+        code, _, err = finish(proc)
+        assert code == 0, err
+        with seed.db() as store:
+            first, waited = store.get_run(run_id), store.get_run(store.last_run_id() or "")
+            assert first is not None and waited is not None and waited.id != run_id
+            assert first.status == waited.status == "SUCCEEDED"
+            # Launched while the first run held the entities, it started once they were free.
+            assert first.ended_at is not None and launched < first.ended_at
+            assert waited.started_at >= first.ended_at
+            statuses = {i: c.status for i, c in store.get_commands(waited.id).items()}
+        assert statuses == {"add_vm": "UNCHANGED", "clone[disk0]": "UNCHANGED",
+                            "clone[disk1]": "UNCHANGED", "clone[disk2]": "UNCHANGED",
+                            "start_vm": "SUCCEEDED"}
+        assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    after = seed.planctl("locks")
+    assert (after.returncode, after.stdout) == (0, "no locks held\n")
+
+
+def test_unlock_refuses_a_live_holder_without_force(
+        seed: Seed, holder: tuple[subprocess.Popen[str], str]) -> None:
+    """`planctl unlock` of an entity held by a live run exits 3 and keeps the lock; with
+    --force it releases it."""
+    _, run_id = holder
+    refused = seed.planctl("unlock", "vm/vm-42")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert f"held by run {run_id}, which is alive" in refused.stderr
+    assert "--force" in refused.stderr
+    assert sorted(x.entity for x in seed.locks()) == ENTITIES
+    forced = seed.planctl("unlock", "--force", "vm/vm-42")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert f"unlocked vm/vm-42 (was held by run {run_id})" in forced.stdout
+    assert "vm/vm-42" not in [x.entity for x in seed.locks()]
+
+
+def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> None:
+    """After kill -9 of an apply its entities stay locked: another plan touching one exits 4
+    saying the holder is not alive and how to recover; `planctl unlock` releases that entity,
+    and `planctl resume --last` takes the run's locks over and finishes it."""
+    proc = seed.spawn("apply", str(seed.plan), *SLOW)
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    run_id = seed.last_run().id
+    assert sorted(x.entity for x in seed.locks()) == ENTITIES
+    assert {x.run_id for x in seed.locks()} == {run_id}
+
+    other = seed.plan.parent / "other.yaml"
+    other.write_text(OTHER_PLAN)
+    blocked = seed.planctl("apply", str(other))
+    assert blocked.returncode == 4, blocked.stdout + blocked.stderr
+    assert f"entity vm/vm-42 is locked by run {run_id}" in blocked.stderr
+    assert "not alive" in blocked.stderr
+    for hint in (f"planctl resume {run_id}", f"planctl rollback {run_id}",
+                 "planctl unlock vm/vm-42"):
+        assert hint in blocked.stderr
+    listed = seed.planctl("locks")
+    assert listed.stdout.count("dead (") == 4, listed.stdout
+
+    released = seed.planctl("unlock", "vm/vm-42")
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert sorted(x.entity for x in seed.locks()) == ENTITIES[:3]
+
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert seed.last_run().status == "SUCCEEDED"
+    assert seed.listing() == ["image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2",
+                              "vm vm-42"]
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+    assert seed.locks() == []
+    assert seed.planctl("apply", str(other)).returncode == 0
+
+
+@pytest.mark.xfail(reason="bug: a run that ends with leftovers keeps its locks under the pid "
+                   "of the process that ran it, and Runner._lock takes a live pid for a run "
+                   "still running, so while an embedding process lives `planctl rollback RUN` "
+                   "exits 4 'still running' (planner/executor.py, Runner._lock/_conclude)",
+                   strict=True)
+def test_a_run_ended_by_an_embedding_process_can_be_rolled_back_from_the_cli(
+        seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that the Python API applied and that ended STOPPED can be rolled back with
+    `planctl rollback` while the embedding process is still alive."""
+    from planner.executor import ApplyOptions, apply_plan
+    from planner.loader import load_plan
+
+    for name in ("STORE_DIR", "PLANCTL_STATE"):
+        monkeypatch.setenv(name, seed.env[name])
+    loaded = load_plan(seed.plan, variables={"fail_disks": "disk1", "copy_seconds": 0.1})
+    with seed.db() as store:
+        outcome = apply_plan(loaded, store, handle_signals=False,
+                             options=ApplyOptions(on_failure="stop"))
+    assert outcome.status == "STOPPED"
+    done = seed.planctl("rollback", "--last")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert seed.listing() == []
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_interrupts_the_run_and_resume_finishes_it(seed: Seed,
+                                                            sig: signal.Signals) -> None:
+    """SIGINT or SIGTERM while copies are polled makes apply exit 130 with the run INTERRUPTED
+    and a resume hint; `planctl resume --last` re-attaches to the copies (REATTACHED task
+    events) and ends SUCCEEDED without starting any copy twice."""
+    proc = seed.spawn("apply", str(seed.plan), *SLOW)
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+        proc.send_signal(sig)
+        code, out, err = finish(proc, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    run = seed.last_run()
+    assert code == 130, out + err
+    assert run.status == "INTERRUPTED"
+    assert f"planctl resume {run.id}" in out
+    assert seed.mutations()["remove-image vm-42-disk0"] == 0
+
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert seed.last_run().status == "SUCCEEDED"
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+    reattached = {e.command_id for e in seed.events(run.id)
+                  if e.kind == "task" and e.data.get("task_status") == "REATTACHED"}
+    assert reattached == {"clone[disk0]", "clone[disk1]", "clone[disk2]"}
+    assert seed.listing() == ["image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2",
+                              "vm vm-42"]
+    assert seed.locks() == []
+
+
+# -- --cancel-inflight ------------------------------------------------------------------------
+
+
+def _cancel_plan(seed: Seed) -> Path:
+    plan = seed.plan.parent / "cancel.yaml"
+    plan.write_text(CANCEL_PLAN)
+    return plan
+
+
+def test_cancel_inflight_aborts_the_running_copy(seed: Seed) -> None:
+    """With --cancel-inflight, a failure aborts a long copy that declares `cancel` instead of
+    waiting for it, and the run ends ROLLED_BACK with no image left."""
+    plan = _cancel_plan(seed)
+    started = time.monotonic()
+    done = seed.planctl("apply", str(plan), "--cancel-inflight")
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert took < 4, f"the 5 s copy was not cancelled: apply took {took:.1f}s"
+    assert seed.last_run().status == "ROLLED_BACK"
+    (task,) = seed.tasks()
+    assert (task.command_id, task.status) == ("clone", "CANCELLED")
+    assert seed.store("task-status", task.handle).stdout.strip() == "aborted"
+    verbs = [verb for verb, *_ in seed.log()]
+    assert "abort-task" in verbs and "copy-finished" not in verbs
+    assert seed.commands()["clone"].status == "REVERT_SKIPPED"
+    assert seed.listing() == []
+
+
+def test_without_cancel_inflight_the_copy_ends_and_is_then_removed(seed: Seed) -> None:
+    """Without --cancel-inflight, a failure lets the in-flight copy run to its end, and its
+    image is then removed in ROLLBACK_FLOW."""
+    plan = _cancel_plan(seed)
+    done = seed.planctl("apply", str(plan), "--var", "copy_seconds=1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    verbs = [verb for verb, *_ in seed.log()]
+    assert "abort-task" not in verbs
+    assert verbs.index("copy-finished") < verbs.index("remove-image")
+    clone = seed.commands()["clone"]
+    assert (clone.status, clone.execution_reason) == ("REVERTED", "ROLLBACK_FLOW")
+    assert seed.listing() == []

@@ -1,0 +1,297 @@
+"""ROLLBACK_FLOW end to end: the seed plan (vm-from-template) run by the real CLI against its
+`store` tool, with failure injection; the store's audit log, `store list` and the SQLite state
+file say what really happened. Crash recovery is covered by test_crash_sweep.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from seedplan import INVERSE_STATUSES, Seed, make_seed
+
+from planner import rollback as rollback_module
+from planner.executor import RunOutcome, rollback_run
+from planner.rollback import MAX_REVERT_ATTEMPTS
+
+FAIL_DISK1 = ["--var", "fail_disks=disk1", "--var", "copy_seconds=0.1"]
+QUICK = ["--var", "copy_seconds=0.1"]
+IMAGES = ["image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2"]
+
+
+@pytest.fixture
+def seed(tmp_path: Path) -> Seed:
+    return make_seed(tmp_path)
+
+
+def _removals(seed: Seed) -> list[str]:
+    """Removals in the order the store saw them, e.g. ['remove-image vm-42-disk2', ...]."""
+    return [f"{verb} {args[0]}" for verb, *args in seed.log() if verb.startswith("remove-")]
+
+
+def _seq(events: list, command: str, status: str) -> int:
+    found = [e.seq for e in events
+             if e.kind == "command" and e.command_id == command and e.data["status"] == status]
+    assert len(found) == 1, f"{command} {status}: {found}"
+    return found[0]
+
+
+# -- the seed scenario ------------------------------------------------------------------------
+
+
+def test_failed_copy_rolls_back_siblings_then_the_vm(seed: Seed) -> None:
+    """When one of three copies fails, the two copied images and then the VM are removed in
+    ROLLBACK_FLOW, the failed clone is REVERT_SKIPPED, and the run ends ROLLED_BACK (exit 1)."""
+    done = seed.apply(*FAIL_DISK1)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert seed.listing() == []
+    # The store saw both images removed, once each, before the VM.
+    assert _removals(seed)[-1] == "remove-vm vm-42"
+    assert sorted(_removals(seed)[:-1]) == ["remove-image vm-42-disk0",
+                                            "remove-image vm-42-disk2"]
+    assert seed.mutations()["remove-image vm-42-disk1"] == 0  # never created
+    run = seed.last_run()
+    assert run.status == "ROLLED_BACK"
+    commands = seed.commands()
+    assert {i: c.status for i, c in commands.items()} == {
+        "add_vm": "REVERTED", "clone[disk0]": "REVERTED", "clone[disk1]": "REVERT_SKIPPED",
+        "clone[disk2]": "REVERTED", "start_vm": "PENDING"}
+    events = seed.events()
+    # The events table agrees: the VM's inverse starts after both image inverses ended.
+    vm_starts = _seq(events, "add_vm", "REVERTING")
+    assert _seq(events, "clone[disk0]", "REVERTED") < vm_starts
+    assert _seq(events, "clone[disk2]", "REVERTED") < vm_starts
+    assert _seq(events, "clone[disk1]", "FAILED") < _seq(events, "clone[disk1]", "REVERT_SKIPPED")
+    inverse_events = [e for e in events
+                      if e.kind == "command" and e.data["status"] in INVERSE_STATUSES]
+    assert len(inverse_events) == 7  # 3 REVERTING, 3 REVERTED, 1 REVERT_SKIPPED
+    assert {e.data["execution_reason"] for e in inverse_events} == {"ROLLBACK_FLOW"}
+    reverted = [c for c in commands.values() if c.status in INVERSE_STATUSES]
+    assert len(reverted) == 4
+    assert {c.execution_reason for c in reverted} == {"ROLLBACK_FLOW"}
+    shown = seed.planctl("show", "--last")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^add_vm\s+REVERTED\s+ROLLBACK_FLOW", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^\s+clone\[disk1\]\s+REVERT_SKIPPED\s+ROLLBACK_FLOW", shown.stdout,
+                     re.M), shown.stdout
+    assert "status   ROLLED_BACK" in shown.stdout
+
+
+# -- nothing inverted that the run did not create ---------------------------------------------
+
+
+def test_pre_existing_vm_is_adopted_and_never_removed(seed: Seed) -> None:
+    """A VM that existed before the run is left in place by the rollback, which removes only
+    the images the run copied, and the run still counts as fully rolled back (exit 1)."""
+    seed.store("create-vm", "vm-42")
+    done = seed.apply(*FAIL_DISK1)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert seed.listing() == ["vm vm-42"]
+    assert seed.mutations()["create-vm vm-42"] == 1  # ours, before the run
+    assert seed.mutations()["remove-vm vm-42"] == 0
+    assert sorted(_removals(seed)) == ["remove-image vm-42-disk0", "remove-image vm-42-disk2"]
+    add_vm = seed.commands()["add_vm"]
+    assert add_vm.changed is False
+    vm_statuses = [e.data["status"] for e in seed.events()
+                   if e.kind == "command" and e.command_id == "add_vm"]
+    assert "STARTING" not in vm_statuses  # exists said present: create-vm never ran
+    assert not INVERSE_STATUSES & set(vm_statuses)
+
+
+def test_pre_existing_image_is_kept_and_blocks_the_vm_removal(seed: Seed) -> None:
+    """An image that existed before the run stays UNCHANGED and is never removed; the store
+    refuses to remove the VM while it exists, so add_vm ends REVERT_FAILED and the run exits 2
+    listing the VM as a leftover."""
+    task = seed.store("copy-image", "disk0", "vm-42-disk0").stdout.strip()
+    for _ in range(200):
+        if seed.store("task-status", task).stdout.strip() != "running":
+            break
+    assert seed.store("task-status", task).stdout.strip() == "finished"
+    done = seed.apply(*FAIL_DISK1)
+    assert done.returncode == 2, done.stdout + done.stderr
+    commands = seed.commands()
+    assert commands["clone[disk0]"].status == "UNCHANGED"
+    assert commands["clone[disk0]"].changed is False
+    assert commands["add_vm"].status == "REVERT_FAILED"
+    assert "still has images: vm-42-disk0" in (commands["add_vm"].error or "")
+    assert seed.mutations()["remove-image vm-42-disk0"] == 0
+    assert seed.mutations()["remove-image vm-42-disk2"] == 1
+    assert seed.listing() == ["image vm-42-disk0", "vm vm-42"]
+    assert seed.last_run().status == "ROLLBACK_FAILED"
+    assert re.search(r"^\s+- add_vm vm/vm-42 \[REVERT_FAILED\]: .*still has images",
+                     done.stdout, re.M), done.stdout
+    assert "clone[disk0]" not in done.stdout.split("leftovers")[1]
+
+
+# -- a failing inverse, then a later rollback ---------------------------------------------------
+
+
+def test_failed_removal_is_left_over_then_a_later_rollback_finishes(seed: Seed) -> None:
+    """An image whose removal fails is REVERT_FAILED and keeps its VM (exit 2, leftovers
+    listed, `planctl rollback RUN` suggested); once the fault is gone a rollback removes the
+    rest exactly once (exit 0), and a third call has nothing to undo (exit 0)."""
+    done = seed.apply(*FAIL_DISK1, env={"STORE_FAIL_REMOVE": "vm-42-disk0"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    run_id = seed.last_run().id
+    commands = seed.commands()
+    assert commands["clone[disk0]"].status == "REVERT_FAILED"
+    assert commands["clone[disk2]"].status == "REVERTED"
+    assert commands["add_vm"].status == "FAILED"  # not reverted: its image is still there
+    assert seed.mutations()["remove-vm vm-42"] == 0
+    assert seed.listing() == ["image vm-42-disk0", "vm vm-42"]
+    leftovers = done.stdout.split("leftovers", 1)[1]
+    assert re.search(r"- clone\[disk0\] image/vm-42-disk0 \[REVERT_FAILED\]: "
+                     r".*removal of vm-42-disk0 failed", leftovers), done.stdout
+    assert re.search(r"- add_vm vm/vm-42 \[FAILED\]: ", leftovers), done.stdout
+    assert f"planctl rollback {run_id}" in done.stdout
+
+    again = seed.planctl("rollback", "--last")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert seed.listing() == []
+    assert seed.last_run().status == "ROLLED_BACK"
+    counts = seed.mutations()
+    assert counts["remove-image vm-42-disk0"] == counts["remove-image vm-42-disk2"] == 1
+    assert counts["remove-vm vm-42"] == 1
+    assert _removals(seed)[-1] == "remove-vm vm-42"
+
+    third = seed.planctl("rollback", "--last")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "nothing to undo" in third.stdout
+    assert seed.mutations() == counts
+
+
+# -- rolling back a run that did not roll back by itself ---------------------------------------
+
+
+def test_rollback_of_a_succeeded_run_undoes_everything_children_first(seed: Seed) -> None:
+    """`planctl rollback --dry-run` of a SUCCEEDED run lists the images then the VM and changes
+    nothing; `planctl rollback` then removes them in that order and exits 0."""
+    done = seed.apply(*QUICK)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert seed.listing() == [*IMAGES, "vm vm-42"]
+    log_before = seed.log()
+
+    dry = seed.planctl("rollback", "--last", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    rows = [line.split() for line in dry.stdout.splitlines()[1:]]
+    assert [row[1] for row in rows][-1] == "add_vm"
+    assert sorted(row[1] for row in rows[:-1]) == ["clone[disk0]", "clone[disk1]",
+                                                  "clone[disk2]"]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4"]
+    assert all("would run inverse" in line for line in dry.stdout.splitlines()[1:])
+    assert seed.log() == log_before
+    assert seed.last_run().status == "SUCCEEDED"
+
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert seed.listing() == []
+    removals = _removals(seed)
+    assert len(removals) == 4 and removals[-1] == "remove-vm vm-42"
+    assert seed.last_run().status == "ROLLED_BACK"
+    assert {c.status for i, c in seed.commands().items() if i != "start_vm"} == {"REVERTED"}
+
+
+@pytest.mark.parametrize("how", ["on_failure: stop", "--no-rollback"])
+def test_stopped_run_leaves_everything_for_a_later_rollback(seed: Seed, how: str) -> None:
+    """With on_failure: stop or --no-rollback a failed run removes nothing and exits 2 listing
+    its leftovers; a later `planctl rollback` removes them all and exits 0."""
+    args = list(FAIL_DISK1)
+    if how == "--no-rollback":
+        args.append("--no-rollback")
+    else:
+        text = seed.plan.read_text()
+        assert "on_failure: rollback" in text
+        seed.plan.write_text(text.replace("on_failure: rollback", "on_failure: stop"))
+    done = seed.apply(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert seed.last_run().status == "STOPPED"
+    assert _removals(seed) == []
+    assert seed.listing() == ["image vm-42-disk0", "image vm-42-disk2", "vm vm-42"]
+    assert "- add_vm vm/vm-42" in done.stdout
+    assert "- clone[disk2] image/vm-42-disk2" in done.stdout
+
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert seed.listing() == []
+    assert _removals(seed)[-1] == "remove-vm vm-42"
+    assert seed.commands()["clone[disk1]"].status == "REVERT_SKIPPED"
+
+
+# -- the attempt cap ------------------------------------------------------------------------------
+
+
+ALWAYS_FAILS = {"STORE_FAIL_REMOVE": "vm-42-disk0"}
+
+
+def _api_rollback(seed: Seed, monkeypatch: pytest.MonkeyPatch) -> RunOutcome:
+    """`planctl rollback --last` through the Python API, in this process (a CLI call would
+    find the run's locks held by this live process: see test_locks_signals.py)."""
+    for name in ("STORE_DIR", "PLANCTL_STATE"):
+        monkeypatch.setenv(name, seed.env[name])
+    with seed.db() as store:
+        return rollback_run(store, seed.last_run().id, handle_signals=False)
+
+
+def test_an_inverse_that_always_fails_is_capped(seed: Seed) -> None:
+    """Repeated `planctl rollback` calls of an inverse that always fails never take
+    revert_attempts above MAX_REVERT_ATTEMPTS; the command ends REVERT_FAILED with "gave up" and
+    every call exits 2."""
+    done = seed.apply(*FAIL_DISK1, env=ALWAYS_FAILS)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert seed.commands()["clone[disk0]"].revert_attempts == 1
+    for attempt in range(2, MAX_REVERT_ATTEMPTS + 3):
+        done = seed.planctl("rollback", "--last", env=ALWAYS_FAILS)
+        assert done.returncode == 2, done.stdout + done.stderr
+        record = seed.commands()["clone[disk0]"]
+        assert record.status == "REVERT_FAILED"
+        assert record.revert_attempts == min(attempt, MAX_REVERT_ATTEMPTS)
+    assert "gave up" in (record.error or "")
+    assert "gave up" in done.stdout
+    assert seed.mutations()["remove-image vm-42-disk0"] == 0
+    assert seed.last_run().status == "ROLLBACK_FAILED"
+    assert seed.listing() == ["image vm-42-disk0", "vm vm-42"]
+
+
+def _give_up_at_once(seed: Seed, monkeypatch: pytest.MonkeyPatch) -> RunOutcome:
+    """In this process: a failed apply whose removal of vm-42-disk0 failed, then a rollback
+    with the cap lowered to the one attempt already made (planctl gives up)."""
+    from planner.executor import apply_plan
+    from planner.loader import load_plan
+
+    for name in ("STORE_DIR", "PLANCTL_STATE"):
+        monkeypatch.setenv(name, seed.env[name])
+    monkeypatch.setenv("STORE_FAIL_REMOVE", "vm-42-disk0")
+    loaded = load_plan(seed.plan, variables={"fail_disks": "disk1", "copy_seconds": 0.1})
+    with seed.db() as store:
+        assert apply_plan(loaded, store, handle_signals=False).exit_code == 2
+    monkeypatch.setattr(rollback_module, "MAX_REVERT_ATTEMPTS", 1)
+    outcome = _api_rollback(seed, monkeypatch)
+    assert "gave up" in (seed.commands()["clone[disk0]"].error or "")
+    return outcome
+
+
+@pytest.mark.xfail(reason="bug: Reverter._revert checks the attempt cap before asking exists, "
+                   "so a leftover removed by hand is never seen gone and its parent is never "
+                   "undone (planner/rollback.py, Reverter._revert)", strict=True)
+def test_after_giving_up_a_leftover_removed_by_hand_lets_rollback_finish(
+        seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once planctl gave up on an inverse, removing the leftover by hand lets `planctl
+    rollback` see it absent, remove the VM and exit 0, as its own hint promises."""
+    _give_up_at_once(seed, monkeypatch)
+    monkeypatch.delenv("STORE_FAIL_REMOVE")
+    seed.store("remove-image", "vm-42-disk0")
+    assert _api_rollback(seed, monkeypatch).status == "ROLLED_BACK"
+    assert seed.listing() == []
+    assert seed.mutations()["remove-vm vm-42"] == 1
+
+
+@pytest.mark.xfail(reason="bug: the gave-up branch of Reverter._revert does not update "
+                   "runner.errors, so the rollback that gives up reports the previous error as "
+                   "the leftover's reason (planner/rollback.py, Reverter._revert)", strict=True)
+def test_the_rollback_that_gives_up_says_so(seed: Seed, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """The rollback that hits the attempt cap gives "gave up" as its leftover's reason."""
+    outcome = _give_up_at_once(seed, monkeypatch)
+    reasons = {x.command: x.reason for x in outcome.leftovers}
+    assert "gave up" in reasons["clone[disk0]"], reasons
