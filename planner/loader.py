@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from . import actions, schema
@@ -88,15 +90,24 @@ class _Checker:
 
     def template(self, value: Any, path: Path, allowed: frozenset[str], owner: str) -> None:
         """Check every template inside ``value`` (strings, lists, mappings)."""
+        # Hot on large plans: paths are built only for strings that are templates.
         if isinstance(value, str):
-            if is_template(value):
+            if "{" in value and is_template(value):
                 self._one_template(value, path, allowed, owner)
         elif isinstance(value, list):
             for index, item in enumerate(value):
-                self.template(item, (*path, index), allowed, owner)
+                if isinstance(item, str):
+                    if "{" in item and is_template(item):
+                        self._one_template(item, (*path, index), allowed, owner)
+                elif isinstance(item, list | dict):
+                    self.template(item, (*path, index), allowed, owner)
         elif isinstance(value, dict):
             for key, item in value.items():
-                self.template(item, (*path, key), allowed, owner)
+                if isinstance(item, str):
+                    if "{" in item and is_template(item):
+                        self._one_template(item, (*path, key), allowed, owner)
+                elif isinstance(item, list | dict):
+                    self.template(item, (*path, key), allowed, owner)
 
     def _one_template(self, source: str, path: Path, allowed: frozenset[str], owner: str) -> None:
         try:
@@ -104,6 +115,11 @@ class _Checker:
         except TemplateError as exc:
             where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
             self.error(path, f"template syntax: {exc}{where}")
+            return
+        if info.names <= allowed:
+            if info.command_refs:
+                for ref in info.command_refs:
+                    self.refs.append((owner, ref, path))
             return
         for name in sorted(info.names - allowed):
             if name in _WHERE:
@@ -156,7 +172,7 @@ class _Checker:
                        at_key=True)
         merged = {**self.defaults, **raw}
         env = {**self.defaults.get("env", {}), **raw.get("env", {})} if subprocess else {}
-        after = allowed | {"result"}
+        after = _plus(allowed, "result")
         self.template(raw[name], (*path, name), allowed, owner)
         for option in ("cwd", "stdin"):
             if option in raw:
@@ -188,14 +204,14 @@ class _Checker:
         self, raw: Mapping[str, Any], path: Path, allowed: frozenset[str], owner: str
     ) -> AsyncSpec | None:
         self.template(raw["handle"], (*path, "handle"), allowed, owner)
-        with_handle = allowed | {"handle"}
+        with_handle = _plus(allowed, "handle")
         poll = self.operation(raw["poll"], (*path, "poll"), "poll", with_handle, owner)
         cancel = None
         if "cancel" in raw:
             cancel = self.operation(raw["cancel"], (*path, "cancel"), "cancel", with_handle, owner)
         for key in ("until", "failed_when"):
             if isinstance(raw.get(key), str):
-                self.template(raw[key], (*path, key), with_handle | {"poll"}, owner)
+                self.template(raw[key], (*path, key), _plus(with_handle, "poll"), owner)
         if poll is None:
             return None
         return AsyncSpec(
@@ -244,17 +260,17 @@ class _Checker:
         elif "as" in raw:
             self.error((*path, "as"), "`as` names the loop variable of `for_each`, which is "
                        "missing", at_key=True)
-        base = self.names | loop_names
+        base = _plus(self.names, *loop_names)
         for key in ("name", "entity", "when"):
             if isinstance(raw.get(key), str):
                 self.template(raw[key], (*path, key), base, cid)
         ops: dict[str, Operation | None] = {}
         for role, allowed in (("exists", base), ("run", base),
-                              ("inverse", base | {"result", "outputs", "handle"})):
+                              ("inverse", _plus(base, "result", "outputs", "handle"))):
             if role in raw:
                 ops[role] = self.operation(raw[role], (*path, role), role, allowed, cid)
         outputs = raw.get("outputs", {})
-        self.template(outputs, (*path, "outputs"), base | {"result", "handle", "poll"}, cid)
+        self.template(outputs, (*path, "outputs"), _plus(base, "result", "handle", "poll"), cid)
         self._shape_checks(raw, path)
         children = self.commands(raw.get("children", []), (*path, "children"), cid, loop_names)
         needs = raw.get("needs", ())
@@ -384,6 +400,12 @@ class _Checker:
                            hint=f"add `{ref.id}` to the needs of `{owner}`")
 
 
+@lru_cache(maxsize=1024)
+def _plus(names: frozenset[str], *more: str) -> frozenset[str]:
+    """``names`` with ``more`` added; cached, as every command asks for the same few sets."""
+    return names | frozenset(more)
+
+
 def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -408,6 +430,20 @@ def load_text(
     text: bytes | str, file: str, *, variables: Mapping[str, Any] | None = None
 ) -> LoadedPlan:
     """Load a plan from text; ``file`` names it in diagnostics and anchors relative paths."""
+    # Loading allocates hundreds of thousands of containers and frees none of them: the
+    # cyclic collector would scan them all, again and again, for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_text(text, file, variables)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_text(
+    text: bytes | str, file: str, variables: Mapping[str, Any] | None
+) -> LoadedPlan:
     document = read_document(text, file)
     try:
         return _check(document, file, variables)

@@ -31,6 +31,7 @@ _YAML = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ = _YAML + "str", _YAML + "map", _YAML + "seq"
 _SCALAR_TAGS = {_STR, _YAML + "int", _YAML + "float", _YAML + "bool", _YAML + "null"}
 _IMPLICIT: dict[str, list[tuple[str, Any]]] = Resolver.yaml_implicit_resolvers
+ScalarEvent = ev.ScalarEvent
 _constructor = SafeConstructor()
 _BUILD: dict[str, Callable[[ScalarNode], Any]] = {
     _YAML + "int": _constructor.construct_yaml_int,
@@ -133,7 +134,11 @@ class _Builder:
             if key_event.__class__ is not ev.ScalarEvent:
                 problem = Diagnostic(path, "mapping keys must be plain strings")
                 raise _Invalid(_at(key_event, problem))
-            key = _scalar(key_event, path)
+            key = key_event.value
+            # Fast path: an untagged key whose first character no implicit type starts with
+            # is a plain string (most keys: `id`, `run`, `command`...).
+            if key_event.tag is not None or (key_event.implicit[0] and key[:1] in _IMPLICIT):
+                key = _scalar(key_event, path)
             if key == "<<" and key_event.tag is None and key_event.implicit[0]:
                 merged.extend(self.merge_sources(get(), path))
                 continue
@@ -144,13 +149,17 @@ class _Builder:
                     "not a string",
                     hint=f"quote it: '{key_event.value}'",
                 )))
-            child = (*path, key)
             if key in out:
                 self.problems.append(
-                    Diagnostic(child, f"duplicate key {key!r}", hint="each key may appear once",
-                               at_key=True)
+                    Diagnostic((*path, key), f"duplicate key {key!r}",
+                               hint="each key may appear once", at_key=True)
                 )
-            out[key] = self.node(get(), child)
+            event = get()
+            if event.__class__ is ScalarEvent and event.anchor is None and event.tag is None \
+                    and not (event.implicit[0] and event.value[:1] in _IMPLICIT):
+                out[key] = event.value  # a plain string: no path, no resolution needed
+            else:
+                out[key] = self.node(event, (*path, key))
         for source in merged:
             for key, value in source.items():
                 out.setdefault(key, value)
@@ -170,7 +179,11 @@ class _Builder:
             item = get()
             if item.__class__ is ev.SequenceEndEvent:
                 return out
-            out.append(self.node(item, (*path, len(out))))
+            if item.__class__ is ScalarEvent and item.anchor is None and item.tag is None \
+                    and not (item.implicit[0] and item.value[:1] in _IMPLICIT):
+                out.append(item.value)
+            else:
+                out.append(self.node(item, (*path, len(out))))
 
 
 def _expanded_size(value: Any, memo: dict[int, int]) -> int:

@@ -122,17 +122,23 @@ def _refs(chains: set[tuple[str, ...]]) -> tuple[CommandRef, ...]:
     )
 
 
+@lru_cache(maxsize=4096)
+def _simple_info(found: tuple[str, ...]) -> TemplateInfo:
+    """Analysis of templates made only of ``{{ dotted.name }}``: shared by every text around."""
+    dotted = [f.split(".") for f in found]
+    return TemplateInfo(
+        frozenset(d[0] for d in dotted),
+        _refs({tuple(d[1:4]) for d in dotted if d[0] == "commands"}),
+    )
+
+
 @lru_cache(maxsize=65536)
 def analyze(source: str) -> TemplateInfo:
     """Free names and command references of a template; raises TemplateError if it won't parse."""
     if "{%" not in source and "{#" not in source:
         found = _SIMPLE.findall(source)
         if found and source.count("{{") == len(found):
-            dotted = [f.split(".") for f in found]
-            return TemplateInfo(
-                frozenset(d[0] for d in dotted),
-                _refs({tuple(d[1:4]) for d in dotted if d[0] == "commands"}),
-            )
+            return _simple_info(tuple(found))
     env = environment()
     try:
         tree = env.parse(source)
