@@ -5,7 +5,9 @@ file say what really happened. Crash recovery is covered by test_crash_sweep.py.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,51 @@ def test_failed_removal_is_left_over_then_a_later_rollback_finishes(seed: Seed) 
     assert third.returncode == 0, third.stdout + third.stderr
     assert "nothing to undo" in third.stdout
     assert seed.mutations() == counts
+
+
+# -- the inverse's intent is durable before it acts --------------------------------------------
+
+# The inverse reports what the state store says about its own command while it runs.
+_SPY = """\
+import os, sqlite3, sys
+row = sqlite3.connect(os.environ["PLANCTL_STATE"]).execute(
+    "SELECT status, execution_reason FROM commands WHERE run_id = ? AND id = ?",
+    (os.environ["PLANCTL_RUN_ID"], os.environ["PLANCTL_COMMAND_ID"])).fetchone()
+with open("seen", "a") as out:
+    out.write(" ".join([*row, os.environ["PLANCTL_EXECUTION_REASON"], sys.argv[1]]) + "\\n")
+os.remove("made")
+"""
+
+_SPY_PLAN = """\
+name: durable-inverse
+commands:
+  - id: make
+    entity: thing/made
+    run: {{shell: "touch made"}}
+    inverse: {{command: [{python}, -c, {spy}, "{{{{ execution_reason }}}}"]}}{exists}
+  - id: boom
+    needs: [make]
+    changes: false
+    run: {{shell: "exit 1"}}
+"""
+
+
+@pytest.mark.parametrize("probe", ["with exists", "without exists"])
+def test_inverse_runs_after_its_rollback_flow_intent_is_committed(seed: Seed, probe: str
+                                                                 ) -> None:
+    """An inverse finds its command already committed as REVERTING with execution_reason
+    ROLLBACK_FLOW, and gets ROLLBACK_FLOW in its environment and templates."""
+    exists = '\n    exists: {shell: "test -e made"}' if probe == "with exists" else ""
+    plan = seed.plan.parent / "durable.yaml"
+    plan.write_text(_SPY_PLAN.format(python=json.dumps(sys.executable),
+                                     spy=json.dumps(_SPY), exists=exists))
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (plan.parent / "seen").read_text() == \
+        "REVERTING ROLLBACK_FLOW ROLLBACK_FLOW ROLLBACK_FLOW\n"
+    assert not (plan.parent / "made").exists()
+    make = seed.commands()["make"]
+    assert (make.status, make.execution_reason) == ("REVERTED", "ROLLBACK_FLOW")
 
 
 # -- rolling back a run that did not roll back by itself ---------------------------------------
