@@ -125,6 +125,9 @@ class _Checker:
             if name in _WHERE:
                 self.error(path, f"`{name}` is not available here",
                            hint=f"it exists {_WHERE[name]}")
+            elif name in self.secret_names:
+                self.error(path, f"secret `{name}` cannot be used here",
+                           hint="entities are stored, printed and used as lock names")
             else:
                 hint = schema.did_you_mean(name, allowed - _BASE_NAMES)
                 self.error(path, f"undefined name `{name}`",
@@ -261,9 +264,12 @@ class _Checker:
             self.error((*path, "as"), "`as` names the loop variable of `for_each`, which is "
                        "missing", at_key=True)
         base = _plus(self.names, *loop_names)
-        for key in ("name", "entity", "when"):
+        for key in ("name", "when"):
             if isinstance(raw.get(key), str):
                 self.template(raw[key], (*path, key), base, cid)
+        if isinstance(raw.get("entity"), str):
+            # Entities are stored, printed and used as lock keys: no secret in them.
+            self.template(raw["entity"], (*path, "entity"), base - self.secret_names, cid)
         ops: dict[str, Operation | None] = {}
         for role, allowed in (("exists", base), ("run", base),
                               ("inverse", _plus(base, "result", "outputs", "handle"))):

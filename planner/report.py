@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -38,9 +40,24 @@ class LineReporter:
     """A listener that prints one plain line per event (no control codes unless ``color``)."""
 
     def __init__(self, stream: TextIO, *, color: bool = False) -> None:
-        self.stream = stream
+        self.stream: TextIO | None = stream
         self.color = color
         self.started: float | None = None
+
+    def _write(self, text: str) -> None:
+        """Write, or stop writing for good once the reader went away (`planctl ... | head`):
+        the run itself must go on to its end, rollback included."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            self.stream = None
 
     def __call__(self, event: EventRecord) -> None:
         if self.started is None:
@@ -69,26 +86,26 @@ class LineReporter:
                    f"{data.get('error')}"
         else:
             text = f"{event.kind:<14} {event.command_id or ''} {dict(data)}"
-        self.stream.write(f"{elapsed:8.2f}s  {text}\n")
-        self.stream.flush()
+        self._write(f"{elapsed:8.2f}s  {text}\n")
 
     def summary(self, outcome: Any) -> None:
+        lines: list[str] = []
         counts = Counter(outcome.statuses.values())
         parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         status = _paint(outcome.status, outcome.status, self.color)
         took = "" if self.started is None else f" in {_duration(time.time() - self.started)}"
-        self.stream.write(f"\n{status}{took}: {parts}\n")
+        lines.append(f"\n{status}{took}: {parts}\n")
         if outcome.leftovers:
-            self.stream.write("leftovers (changed by this run and still there):\n")
+            lines.append("leftovers (changed by this run and still there):\n")
             for item in outcome.leftovers:
                 entity = f" {item.entity}" if item.entity else ""
-                self.stream.write(f"  - {item.command}{entity} [{item.status}]: {item.reason}\n")
+                lines.append(f"  - {item.command}{entity} [{item.status}]: {item.reason}\n")
         if outcome.status == "INTERRUPTED":
-            self.stream.write(f"continue with: planctl resume {outcome.run_id}"
-                              f"  (or undo with: planctl rollback {outcome.run_id})\n")
+            lines.append(f"continue with: planctl resume {outcome.run_id}"
+                         f"  (or undo with: planctl rollback {outcome.run_id})\n")
         elif outcome.leftovers:
-            self.stream.write(f"undo them with: planctl rollback {outcome.run_id}\n")
-        self.stream.flush()
+            lines.append(f"undo them with: planctl rollback {outcome.run_id}\n")
+        self._write("".join(lines))
 
 
 def _when(ts: float | None) -> str:

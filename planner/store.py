@@ -159,6 +159,12 @@ class MemoryStore:
 
     def commit(self, run_id: str, batch: Batch) -> None:
         rows = self.commands[run_id]
+        for command_id, fields in batch.commands:  # all or nothing, like a transaction
+            unknown = set(fields) - COMMAND_FIELDS
+            if unknown:
+                raise ValueError(f"not command fields: {sorted(unknown)}")
+            if command_id not in rows:
+                raise KeyError(command_id)
         for command_id, fields in batch.commands:
             rows[command_id] = replace(rows[command_id], **fields)
         for task in batch.tasks:
@@ -180,7 +186,8 @@ class MemoryStore:
         return runs[0].id if runs else None
 
     def get_commands(self, run_id: str) -> dict[str, CommandRecord]:
-        return dict(self.commands.get(run_id, {}))
+        rows = self.commands.get(run_id, {})
+        return {c.id: c for c in sorted(rows.values(), key=lambda c: c.order)}
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [t for t in self.tasks.values() if t.run_id == run_id]

@@ -100,10 +100,6 @@ def test_created_commands_start_pending_with_their_fields(run: Store) -> None:
 def test_get_commands_is_ordered_by_plan_order(request: pytest.FixtureRequest,
                                                run: Store) -> None:
     """get_commands iterates in ``order``, whatever order the commands were created in."""
-    if isinstance(run, MemoryStore):
-        request.applymarker(pytest.mark.xfail(
-            reason="bug: MemoryStore.get_commands keeps creation order, not `order`",
-            strict=True))
     assert list(run.get_commands("run-1")) == ["add_vm", "clone[disk0]", "clone[disk1]"]
 
 
@@ -193,10 +189,6 @@ def test_a_failing_commit_leaves_nothing_of_its_batch(request: pytest.FixtureReq
                                                       run: Store) -> None:
     """A batch that fails midway (an unknown command field after valid ones) is not applied
     at all: the store commits each batch atomically."""
-    if isinstance(run, MemoryStore):
-        request.applymarker(pytest.mark.xfail(
-            reason="bug: MemoryStore.commit applies the updates before the bad one",
-            strict=True))
     batch = Batch(commands=[("add_vm", {"status": "STARTING"}),
                             ("clone[disk0]", {"status": "STARTING", "colour": "red"})],
                   events=[EventRecord("run-1", 1.0, "command", "add_vm", {}, 1)],
