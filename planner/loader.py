@@ -127,7 +127,8 @@ class _Checker:
                            hint=f"it exists {_WHERE[name]}")
             elif name in self.secret_names:
                 self.error(path, f"secret `{name}` cannot be used here",
-                           hint="entities are stored, printed and used as lock names")
+                           hint="`for_each` and `entity` are expanded before the run, "
+                           "stored and printed; secrets never are")
             else:
                 hint = schema.did_you_mean(name, allowed - _BASE_NAMES)
                 self.error(path, f"undefined name `{name}`",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from .actions import plan_schema
 from .errors import Diagnostic, Path
+
+if TYPE_CHECKING:  # python-jsonschema is imported only to explain a plan that fails
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 __all__ = ["check", "did_you_mean", "full_schema", "validate_value"]
 
@@ -119,11 +120,11 @@ def _branch_error(error: ValidationError, what: str | None) -> ValidationError |
     fitting = [e for e in context if not (e.validator == "type" and not e.relative_path)]
     best: ValidationError | None
     if what is None:
-        best = jsonschema.exceptions.best_match(fitting or context)
+        best = _best_match(fitting or context)
         return best
     if not fitting or len({e.relative_schema_path[0] for e in fitting}) != 1:
         return None
-    best = jsonschema.exceptions.best_match(fitting)
+    best = _best_match(fitting)
     if best is None or (best.validator == "pattern" and not _description(best)):
         return None
     return best
@@ -146,9 +147,16 @@ def _lower(text: str) -> str:
     return text[:1].lower() + text[1:].rstrip(".")
 
 
-# id(schema) -> (schema, fast validator or None, reference validator); schemas live as
-# long as the process (the plan schema and plugin schemas), so ids are not reused.
-_VALIDATORS: dict[int, tuple[Mapping[str, Any], Any, jsonschema.Draft202012Validator]] = {}
+def _best_match(errors: Iterable[ValidationError]) -> ValidationError | None:
+    from jsonschema.exceptions import best_match
+
+    found: ValidationError | None = best_match(errors)
+    return found
+
+
+# id(schema) -> (schema, fast validator or None, reference validator or None); schemas
+# live as long as the process (the plan schema and plugin schemas): ids are not reused.
+_VALIDATORS: dict[int, list[Any]] = {}
 
 
 def _plain(value: Any) -> Any:
@@ -159,7 +167,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _validators(schema: Mapping[str, Any]) -> tuple[Any, jsonschema.Draft202012Validator]:
+def _entry(schema: Mapping[str, Any]) -> list[Any]:
     entry = _VALIDATORS.get(id(schema))
     if entry is None or entry[0] is not schema:
         # jsonschema-rs takes dicts and lists only; a plugin may declare a frozen mapping.
@@ -170,16 +178,26 @@ def _validators(schema: Mapping[str, Any]) -> tuple[Any, jsonschema.Draft202012V
             fast: Any = jsonschema_rs.Draft202012Validator(plain)
         except ImportError:  # pragma: no cover - wheel missing on an exotic platform
             fast = None
-        entry = (schema, fast, jsonschema.Draft202012Validator(plain))
+        entry = [schema, fast, None, plain]
         _VALIDATORS[id(schema)] = entry
-    return entry[1], entry[2]
+    return entry
+
+
+def _reference(entry: list[Any]) -> jsonschema.Draft202012Validator:
+    if entry[2] is None:
+        import jsonschema
+
+        entry[2] = jsonschema.Draft202012Validator(entry[3])
+    validator: jsonschema.Draft202012Validator = entry[2]
+    return validator
 
 
 def validate_value(
     value: Any, schema: Mapping[str, Any], base: Path = ()
 ) -> list[Diagnostic]:
     """All schema violations of ``value``, as diagnostics at paths below ``base``."""
-    fast, validator = _validators(schema)
+    entry = _entry(schema)
+    fast = entry[1]
     if fast is not None:
         try:
             if fast.is_valid(value):
@@ -187,7 +205,7 @@ def validate_value(
         except Exception:  # noqa: BLE001 - fall through to the reference validator
             pass
     out: list[Diagnostic] = []
-    for error in validator.iter_errors(value):
+    for error in _reference(entry).iter_errors(value):
         for diagnostic in _describe(error):
             out.append(
                 Diagnostic(

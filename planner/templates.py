@@ -14,11 +14,11 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
     "CommandRef",
@@ -29,6 +29,31 @@ __all__ = [
     "render",
     "render_value",
 ]
+
+class _Jinja:
+    """Jinja2, imported on first use: the simple templates most plans hold never need it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import jinja2
+        import jinja2.exceptions
+        import jinja2.meta
+        import jinja2.nodes
+        import jinja2.sandbox
+
+        self.__dict__.update(
+            StrictUndefined=jinja2.StrictUndefined,
+            TemplateSyntaxError=jinja2.TemplateSyntaxError,
+            Undefined=jinja2.Undefined,
+            UndefinedError=jinja2.UndefinedError,
+            SecurityError=jinja2.exceptions.SecurityError,
+            ImmutableSandboxedEnvironment=jinja2.sandbox.ImmutableSandboxedEnvironment,
+            meta=jinja2.meta,
+            nodes=jinja2.nodes,
+        )
+        return self.__dict__[name]
+
+
+_j: Any = _Jinja()
 
 _SIMPLE = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -84,8 +109,8 @@ def _quote_output(value: Any) -> str:
 @cache
 def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
     """The shared sandbox; with ``shell`` every ``{{ }}`` output is shell-quoted."""
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined,
+    env: ImmutableSandboxedEnvironment = _j.ImmutableSandboxedEnvironment(
+        undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=_quote_output if shell else None,
@@ -100,13 +125,13 @@ def _chain(node: nodes.Node) -> list[str] | None:
     """``commands.a.outputs.b`` → ['a', 'outputs', 'b']; None when not rooted at commands."""
     parts: list[str] = []
     while True:
-        if isinstance(node, nodes.Getattr):
+        if isinstance(node, _j.nodes.Getattr):
             parts.append(node.attr)
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        elif isinstance(node, _j.nodes.Getitem) and isinstance(node.arg, _j.nodes.Const):
             parts.append(str(node.arg.value))
-        elif isinstance(node, nodes.Getitem):
+        elif isinstance(node, _j.nodes.Getitem):
             parts.clear()  # dynamic key: only what precedes it is known
-        elif isinstance(node, nodes.Name):
+        elif isinstance(node, _j.nodes.Name):
             return parts[::-1] if node.name == "commands" else None
         else:
             return None
@@ -142,23 +167,23 @@ def analyze(source: str) -> TemplateInfo:
     env = environment()
     try:
         tree = env.parse(source)
-    except TemplateSyntaxError as exc:
+    except _j.TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    for used in tree.find_all((nodes.Filter, nodes.Test)):
-        kind, known = ("filter", env.filters) if isinstance(used, nodes.Filter) \
+    for used in tree.find_all((_j.nodes.Filter, _j.nodes.Test)):
+        kind, known = ("filter", env.filters) if isinstance(used, _j.nodes.Filter) \
             else ("test", env.tests)
         if used.name not in known:
             close = difflib.get_close_matches(used.name, list(known), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
             raise TemplateError(f"unknown {kind} `{used.name}`{hint}", used.lineno)
     try:
-        undeclared = meta.find_undeclared_variables(tree)
-    except TemplateSyntaxError as exc:  # what Jinja's code generator refuses beyond parsing
+        undeclared = _j.meta.find_undeclared_variables(tree)
+    except _j.TemplateSyntaxError as exc:  # what Jinja's code generator refuses beyond parsing
         raise TemplateError(exc.message or "invalid template", exc.lineno) from None
     names = frozenset(undeclared - env.globals.keys())
     chains: set[tuple[str, ...]] = set()
     if "commands" in names:
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        for node in tree.find_all((_j.nodes.Getattr, _j.nodes.Getitem)):
             chain = _chain(node)
             if chain is not None:
                 chains.add(tuple(chain[:3]))
@@ -198,9 +223,9 @@ def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> s
             return _SIMPLE.sub(lambda m: _text(_lookup(context, m.group(1))), source)
     try:
         return str(_compiled(source, shell).render(context))
-    except TemplateSyntaxError as exc:
+    except _j.TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+    except (_j.UndefinedError, _j.SecurityError, TypeError, ValueError, ArithmeticError) as exc:
         raise TemplateError(str(exc)) from None
 
 
@@ -224,12 +249,13 @@ def render_value(source: Any, context: Mapping[str, Any]) -> Any:
                 return _lookup(context, expr)
             try:
                 value = _expression(expr)(**context)
-                if isinstance(value, Undefined):
+                if isinstance(value, _j.Undefined):
                     value._fail_with_undefined_error()
                 return value
-            except TemplateSyntaxError as exc:
+            except _j.TemplateSyntaxError as exc:
                 raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+            except (_j.UndefinedError, _j.SecurityError, TypeError, ValueError,
+                    ArithmeticError) as exc:
                 raise TemplateError(str(exc)) from None
         return render(source, context)
     if isinstance(source, list):

@@ -341,7 +341,7 @@ def test_secrets_may_be_used_like_vars_but_not_in_for_each() -> None:
         """
     found = one_error(command(body, vars="secrets: {token: {env: T}}\n"))
     assert found.path == ("commands", 0, "for_each")
-    assert found.message == "undefined name `token`"
+    assert found.message == "secret `token` cannot be used here"
 
 
 @pytest.mark.parametrize("name", ["result", "commands", "env", "handle", "poll", "outputs"])
