@@ -1,0 +1,106 @@
+"""Third-party actions: discovered through the `planctl.actions` entry-point group of an
+installed distribution, their argument schema enforced by the core, run like built-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PLUGIN = '''\
+"""A planctl action that upper-cases a word into a file."""
+from pathlib import Path
+from planner.actions import ActionResult
+
+
+class Upper:
+    name = "upper"
+    schema = {
+        "type": "object",
+        "required": ["word", "into"],
+        "additionalProperties": False,
+        "properties": {"word": {"type": "string"}, "into": {"type": "string"}},
+    }
+    capabilities = frozenset()
+
+    async def run(self, args, context):
+        Path(args["into"]).write_text(args["word"].upper() + "\\n")
+        return ActionResult(True, {"written": args["into"], "reason": context.execution_reason})
+'''
+
+
+def _site(tmp: Path) -> dict[str, str]:
+    """A directory holding the plugin module and the dist-info that registers it."""
+    site = tmp / "site"
+    (site / "planctl_upper-1.0.dist-info").mkdir(parents=True)
+    (site / "planctl_upper.py").write_text(PLUGIN)
+    info = site / "planctl_upper-1.0.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: planctl-upper\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[planctl.actions]\nupper = planctl_upper:Upper\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PLANCTL_STATE"] = str(tmp / "state.db")
+    return env
+
+
+def _planctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "planner", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _plan(tmp: Path, args: str) -> Path:
+    plan = tmp / "plan.yaml"
+    plan.write_text(textwrap.dedent(f"""\
+        name: plugin
+        commands:
+          - id: shout
+            run: {{upper: {args}}}
+            inverse: {{command: [rm, -f, "{tmp}/out.txt"]}}
+        """))
+    return plan
+
+
+def test_a_plugin_action_runs_and_its_inverse_undoes_it(tmp_path: Path) -> None:
+    """An action registered by another distribution runs in apply and is undone by rollback."""
+    env = _site(tmp_path)
+    plan = _plan(tmp_path, f'{{word: hello, into: "{tmp_path}/out.txt"}}')
+    done = _planctl(["apply", str(plan)], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out.txt").read_text() == "HELLO\n"
+    assert _planctl(["rollback", "--last"], env).returncode == 0
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_plugin_schema_is_enforced_at_load_with_a_location(tmp_path: Path) -> None:
+    """Arguments that break the plugin's own schema are a located error, exit 3."""
+    env = _site(tmp_path)
+    plan = _plan(tmp_path, "{word: 3}")
+    done = _planctl(["validate", str(plan)], env)
+    assert done.returncode == 3
+    lines = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert lines and all(line.startswith(f"{plan}:4:") for line in lines), done.stderr
+    assert any("into" in line for line in lines)
+    assert any("commands[0].run.upper.word" in line for line in lines)
+
+
+def test_planctl_schema_includes_plugin_actions(tmp_path: Path) -> None:
+    """`planctl schema` offers editors the plugin's arguments next to the built-ins."""
+    env = _site(tmp_path)
+    schema = json.loads(_planctl(["schema"], env).stdout)
+    assert schema["$defs"]["action.upper"]["required"] == ["word", "into"]
+    assert schema["$defs"]["operation"]["properties"]["upper"] == {
+        "$ref": "#/$defs/action.upper"}
+    assert "command" in schema["$defs"]["operation"]["properties"]
+
+
+def test_without_the_plugin_the_action_is_unknown(tmp_path: Path) -> None:
+    """The same plan without the plugin installed is refused before anything runs."""
+    env = dict(os.environ, PLANCTL_STATE=str(tmp_path / "state.db"))
+    plan = _plan(tmp_path, f'{{word: hello, into: "{tmp_path}/out.txt"}}')
+    done = _planctl(["apply", str(plan)], env)
+    assert done.returncode == 3
+    assert "unknown action or option `upper`" in done.stderr
+    assert not (tmp_path / "state.db").exists()
