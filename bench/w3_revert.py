@@ -19,8 +19,9 @@ import sys
 import time
 
 import harness
-from planner.store import EventRecord
 from workloads import chain
+
+from planner.store import EventRecord
 
 
 def phases(events: list[EventRecord]) -> tuple[float, float]:
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"process_max_rss_mb={harness.median([p.max_rss_mb for p in procs]):.0f} ")
     print(f"  rollback per inverse {harness.spread(backward, 1e6, ' µs', 1)}")
     print(f"  forward per command  {harness.spread(forward, 1e6, ' µs', 1)}")
-    print(f"  apply CPU per step   {harness.median([r.cpu for r in inproc]) / (n + undone) * 1e6:.1f}"
-          f" µs ({n} forward + {undone} inverse steps)")
+    per_step = harness.median([r.cpu for r in inproc]) / (n + undone)
+    print(f"  apply CPU per step   {per_step * 1e6:.1f} µs ({n} forward + {undone} inverse steps)")
     print(f"  commits              {commits}")
     print(f"RESULT workload=W3 n={n} {fields}"
           f"rollback_us_per_inverse={harness.median(backward) * 1e6:.1f} "

@@ -5,12 +5,18 @@ step that is about to cause a side effect awaits ``_barrier()``, which makes the
 commit the batch first. So an intent (STARTING) is durable before its action runs, a task
 handle before its first poll, and an outcome before any dependent's own intent commits (they
 share a transaction): a chain of commands costs one commit per command.
+
+The intent of a step admitted by the driver is buffered at admission, so the driver's own
+commit covers it; the driver then starts the step. An action that ends at once (a plain
+`python` function: capability ``starts-sync``) runs inline, right after that commit, with
+no task and no turn of the event loop; anything else continues as a task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import random
@@ -23,7 +29,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from . import actions
 from .actions import ActionContext, ActionResult
@@ -32,7 +39,7 @@ from .graph import END, CommandInstance, PlanGraph, Step
 from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
-from .status import DONE_OK, REGULAR_FLOW, CommandStatus, RunStatus, check_transition
+from .status import DONE_OK, REGULAR_FLOW, TRANSITIONS, CommandStatus, RunStatus, check_transition
 from .store import Batch, CommandRecord, EventRecord, LockRecord, RunRecord, Store, TaskRecord
 from .templates import TemplateError, render_value
 
@@ -54,6 +61,15 @@ __all__ = [
 S = CommandStatus
 Listener = Callable[[EventRecord], None]
 EVENT_VERSION = 1
+# What admitting a step gives the driver: its outcome when it settled at once; the
+# coroutine to run as a task; or a call to make inline once the batch holding the step's
+# intent is committed, which returns the outcome, or the coroutine for what is left.
+Work = Coroutine[Any, Any, bool]
+Inline = Callable[[], "bool | Work"]
+Admitted = bool | Work | Inline
+# Steps settled one after another without the driver awaiting anything, before it gives
+# the event loop a turn (signals, heartbeats, tasks in flight).
+INLINE_RUN = 64
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -227,6 +243,19 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+def _raised(op: Operation, exc: Exception) -> ActionResult:
+    return ActionResult(False, {}, f"{op.action} raised {type(exc).__name__}: {exc}")
+
+
+def _settled_at_once(op: Operation, first: ActionResult | Coroutine[Any, Any, ActionResult]
+                     ) -> ActionResult | None:
+    """``first`` when it is the operation's final result (no async task to follow, no
+    retry to wait for), else None."""
+    if isinstance(first, ActionResult) and op.async_ is None and (first.ok or not op.retries):
+        return first
+    return None
+
+
 class _StepFailed(Exception):
     def __init__(self, message: str, changed: bool | None = None, attempts: int | None = None
                  ) -> None:
@@ -259,6 +288,7 @@ class Runner:
         self.rng = rng or random.Random()
         self.secrets = dict(secrets or {})
         self.redact = _Redactor(self.secrets)
+        self.redacting = bool(self.redact.values)
         self.run_id = self.options.run_id or new_run_id()
         self.max_parallel = self.options.max_parallel or self.plan.settings.max_parallel
         self.on_failure = self.options.on_failure or self.plan.settings.on_failure
@@ -308,9 +338,13 @@ class Runner:
     # -- persistence and events ----------------------------------------------------------
 
     def _event(self, kind: str, command_id: str | None = None, **data: Any) -> None:
+        self._emit(kind, command_id, data)
+
+    def _emit(self, kind: str, command_id: str | None, data: dict[str, Any]) -> None:
         self.seq += 1
-        event = EventRecord(self.run_id, self.clock(), kind, command_id, self.redact(data),
-                            self.seq)
+        if self.redacting:
+            data = self.redact(data)
+        event = EventRecord(self.run_id, self.clock(), kind, command_id, data, self.seq)
         self.batch.events.append(event)
         if self.listener is not None:
             self.listener(event)
@@ -318,22 +352,28 @@ class Runner:
     def _set(self, iid: str, status: str, **fields: Any) -> None:
         """The one place command statuses change: checked, buffered, announced."""
         old = self.status[iid]
-        check_transition(iid, old, status)
-        self._crash_point()
+        if status not in TRANSITIONS[old]:  # the check, inlined for its common case
+            check_transition(iid, old, status)
+        if self.crash_at:
+            self._crash_point()
         self.status[iid] = status
-        for key in ("params", "result", "outputs", "error"):
-            if key in fields:
-                fields[key] = self.redact(fields[key])
-        self.batch.commands.append((iid, {"status": status, **fields}))
+        if self.redacting:
+            for key in ("params", "result", "outputs", "error"):
+                if key in fields:
+                    fields[key] = self.redact(fields[key])
+        # ``fields`` is this call's own dict: it becomes the row update as it is.
+        fields["status"] = status
+        self.batch.commands.append((iid, fields))
         data: dict[str, Any] = {
             "status": status,
             "previous": old,
             "execution_reason": fields.get("execution_reason", REGULAR_FLOW),
             "entity": self._entities.get(iid),
         }
-        if fields.get("error"):
-            data["error"] = fields["error"]
-        self._event("command", iid, **data)
+        error = fields.get("error")
+        if error:
+            data["error"] = error
+        self._emit("command", iid, data)
 
     def _crash_point(self) -> None:
         if self.crash_at:
@@ -398,11 +438,13 @@ class Runner:
         if self.batch:
             batch, self.batch = self.batch, Batch()
             self.store.commit(self.run_id, batch)
-            self._crash_point()
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            if self.crash_at:
+                self._crash_point()
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _barrier(self) -> None:
         """Return once everything written so far is committed."""
@@ -465,7 +507,36 @@ class Runner:
         try:
             result = await action.run(args, call)
         except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
-            return ActionResult(False, {}, f"{op.action} raised {type(exc).__name__}: {exc}")
+            return _raised(op, exc)
+        return self._judge(op, result, context)
+
+    def _start(self, op: Operation, args: Any, call: ActionContext,
+               context: Mapping[str, Any]) -> ActionResult | Coroutine[Any, Any, ActionResult]:
+        """One call of ``op``: its result when the action ended at once (``starts-sync``),
+        else the coroutine that gets it."""
+        action = actions.get(op.action)
+        assert action is not None
+        if actions.STARTS_SYNC not in action.capabilities:
+            return self._call(op, args, call, context)
+        try:
+            started = cast(actions.SyncStart, action).start(args, call)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+            return _raised(op, exc)
+        if isinstance(started, ActionResult):
+            return self._judge(op, started, context)
+        return self._finish(op, started, context)
+
+    async def _finish(self, op: Operation, started: Coroutine[Any, Any, ActionResult],
+                      context: Mapping[str, Any]) -> ActionResult:
+        try:
+            result = await started
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+            return _raised(op, exc)
+        return self._judge(op, result, context)
+
+    def _judge(self, op: Operation, result: ActionResult, context: Mapping[str, Any]
+               ) -> ActionResult:
+        """Apply ``failed_when``, if the operation has one."""
         if op.failed_when is not None:
             verdict = self._render(op.failed_when, {**context, "result": result.data},
                                    "failed_when")
@@ -475,11 +546,19 @@ class Runner:
         return result
 
     async def _attempts(self, op: Operation, args: Any, call: ActionContext,
-                        context: Mapping[str, Any]) -> tuple[ActionResult, int]:
-        """Run with the operation's retries; returns the last result and the attempts made."""
+                        context: Mapping[str, Any],
+                        first: ActionResult | Coroutine[Any, Any, ActionResult] | None = None
+                        ) -> tuple[ActionResult, int]:
+        """Run with the operation's retries; returns the last result and the attempts made.
+        ``first`` is the first attempt when the caller made it already (see ``_start``)."""
         delay = op.delay
         for attempt in range(1, op.retries + 2):
-            result = await self._call(op, args, call, context)
+            if first is None:
+                result = await self._call(op, args, call, context)
+            elif isinstance(first, ActionResult):
+                result, first = first, None
+            else:
+                result, first = await first, None
             if result.ok or attempt > op.retries:
                 return result, attempt
             self._event("retry", call.command_id, attempt=attempt, error=result.error)
@@ -530,8 +609,14 @@ class Runner:
         last: Mapping[str, Any] = {}
         abandon = spec.cancel is not None and reason == REGULAR_FLOW \
             and self.options.cancel_inflight
+        names = dict(context)  # the template names of until/failed_when, with `poll`
+        uniform, start, op = self.rng.uniform, self._start, spec.poll
+        # The first wait counts from the task's start, not from the commit of its handle
+        # (which waits for the other steps admitted with it).
+        elapsed = max(0.0, self.clock() - task.started_at)
         while True:
-            pause = max(0.0, interval * self.rng.uniform(0.9, 1.1))
+            pause = max(0.0, interval * uniform(0.9, 1.1) - elapsed)
+            elapsed = 0.0
             if abandon and self.failing is not None:
                 await _wait(self.failing, pause)
                 if self.failing.is_set():
@@ -540,17 +625,18 @@ class Runner:
                     break
             else:
                 await asyncio.sleep(pause)
-            result = await self._call(spec.poll, poll_args, poll_call, context)
+            result = start(op, poll_args, poll_call, context)
+            if not isinstance(result, ActionResult):
+                result = await result
             polls += 1
             if not result.ok:
                 errors += 1
-                if errors > spec.poll.retries:
+                if errors > op.retries:
                     message = f"poll failed {errors} times in a row: {result.error}"
                     break
             else:
                 errors = 0
-                last = result.data
-                names = {**context, "poll": last}
+                last = names["poll"] = result.data
                 if spec.failed_when is not None and _truthy(
                         self._render(spec.failed_when, names, "async.failed_when")):
                     message = "async task failed (async.failed_when is true)"
@@ -663,25 +749,52 @@ class Runner:
         await self._barrier()
         return await self._act(instance, context, args, call)
 
-    async def _act(self, instance: CommandInstance, context: dict[str, Any], args: Any,
-                   call: ActionContext) -> bool:
-        """The side effect: run (with retries), follow its async task, keep its outputs."""
-        iid, spec = instance.id, instance.spec
-        run = spec.run
+    def _act_now(self, instance: CommandInstance, context: dict[str, Any], args: Any,
+                 call: ActionContext) -> bool | Work:
+        """The side effect, called by the driver once the intent is committed: an action
+        that ends at once (a plain `python` function) ends the step here; the rest of
+        anything else runs as a task."""
+        run = instance.spec.run
         assert run is not None
-        result, attempts = await self._attempts(run, args, call, context)
+        try:
+            first = self._start(run, args, call, context)
+            done = _settled_at_once(run, first)
+            if done is not None:
+                return self._acted(instance, context, done, 1)
+        except _StepFailed as failure:
+            self._fail(instance.id, failure)
+            return False
+        return self._guard(instance.id, self._act(instance, context, args, call, first))
+
+    async def _act(self, instance: CommandInstance, context: dict[str, Any], args: Any,
+                   call: ActionContext,
+                   first: ActionResult | Coroutine[Any, Any, ActionResult] | None = None
+                   ) -> bool:
+        """The side effect: run (with retries), follow its async task, keep its outputs."""
+        run = instance.spec.run
+        assert run is not None
+        result, attempts = await self._attempts(run, args, call, context, first)
+        if run.async_ is None or not result.ok:
+            return self._acted(instance, context, result, attempts)
+        context["result"] = dict(result.data)
+        try:
+            context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
+        except _StepFailed as failure:
+            failure.attempts = attempts
+            raise
+        self.results[instance.id] = result.data
+        return self._succeeded(instance, context, {"attempts": attempts, "result": result.data})
+
+    def _acted(self, instance: CommandInstance, context: dict[str, Any], result: ActionResult,
+               attempts: int) -> bool:
+        """The run operation's final result, when there is no async task to follow."""
         if not result.ok:
+            run = instance.spec.run
+            assert run is not None
             raise _StepFailed(result.error or f"{run.action} failed", None, attempts)
         context["result"] = dict(result.data)
-        fields: dict[str, Any] = {"attempts": attempts, "result": result.data}
-        if run.async_ is not None:
-            try:
-                context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
-            except _StepFailed as failure:
-                failure.attempts = attempts
-                raise
-        self.results[iid] = result.data
-        return self._succeeded(instance, context, fields)
+        self.results[instance.id] = result.data
+        return self._succeeded(instance, context, {"attempts": attempts, "result": result.data})
 
     def _end(self, instance: CommandInstance) -> None:
         """The end step of a parent: every child ended well."""
@@ -709,8 +822,9 @@ class Runner:
             for i in self.graph.instances.values()
         ]
 
-    def _admit(self, step: Step) -> bool | Coroutine[Any, Any, bool]:
-        """Forward: end a parent, settle a step at once, or give the coroutine that acts."""
+    def _admit(self, step: Step) -> Admitted:
+        """Forward: end a parent, settle a step at once, or give what acts once its intent
+        is committed."""
         instance = self.graph.instances[step.command]
         if step.kind == END:
             self._end(instance)
@@ -724,7 +838,7 @@ class Runner:
             if instance.spec.exists is not None:
                 return self._guard(instance.id, self._probe_then_act(instance, context))
             args, call = self._intend(instance, context)
-            return self._guard(instance.id, self._act(instance, context, args, call))
+            return partial(self._act_now, instance, context, args, call)
         except _StepFailed as failure:
             self._fail(instance.id, failure)
             return False
@@ -919,8 +1033,7 @@ class Runner:
         status = RunStatus.ROLLBACK_FAILED if leftovers else RunStatus.ROLLED_BACK
         return self._conclude(status, leftovers)
 
-    async def _drive(self, scheduler: Scheduler,
-                     admit: Callable[[Step], bool | Coroutine[Any, Any, bool]],
+    async def _drive(self, scheduler: Scheduler, admit: Callable[[Step], Admitted],
                      stop_on_failure: bool) -> bool:
         """Hand out ready steps, commit, start them, collect outcomes; True if any failed."""
         assert self.wake is not None
@@ -929,6 +1042,7 @@ class Runner:
         failed = False
         steps = self.graph.steps
         completed: deque[tuple[str, bool | None]] = deque()
+        unawaited = 0  # rounds since the event loop last had a turn
 
         def finished(task: asyncio.Task[bool], key: str) -> None:
             running.discard(task)
@@ -954,7 +1068,7 @@ class Runner:
                         scheduler.stop()
                         if self.failing is not None:
                             self.failing.set()  # --cancel-inflight: abandon polled tasks
-            starting: list[tuple[str, Coroutine[Any, Any, bool]]] = []
+            starting: list[tuple[str, Work | Inline]] = []
             for key in scheduler.ready(self.max_parallel - len(running)):
                 outcome = admit(steps[key])
                 if isinstance(outcome, bool):
@@ -963,12 +1077,28 @@ class Runner:
                     starting.append((key, outcome))
             # One commit: outcomes so far and the intents of the steps about to start.
             self._flush()
-            for key, work in starting:
+            for key, admitted in starting:
+                work: bool | Work
+                if callable(admitted):  # its intent is durable now: act inline
+                    try:
+                        work = admitted()
+                    except Exception:  # noqa: BLE001 - as a task's exception: the step failed
+                        work = False
+                    if isinstance(work, bool):
+                        completed.append((key, work))
+                        continue
+                else:
+                    work = admitted
                 task = asyncio.create_task(work)
                 running.add(task)
                 task.add_done_callback(lambda t, k=key: finished(t, k))  # type: ignore[misc]
             if completed:
+                unawaited += 1
+                if unawaited >= INLINE_RUN:
+                    unawaited = 0
+                    await asyncio.sleep(0)
                 continue
+            unawaited = 0
             if not running and (not scheduler.has_ready() or self.interrupted is not None):
                 break
             await wake.wait()
@@ -1032,8 +1162,23 @@ def _run(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
                 loop.remove_signal_handler(sig)
             await _close_clients()
 
-    with runner.importable():
+    with runner.importable(), _heap_frozen():
         return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """For the run, the objects that exist before it (the loaded plan is most of them) are
+    left out of garbage collections: a full one over a 10,000-command plan costs ~50 ms,
+    and a run triggers several. Left alone if the caller froze objects itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _watch_children(loop: asyncio.AbstractEventLoop) -> None:

@@ -14,13 +14,16 @@ from persisted state, so an interrupted rollback can be continued any number of 
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .actions import ActionContext, ActionResult
 from .graph import END, CommandInstance, Step
+from .model import Operation
 from .status import ROLLBACK_FLOW, CommandStatus
 
 if TYPE_CHECKING:
-    from .executor import Leftover, Runner
+    from .executor import Admitted, Leftover, Runner
 
 __all__ = ["MAX_REVERT_ATTEMPTS", "Reverter"]
 
@@ -48,8 +51,8 @@ class Reverter:
             return False
         return self.runner.changed.get(instance.id) is not False
 
-    def admit(self, step: Step) -> bool | Coroutine[Any, Any, bool]:
-        """True/False when settled at once; else the coroutine running the inverse."""
+    def admit(self, step: Step) -> Admitted:
+        """True/False when settled at once; else what runs the inverse (see ``_undo``)."""
         if step.kind == END:
             return True
         runner = self.runner
@@ -66,9 +69,12 @@ class Reverter:
             # never remove what the run may not have created.
             self.unsure[iid] = "run failed part-way and no `exists` probe can tell"
             return True
-        return self._revert(instance)
+        return self._undo(instance)
 
-    async def _revert(self, instance: CommandInstance) -> bool:
+    def _undo(self, instance: CommandInstance) -> Admitted:
+        """Without an ``exists`` probe to ask first, REVERTING is recorded here, in the
+        batch the driver commits before the inverse runs; the inverse then runs inline when
+        it can. Otherwise the coroutine that probes, records and runs it."""
         from .executor import _StepFailed
 
         runner = self.runner
@@ -76,7 +82,6 @@ class Reverter:
         inverse = spec.inverse
         assert inverse is not None
         attempts = runner.revert_attempts.get(iid, 0)
-        was = runner.status[iid]
         if attempts >= MAX_REVERT_ATTEMPTS:
             runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
                         error=f"gave up after {attempts} rollback attempts")
@@ -85,6 +90,54 @@ class Reverter:
         context.update(result=runner.results.get(iid) or {},
                        outputs=runner.outputs.get(iid) or {},
                        handle=runner.handles.get(iid, ""))
+        task = runner.tasks.get((iid, ROLLBACK_FLOW))
+        if spec.exists is not None or (runner.status[iid] == S.REVERTING and task is not None
+                                       and task.status == "RUNNING"
+                                       and inverse.async_ is not None):
+            return self._revert(instance, context, attempts)
+        try:
+            args, call = self._intend(iid, inverse, context, attempts)
+        except _StepFailed:
+            # The inverse does not render: the general path records that, as a task.
+            return self._revert(instance, context, attempts)
+        return partial(self._inverse_now, instance, context, args, call)
+
+    def _intend(self, iid: str, inverse: Operation, context: dict[str, Any], attempts: int
+                ) -> tuple[Any, ActionContext]:
+        """Render the inverse and record REVERTING (committed before the inverse acts)."""
+        runner = self.runner
+        args, call = runner._prepare(inverse, context, iid, ROLLBACK_FLOW)
+        runner.revert_attempts[iid] = attempts + 1
+        runner._set(iid, S.REVERTING, execution_reason=ROLLBACK_FLOW,
+                    revert_attempts=attempts + 1, error=None)
+        return args, call
+
+    def _inverse_now(self, instance: CommandInstance, context: dict[str, Any], args: Any,
+                     call: ActionContext) -> bool | Coroutine[Any, Any, bool]:
+        """Called by the driver once REVERTING is committed; like ``Runner._act_now``."""
+        from .executor import _settled_at_once, _StepFailed
+
+        inverse = instance.spec.inverse
+        assert inverse is not None
+        try:
+            first = self.runner._start(inverse, args, call, context)
+            done = _settled_at_once(inverse, first)
+            if done is not None:
+                return self._reverted(instance.id, inverse, done)
+        except _StepFailed as failure:
+            return self._failed(instance.id, failure)
+        return self._inverse(instance, context, args, call, first)
+
+    async def _revert(self, instance: CommandInstance, context: dict[str, Any],
+                      attempts: int) -> bool:
+        """Re-attach to the inverse's task (resume), or ask ``exists``, record, then undo."""
+        from .executor import _StepFailed
+
+        runner = self.runner
+        iid, spec = instance.id, instance.spec
+        inverse = spec.inverse
+        assert inverse is not None
+        was = runner.status[iid]
         try:
             task = runner.tasks.get((iid, ROLLBACK_FLOW))
             if was == S.REVERTING and task is not None and task.status == "RUNNING" \
@@ -106,24 +159,50 @@ class Reverter:
                 runner._set(iid, done, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())
                 return True
-            args, call = runner._prepare(inverse, context, iid, ROLLBACK_FLOW)
-            runner.revert_attempts[iid] = attempts + 1
-            runner._set(iid, S.REVERTING, execution_reason=ROLLBACK_FLOW,
-                        revert_attempts=attempts + 1, error=None)
-            await runner._barrier()  # ROLLBACK_FLOW is durable before the inverse acts
-            result, _ = await runner._attempts(inverse, args, call, context)
-            if not result.ok:
-                raise _StepFailed(result.error or f"{inverse.action} failed")
-            if inverse.async_ is not None:
-                context["result"] = dict(result.data)
-                await runner._follow(instance, inverse.async_, context, ROLLBACK_FLOW)
+            args, call = self._intend(iid, inverse, context, attempts)
         except _StepFailed as failure:
-            runner.errors[iid] = str(failure)
-            runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
-                        error=f"inverse failed: {failure}", ended_at=runner.clock())
-            return False
+            return self._failed(iid, failure)
+        await runner._barrier()  # ROLLBACK_FLOW is durable before the inverse acts
+        return await self._inverse(instance, context, args, call)
+
+    async def _inverse(self, instance: CommandInstance, context: dict[str, Any], args: Any,
+                       call: ActionContext,
+                       first: ActionResult | Coroutine[Any, Any, ActionResult] | None = None
+                       ) -> bool:
+        """The inverse's side effect (with retries), and its async task if it has one."""
+        from .executor import _StepFailed
+
+        runner = self.runner
+        iid = instance.id
+        inverse = instance.spec.inverse
+        assert inverse is not None
+        try:
+            result, _ = await runner._attempts(inverse, args, call, context, first)
+            if not result.ok or inverse.async_ is None:
+                return self._reverted(iid, inverse, result)
+            context["result"] = dict(result.data)
+            await runner._follow(instance, inverse.async_, context, ROLLBACK_FLOW)
+        except _StepFailed as failure:
+            return self._failed(iid, failure)
         runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW, ended_at=runner.clock())
         return True
+
+    def _reverted(self, iid: str, inverse: Operation, result: ActionResult) -> bool:
+        """The inverse's final result, when there is no async task to follow."""
+        from .executor import _StepFailed
+
+        runner = self.runner
+        if not result.ok:
+            return self._failed(iid, _StepFailed(result.error or f"{inverse.action} failed"))
+        runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW, ended_at=runner.clock())
+        return True
+
+    def _failed(self, iid: str, failure: Exception) -> bool:
+        runner = self.runner
+        runner.errors[iid] = str(failure)
+        runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
+                    error=f"inverse failed: {failure}", ended_at=runner.clock())
+        return False
 
     def leftovers(self) -> list[Leftover]:
         """What may still be there once the walk ended."""

@@ -97,8 +97,20 @@ CREATE TABLE IF NOT EXISTS locks (
 
 _JSON_COLUMNS = frozenset({"params", "result", "outputs"})
 
+# The C encoder of ``json``, made once: ``json.dumps`` builds a new one on every call, which
+# costs more than encoding the small values a run stores. No check for circular
+# references (one would raise RecursionError instead of ValueError).
+_iterencode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True,
+) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
+_slow_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+def _encode(value: Any) -> str:
+    """Compact JSON, as ``json.dumps(value, separators=(",", ":"), default=str)``."""
+    if _iterencode is None:
+        return _slow_encode(value)
+    return "".join(_iterencode(value, 0))
 
 
 def _dumps(value: Any) -> str | None:
@@ -114,17 +126,21 @@ def _loads(text: str | None) -> Any:
 
 
 @cache
-def _update_sql(fields: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{f} = ?" for f in fields)
-    return f"UPDATE commands SET {assignments} WHERE run_id = ? AND id = ?"
+def _update(names: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """The UPDATE for these command fields, and the positions of its JSON columns."""
+    unknown = set(names) - COMMAND_FIELDS
+    if unknown:
+        raise ValueError(f"not command fields: {sorted(unknown)}")
+    assignments = ", ".join(f"{f} = ?" for f in names)
+    return (f"UPDATE commands SET {assignments} WHERE run_id = ? AND id = ?",
+            tuple(i for i, name in enumerate(names) if name in _JSON_COLUMNS))
 
 
-def _column(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return _dumps(value)
-    if name == "changed" and value is not None:
-        return int(value)
-    return value
+def _execute(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        db.execute(sql, rows[0])
+    else:
+        db.executemany(sql, rows)
 
 
 class SQLiteStore:
@@ -178,51 +194,76 @@ class SQLiteStore:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (c.run_id, c.id, c.spec_id, c.order, c.parent, c.entity, c.status,
-                     c.execution_reason, _column("changed", c.changed), c.attempts,
-                     c.revert_attempts, _dumps(c.params), _dumps(c.result), _dumps(c.outputs),
+                     c.execution_reason, c.changed, c.attempts, c.revert_attempts,
+                     None if c.params is None else _dumps(c.params),
+                     None if c.result is None else _dumps(c.result),
+                     None if c.outputs is None else _dumps(c.outputs),
                      c.error, c.started_at, c.ended_at)
                     for c in commands
                 ],
             )
 
     def commit(self, run_id: str, batch: Batch) -> None:
-        with self._transaction() as db:
-            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-            for command_id, fields in batch.commands:
-                names = tuple(fields)
-                groups.setdefault(names, []).append(
-                    (*(_column(n, fields[n]) for n in names), run_id, command_id)
-                )
-            for names, rows in groups.items():
-                unknown = set(names) - COMMAND_FIELDS
-                if unknown:
-                    raise ValueError(f"not command fields: {sorted(unknown)}")
-                db.executemany(_update_sql(names), rows)
-            if batch.tasks:
-                db.executemany(
-                    "INSERT OR REPLACE INTO async_tasks (run_id, command_id, execution_reason,"
-                    " entity, handle, spec, status, started_at, updated_at, polls)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (t.run_id, t.command_id, t.execution_reason, t.entity, t.handle,
-                         _dumps(t.spec), t.status, t.started_at, t.updated_at, t.polls)
-                        for t in batch.tasks
-                    ],
-                )
-            if batch.events:
-                db.executemany(
-                    "INSERT INTO events (run_id, seq, ts, kind, command_id, data)"
-                    " VALUES (?,?,?,?,?,?)",
-                    [
-                        (e.run_id, e.seq, e.ts, e.kind, e.command_id, _encode(e.data))
-                        for e in batch.events
-                    ],
-                )
-            if batch.run:
-                names = tuple(batch.run)
-                assignments = ", ".join(f"{n} = ?" for n in names)
-                db.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
-                           (*(batch.run[n] for n in names), run_id))
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(db, run_id, batch)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, run_id: str, batch: Batch) -> None:
+        """The statements of one batch; the caller holds the transaction."""
+        # Updates run in the batch's order; neighbours with the same fields share one
+        # executemany.
+        rows: list[tuple[Any, ...]] = []
+        sql, last = "", None
+        json_at: tuple[int, ...] = ()
+        for command_id, fields in batch.commands:
+            names = tuple(fields)
+            if names != last:
+                if rows:
+                    _execute(db, sql, rows)
+                    rows = []
+                sql, json_at = _update(names)
+                last = names
+            if json_at:
+                values = [*fields.values(), run_id, command_id]
+                for i in json_at:
+                    values[i] = _dumps(values[i])
+                rows.append(tuple(values))
+            else:
+                rows.append((*fields.values(), run_id, command_id))
+        if rows:
+            _execute(db, sql, rows)
+        if batch.tasks:
+            db.executemany(
+                "INSERT OR REPLACE INTO async_tasks (run_id, command_id, execution_reason,"
+                " entity, handle, spec, status, started_at, updated_at, polls)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (t.run_id, t.command_id, t.execution_reason, t.entity, t.handle,
+                     _dumps(t.spec), t.status, t.started_at, t.updated_at, t.polls)
+                    for t in batch.tasks
+                ],
+            )
+        if batch.events:
+            _execute(
+                db,
+                "INSERT INTO events (run_id, seq, ts, kind, command_id, data)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (e.run_id, e.seq, e.ts, e.kind, e.command_id, _encode(e.data))
+                    for e in batch.events
+                ],
+            )
+        if batch.run:
+            names = tuple(batch.run)
+            assignments = ", ".join(f"{n} = ?" for n in names)
+            db.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
+                       (*(batch.run[n] for n in names), run_id))
 
     class _Tx:
         def __init__(self, db: sqlite3.Connection) -> None:

@@ -118,11 +118,12 @@ def silent_server() -> Iterator[str]:
 
 
 def test_capabilities_declare_subprocess_and_shell_quoting() -> None:
-    """command and shell start subprocesses; only shell asks the core for shell quoting."""
+    """command and shell start subprocesses; only shell asks the core for shell quoting;
+    only python can end at once (the core may run it inline)."""
     assert COMMAND.capabilities == frozenset({SUBPROCESS})
     assert SHELL.capabilities == frozenset({SUBPROCESS, SHELL_QUOTE})
     assert HTTP.capabilities == frozenset()
-    assert PYTHON.capabilities == frozenset()
+    assert PYTHON.capabilities == frozenset({actions.STARTS_SYNC})
     for name, action in [("command", COMMAND), ("shell", SHELL), ("http", HTTP),
                          ("python", PYTHON)]:
         assert actions.get(name) is action

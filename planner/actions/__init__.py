@@ -9,10 +9,12 @@ from importlib.metadata import entry_points
 
 from .base import (
     SHELL_QUOTE,
+    STARTS_SYNC,
     SUBPROCESS,
     Action,
     ActionContext,
     ActionResult,
+    SyncStart,
     builtin_schema,
     plan_schema,
 )
@@ -21,10 +23,12 @@ __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
     "SHELL_QUOTE",
+    "STARTS_SYNC",
     "SUBPROCESS",
     "Action",
     "ActionContext",
     "ActionResult",
+    "SyncStart",
     "builtin_schema",
     "get",
     "names",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -11,10 +11,12 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "SHELL_QUOTE",
+    "STARTS_SYNC",
     "SUBPROCESS",
     "Action",
     "ActionContext",
     "ActionResult",
+    "SyncStart",
     "builtin_schema",
     "plan_schema",
 ]
@@ -27,6 +29,9 @@ SUBPROCESS = "subprocess"
 SHELL_QUOTE = "shell-quote"
 # Capability: the action renders its own templates (shell quotes every templated value).
 RENDERS_ITSELF = "renders-itself"
+# Capability: the action also has ``start`` (see ``SyncStart``), which finishes quick work
+# at once: the executor then runs it inline, without a task and loop turns of its own.
+STARTS_SYNC = "starts-sync"
 
 
 @cache
@@ -77,3 +82,13 @@ class Action(Protocol):
     capabilities: frozenset[str]
 
     async def run(self, args: Any, context: ActionContext) -> ActionResult: ...
+
+
+class SyncStart(Protocol):
+    """What an action with the ``starts-sync`` capability adds to ``Action``."""
+
+    def start(self, args: Any, context: ActionContext
+              ) -> ActionResult | Coroutine[Any, Any, ActionResult]:
+        """Do what ``run`` does: return its result when the work ended at once, else the
+        coroutine that finishes it (awaited exactly once, like ``run``)."""
+        ...

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from .base import ActionContext, ActionResult, builtin_schema
+from .base import STARTS_SYNC, ActionContext, ActionResult, builtin_schema
 
 __all__ = ["PythonAction", "ResolveError", "resolve"]
 
-_functions: dict[str, Callable[..., Any]] = {}
+_functions: dict[str, tuple[Callable[..., Any], bool]] = {}  # path: function, is_async
 
 
 class ResolveError(Exception):
@@ -21,9 +21,14 @@ class ResolveError(Exception):
 
 def resolve(path: str) -> Callable[..., Any]:
     """The function named by ``path`` (``pkg.mod:func``), imported once and cached."""
-    function = _functions.get(path)
-    if function is not None:
-        return function
+    return _resolve(path)[0]
+
+
+def _resolve(path: str) -> tuple[Callable[..., Any], bool]:
+    """``resolve``, and whether the function is a coroutine function."""
+    known = _functions.get(path)
+    if known is not None:
+        return known
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ResolveError(f"expected `module:function`, got {path!r}")
@@ -34,15 +39,15 @@ def resolve(path: str) -> Callable[..., Any]:
         if missing == module_name or module_name.startswith(missing + "."):
             raise ResolveError(f"module not found: {module_name}") from None
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any import error is reported
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
     found: object = getattr(module, attr, None)
     if found is None:
         raise ResolveError(f"module {module_name} has no function {attr!r}")
     if not callable(found):
         raise ResolveError(f"{path} is not callable")
-    _functions[path] = found
-    return found
+    known = _functions[path] = (found, inspect.iscoroutinefunction(found))
+    return known
 
 
 class PythonAction:
@@ -61,34 +66,72 @@ class PythonAction:
 
     name = "python"
     schema: Mapping[str, Any] = builtin_schema("python")
-    capabilities: frozenset[str] = frozenset()
+    # A plain function ends as soon as it is called: the executor calls it inline.
+    capabilities: frozenset[str] = frozenset({STARTS_SYNC})
 
     async def run(self, args: Any, context: ActionContext) -> ActionResult:
-        if isinstance(args, Mapping):
+        started = self.start(args, context)
+        return started if isinstance(started, ActionResult) else await started
+
+    def start(self, args: Any, context: ActionContext
+              ) -> ActionResult | Coroutine[Any, Any, ActionResult]:
+        """Call a plain function now; a coroutine function (or a plain one returning an
+        awaitable) gives the coroutine that awaits it under the timeout."""
+        if type(args) is str:
+            path, kwargs = args, {}
+        elif type(args) is dict or isinstance(args, Mapping):
             path, kwargs = str(args["function"]), dict(args.get("kwargs") or {})
         else:
             path, kwargs = str(args), {}
         try:
-            function = resolve(path)
+            function, is_async = _resolve(path)
         except ResolveError as exc:
             return ActionResult(False, {}, str(exc))
-        deadline = asyncio.timeout(context.timeout)
+        if is_async:
+            return _await(lambda: function(**kwargs), context.timeout)
         try:
-            async with deadline:
-                value = function(**kwargs)
-                if inspect.isawaitable(value):  # async def, or a sync wrapper returning one
-                    value = await value
-        except TimeoutError as exc:
-            if not deadline.expired():  # the function's own TimeoutError
-                return _failure(exc)
-            return ActionResult(False, {"timed_out": True}, f"timed out after {context.timeout:g}s")
-        except Exception as exc:
+            value = function(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - the function's error is the result
             return _failure(exc)
-        data: dict[str, Any] = {}
-        if isinstance(value, dict):
-            data.update(value)
-        data["value"] = value
-        return ActionResult(True, data)
+        if type(value) not in _PLAIN and inspect.isawaitable(value):
+            return _await(lambda: value, context.timeout)  # a sync wrapper returning one
+        return _success(value)
+
+
+# Return values that are surely not awaitable (``inspect.isawaitable`` costs more).
+_PLAIN = frozenset({type(None), bool, int, float, str, dict, list, tuple})
+
+
+async def _await(call: Callable[[], Any], timeout: float | None) -> ActionResult:
+    if timeout is None:
+        try:
+            value = call()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:  # noqa: BLE001 - the function's error is the result
+            return _failure(exc)
+        return _success(value)
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            value = call()
+            if inspect.isawaitable(value):
+                value = await value
+    except TimeoutError as exc:
+        if not deadline.expired():  # the function's own TimeoutError
+            return _failure(exc)
+        return ActionResult(False, {"timed_out": True}, f"timed out after {timeout:g}s")
+    except Exception as exc:  # noqa: BLE001 - the function's error is the result
+        return _failure(exc)
+    return _success(value)
+
+
+def _success(value: Any) -> ActionResult:
+    data: dict[str, Any] = {}
+    if isinstance(value, dict):
+        data.update(value)
+    data["value"] = value
+    return ActionResult(True, data)
 
 
 def _failure(exc: Exception) -> ActionResult:
