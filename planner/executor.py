@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -416,12 +416,13 @@ class Runner:
             await asyncio.sleep(every)
             self.store.heartbeat(self.run_id, self.clock())
 
-    def _unlock(self, release: bool) -> None:
+    def _unlock(self, keep: Sequence[str | None]) -> None:
+        """The run ended: release its entities but ``keep``, which stay locked to it (with
+        no live holder) until it is resumed, rolled back or unlocked."""
         if self.heartbeat is not None:
             self.heartbeat.cancel()
             self.heartbeat = None
-        if release:
-            self.store.release_locks(self.run_id)
+        self.store.release_locks(self.run_id, sorted({e for e in keep if e}))
 
     def interrupt(self, signame: str) -> None:
         """SIGINT/SIGTERM: start nothing more, cancel what is in flight, stay resumable."""
@@ -1133,8 +1134,9 @@ class Runner:
                                 "reason": x.reason} for x in leftovers])
         self.batch.run = {"status": status, "ended_at": self.clock()}
         self._flush()
-        # Leftovers stay locked to this run until it is rolled back (or unlocked).
-        self._unlock(release=status in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK))
+        # An interrupted run will resume: it keeps everything; otherwise leftovers only.
+        self._unlock(list(self._entities.values()) if status == RunStatus.INTERRUPTED
+                     else [x.entity for x in leftovers])
         return RunOutcome(self.run_id, status, dict(self.status), tuple(leftovers),
                           dict(self._entities), dict(self.errors))
 

@@ -82,10 +82,8 @@ class Reverter:
         inverse = spec.inverse
         assert inverse is not None
         attempts = runner.revert_attempts.get(iid, 0)
-        if attempts >= MAX_REVERT_ATTEMPTS:
-            runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
-                        error=f"gave up after {attempts} rollback attempts")
-            return False
+        if attempts >= MAX_REVERT_ATTEMPTS and spec.exists is None:
+            return self._give_up(iid, attempts)
         context = runner._context(instance, ROLLBACK_FLOW)
         context.update(result=runner.results.get(iid) or {},
                        outputs=runner.outputs.get(iid) or {},
@@ -159,6 +157,8 @@ class Reverter:
                 runner._set(iid, done, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())
                 return True
+            if attempts >= MAX_REVERT_ATTEMPTS:  # still there: the cap stops any loop
+                return self._give_up(iid, attempts)
             args, call = self._intend(iid, inverse, context, attempts)
         except _StepFailed as failure:
             return self._failed(iid, failure)
@@ -186,6 +186,12 @@ class Reverter:
             return self._failed(iid, failure)
         runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW, ended_at=runner.clock())
         return True
+
+    def _give_up(self, iid: str, attempts: int) -> bool:
+        error = f"gave up after {attempts} rollback attempts"
+        self.runner.errors[iid] = error
+        self.runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW, error=error)
+        return False
 
     def _reverted(self, iid: str, inverse: Operation, result: ActionResult) -> bool:
         """The inverse's final result, when there is no async task to follow."""

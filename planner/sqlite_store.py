@@ -379,9 +379,17 @@ class SQLiteStore:
         with self._transaction() as db:
             db.execute("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?", (now, run_id))
 
-    def release_locks(self, run_id: str) -> None:
+    def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None:
+        """Release the run's locks but those in ``keep``, which are marked as left over
+        (heartbeat 0): held for the run's own rollback, with no live holder."""
         with self._transaction() as db:
-            db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+            kept = set(keep)
+            for (entity,) in db.execute("SELECT entity FROM locks WHERE run_id = ?",
+                                        (run_id,)).fetchall():
+                if entity in kept:
+                    db.execute("UPDATE locks SET heartbeat_at = 0 WHERE entity = ?", (entity,))
+                else:
+                    db.execute("DELETE FROM locks WHERE entity = ?", (entity,))
 
     def list_locks(self) -> list[LockRecord]:
         return self._locks(self.db, None)

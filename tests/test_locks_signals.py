@@ -230,11 +230,6 @@ def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> Non
     assert seed.planctl("apply", str(other)).returncode == 0
 
 
-@pytest.mark.xfail(reason="bug: a run that ends with leftovers keeps its locks under the pid "
-                   "of the process that ran it, and Runner._lock takes a live pid for a run "
-                   "still running, so while an embedding process lives `planctl rollback RUN` "
-                   "exits 4 'still running' (planner/executor.py, Runner._lock/_conclude)",
-                   strict=True)
 def test_a_run_ended_by_an_embedding_process_can_be_rolled_back_from_the_cli(
         seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that the Python API applied and that ended STOPPED can be rolled back with

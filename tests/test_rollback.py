@@ -318,9 +318,6 @@ def _give_up_at_once(seed: Seed, monkeypatch: pytest.MonkeyPatch) -> RunOutcome:
     return outcome
 
 
-@pytest.mark.xfail(reason="bug: Reverter._revert checks the attempt cap before asking exists, "
-                   "so a leftover removed by hand is never seen gone and its parent is never "
-                   "undone (planner/rollback.py, Reverter._revert)", strict=True)
 def test_after_giving_up_a_leftover_removed_by_hand_lets_rollback_finish(
         seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once planctl gave up on an inverse, removing the leftover by hand lets `planctl
@@ -333,9 +330,6 @@ def test_after_giving_up_a_leftover_removed_by_hand_lets_rollback_finish(
     assert seed.mutations()["remove-vm vm-42"] == 1
 
 
-@pytest.mark.xfail(reason="bug: the gave-up branch of Reverter._revert does not update "
-                   "runner.errors, so the rollback that gives up reports the previous error as "
-                   "the leftover's reason (planner/rollback.py, Reverter._revert)", strict=True)
 def test_the_rollback_that_gives_up_says_so(seed: Seed, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
     """The rollback that hits the attempt cap gives "gave up" as its leftover's reason."""
