@@ -151,6 +151,21 @@ class RunOutcome:
         return 2
 
 
+def _answered(result: ActionResult) -> bool:
+    """Whether a failed action still gave an answer (``exit 1``, ``404``) rather than not
+    running at all (not found, killed, timed out, unreachable, 5xx, an exception)."""
+    data = result.data
+    if data.get("timed_out"):
+        return False
+    if "rc" in data:
+        rc = data["rc"]
+        return isinstance(rc, int) and 0 <= rc < 126
+    if "status" in data:
+        status = data["status"]
+        return isinstance(status, int) and status < 500
+    return "value" in data and "exception" not in data
+
+
 async def _wait(event: asyncio.Event, timeout: float) -> None:
     """Sleep ``timeout`` seconds, or less if ``event`` is set."""
     with contextlib.suppress(TimeoutError):
@@ -347,7 +362,12 @@ class Runner:
         event = EventRecord(self.run_id, self.clock(), kind, command_id, data, self.seq)
         self.batch.events.append(event)
         if self.listener is not None:
-            self.listener(event)
+            try:
+                self.listener(event)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not change a run
+                self.listener = None
+                self._emit("warning", None, {"message": f"event listener removed after it "
+                                             f"raised {type(exc).__name__}: {exc}"})
 
     def _set(self, iid: str, status: str, **fields: Any) -> None:
         """The one place command statuses change: checked, buffered, announced."""
@@ -574,8 +594,14 @@ class Runner:
 
     async def _ask(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
                    ) -> ActionResult:
+        """Run an ``exists`` probe; a probe that could not answer is a failure of the step,
+        never "absent": in a rollback that would report as removed what is still there."""
         args, call = self._prepare(op, context, iid, reason)
         result, _ = await self._attempts(op, args, call, context)
+        if not result.ok and not _answered(result):
+            raise _StepFailed(f"exists probe could not answer: {result.error}")
+        if result.ok and "value" in result.data and not result.data["value"]:
+            return ActionResult(False, result.data, "absent")  # a python probe said falsy
         return result
 
     async def _follow(self, instance: CommandInstance, spec: AsyncSpec, context: dict[str, Any],
@@ -742,7 +768,11 @@ class Runner:
     async def _probe_then_act(self, instance: CommandInstance, context: dict[str, Any]) -> bool:
         spec = instance.spec
         assert spec.exists is not None
-        probe = await self._ask(spec.exists, context, instance.id, REGULAR_FLOW)
+        try:
+            probe = await self._ask(spec.exists, context, instance.id, REGULAR_FLOW)
+        except _StepFailed as failure:
+            failure.changed = False  # asked before run: nothing happened
+            raise
         if probe.ok:
             self._unchanged(instance, {**context, "result": dict(probe.data)})
             return True
@@ -802,8 +832,11 @@ class Runner:
         iid = instance.id
         if self.status[iid] == S.SKIPPED:
             return
-        quiet = not self.changed.get(iid) and all(
-            self.status[c] in (S.UNCHANGED, S.SKIPPED) for c in instance.children)
+        # Its own run found present (or absent) changed nothing; otherwise it is UNCHANGED
+        # only when none of its children changed anything either.
+        own_unchanged = instance.spec.run is not None and self.changed.get(iid) is False
+        quiet = own_unchanged or (not self.changed.get(iid) and all(
+            self.status[c] in (S.UNCHANGED, S.SKIPPED) for c in instance.children))
         self._set(iid, S.UNCHANGED if quiet else S.SUCCEEDED, ended_at=self.clock())
 
     # -- driver --------------------------------------------------------------------------
@@ -841,6 +874,8 @@ class Runner:
             args, call = self._intend(instance, context)
             return partial(self._act_now, instance, context, args, call)
         except _StepFailed as failure:
+            if self.status[instance.id] == S.PENDING:
+                failure.changed = False  # it failed before doing anything
             self._fail(instance.id, failure)
             return False
 
@@ -864,8 +899,7 @@ class Runner:
                                             poll_call))
             return self._succeeded(instance, context, {})
         if spec.exists is not None:
-            args, call = self._prepare(spec.exists, context, iid, REGULAR_FLOW)
-            probe, _ = await self._attempts(spec.exists, args, call, context)
+            probe = await self._ask(spec.exists, context, iid, REGULAR_FLOW)
             if probe.ok:
                 # It happened before the crash and what run returned is lost: the probe's
                 # answer stands in for it (a probe that prints what run printed helps).
@@ -1110,9 +1144,12 @@ class Runner:
     def _end_with_failure(self) -> None:
         """A parent that started and did not end well has failed, innermost first."""
         for iid, instance in reversed(list(self.graph.instances.items())):
-            if instance.children and self.status[iid] in (S.RUNNING, S.UNCHANGED) and any(
-                    self.status[c] not in DONE_OK for c in instance.children):
+            if not instance.children or self.status[iid] not in (S.RUNNING, S.UNCHANGED):
+                continue
+            if any(self.status[c] not in DONE_OK for c in instance.children):
                 self._set(iid, S.FAILED, error="a child failed", ended_at=self.clock())
+            elif self.status[iid] == S.RUNNING:
+                self._end(instance)  # its END step was not handed out after a stop
 
     def _forward_leftovers(self) -> list[Leftover]:
         """What a stopped run changed and nobody undid."""

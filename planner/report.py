@@ -192,7 +192,10 @@ def format_rollback_plan(runner: Any) -> str:
             return "would run inverse" if runner.changed.get(instance.id) else \
                 "unknown (no exists probe): left alone"
         context = runner._context(instance, ROLLBACK_FLOW)
-        present = await runner._probe(spec.exists, context, instance.id, ROLLBACK_FLOW)
+        try:
+            present = await runner._probe(spec.exists, context, instance.id, ROLLBACK_FLOW)
+        except Exception as exc:  # noqa: BLE001 - a dry run reports, it never fails
+            return f"unknown: {exc}"
         return "would run inverse" if present else "absent: skip"
 
     async def main() -> list[str]:

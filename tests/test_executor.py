@@ -295,10 +295,6 @@ def test_cli_failing_command_exits_2_and_lists_the_leftovers(tmp_path: Path) -> 
     assert f"planctl rollback {run.id}" in done.stdout
 
 
-@pytest.mark.xfail(reason="bug: after scheduler.stop(), a parent's END step that became "
-                   "ready in the same round is never handed out, and _end_with_failure only "
-                   "settles parents with a child not DONE_OK: the parent stays RUNNING",
-                   strict=True)
 def test_parent_whose_children_all_ended_is_settled_when_the_run_stops(tmp_path: Path) -> None:
     """A parent whose children all ended well in the round in which another command failed
     does not stay RUNNING: a finished run leaves no command in flight."""
@@ -327,9 +323,6 @@ def test_parent_whose_children_all_ended_is_settled_when_the_run_stops(tmp_path:
     assert rec.status("p") == "UNCHANGED"
 
 
-@pytest.mark.xfail(reason="bug: a command failing while its `run` is rendered (before any "
-                   "intent) is recorded with changed unknown, so it is reported as a "
-                   "leftover and the rollback ends ROLLBACK_FAILED", strict=True)
 def test_command_failing_before_its_intent_is_no_leftover(tmp_path: Path) -> None:
     """A command whose `run` fails to render never acted: it is not a leftover, and undoing
     the rest leaves the run ROLLED_BACK (exit code 1)."""
@@ -369,8 +362,6 @@ commands:
 """
 
 
-@pytest.mark.xfail(reason="bug: Runner._event calls the listener unguarded, so a listener "
-                   "that raises aborts (or fails) the run midway", strict=True)
 def test_a_failing_listener_does_not_change_the_run(tmp_path: Path) -> None:
     """A listener that raises on every event (a reporter whose pipe closed) neither stops nor
     fails the run: every command still runs and the run succeeds."""
@@ -817,8 +808,6 @@ def test_seed_plan_leaves_an_existing_vm_alone_and_still_runs_children(
         "image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2", "vm vm-42"]
 
 
-@pytest.mark.xfail(reason="bug: Runner._end ends a parent whose `exists` was present "
-                   "SUCCEEDED as soon as a child changed something", strict=True)
 def test_parent_whose_exists_is_present_ends_unchanged(tmp_path: Path) -> None:
     """A parent whose `exists` says present ends UNCHANGED even though its children ran."""
     rec = apply(tmp_path, """\
@@ -861,10 +850,6 @@ def test_command_whose_exists_is_present_ends_unchanged_without_running(
     assert (tmp_path / "after.txt").exists()
 
 
-@pytest.mark.xfail(reason="bug: Runner._probe counts an exists probe that could not run "
-                   "(rc 127, timeout, connection refused) as 'absent', so the rollback marks "
-                   "the command REVERT_SKIPPED and the run ROLLED_BACK while the resource "
-                   "is still there", strict=True)
 def test_rollback_never_reports_undone_what_a_broken_probe_could_not_check(
         tmp_path: Path) -> None:
     """When the `exists` probe cannot run during the rollback, the command's resource is
