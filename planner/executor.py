@@ -1188,17 +1188,18 @@ def _run(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
          handle_signals: bool = True) -> RunOutcome:
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
-        installed = []
+        installed: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.getsignal(sig)
                 loop.add_signal_handler(sig, runner.interrupt, sig.name)
-                installed.append(sig)
-        _watch_children(loop)
+        _watch_children()
         try:
             return await work()
         finally:
-            for sig in installed:
+            for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, previous)  # the caller's handlers, as they were
             await _close_clients()
 
     with runner.importable(), _heap_frozen():
@@ -1220,18 +1221,63 @@ def _heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _watch_children(loop: asyncio.AbstractEventLoop) -> None:
-    """On Python 3.11, asyncio watches each child process with a thread of its own; a
-    pidfd watcher (Linux 5.3+) does it on the loop: no thread per subprocess."""
-    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+class _PidfdWatcher(asyncio.AbstractChildWatcher):
+    """Python 3.12's child watcher on 3.11: each child is watched through a pidfd on the
+    loop that started it, so no thread per subprocess and any number of loops."""
+
+    def add_child_handler(  # type: ignore[override]
+            self, pid: int, callback: Callable[..., object], *args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(pid)
+        loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
+
+    @staticmethod
+    def _reap(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int,
+              callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        loop.remove_reader(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else
+            code = 255
+        os.close(pidfd)
+        callback(pid, code, *args)
+
+    def remove_child_handler(self, pid: int) -> bool:
+        return True
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+    def __enter__(self) -> _PidfdWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _watch_children() -> None:
+    """On Python 3.11, asyncio's default watches each child process with a thread of its
+    own; put the loop-independent pidfd watcher in its place (once, and only if nobody chose
+    another watcher)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    policy = asyncio.get_event_loop_policy()
+    current = getattr(policy, "_watcher", None)
+    if isinstance(current, _PidfdWatcher) or not (
+            current is None or isinstance(current, asyncio.ThreadedChildWatcher)):
         return
     try:
         os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
+    except OSError:
         return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.get_event_loop_policy().set_child_watcher(watcher)
+    policy.set_child_watcher(_PidfdWatcher())
 
 
 def apply_plan(loaded: LoadedPlan, store: Store, *, handle_signals: bool = True,

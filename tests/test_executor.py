@@ -1250,9 +1250,6 @@ def _in_thread(work: Callable[[], Any], timeout: float = 15) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.xfail(PY311, reason="bug: on 3.11 apply_plan's _watch_children replaces the "
-                   "process-wide child watcher with a PidfdChildWatcher bound to its own loop "
-                   "and never restores it", strict=True)
 def test_asyncio_subprocesses_in_other_threads_still_work_after_apply(tmp_path: Path) -> None:
     """After apply_plan returns, an embedding program can still run asyncio subprocesses on
     an event loop in another thread."""
@@ -1266,9 +1263,6 @@ def test_asyncio_subprocesses_in_other_threads_still_work_after_apply(tmp_path: 
     assert _in_thread(lambda: asyncio.run(spawn())) == {"value": 0}
 
 
-@pytest.mark.xfail(PY311, reason="bug: on 3.11 a second apply_plan's _watch_children closes "
-                   "the first run's child watcher, so the first never sees its process exit",
-                   strict=True)
 @pytest.mark.filterwarnings("ignore:A loop is being detached:RuntimeWarning")
 def test_two_runs_in_two_threads_both_finish(tmp_path: Path) -> None:
     """Two plans applied at once from two threads (as an embedding CI service would) both
@@ -1321,9 +1315,6 @@ def test_two_runs_in_two_threads_both_finish(tmp_path: Path) -> None:
     assert results == {"long": {"value": "SUCCEEDED"}, "short": {"value": "SUCCEEDED"}}
 
 
-@pytest.mark.xfail(reason="bug: executor._run removes its SIGINT/SIGTERM handlers with "
-                   "loop.remove_signal_handler, which resets them to the defaults instead of "
-                   "the caller's own handlers", strict=True)
 def test_apply_restores_the_callers_signal_handlers(tmp_path: Path) -> None:
     """An embedding program's SIGTERM and SIGINT handlers are in place again after apply_plan."""
     def mine(signum: int, frame: Any) -> None:

@@ -44,6 +44,11 @@ def look(command, fail=False):
     return {"command": command}
 
 
+def absent(command):
+    seen.append((command, *_row(command)))
+    return False  # an `exists` probe answering "not there"
+
+
 async def look_later(command):
     await asyncio.sleep(0)
     return look(command)
@@ -87,7 +92,7 @@ commands:
     needs: b
     run: {python: {function: "MOD:look", kwargs: {command: c, fail: true}}}
     inverse: {python: {function: "MOD:look", kwargs: {command: c}}}
-    exists: {python: {function: "MOD:look", kwargs: {command: c, fail: true}}}
+    exists: {python: {function: "MOD:absent", kwargs: {command: c}}}
 """
 
 
