@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # typer >= 0.29 carries its own copy of click
         from typer._click import exceptions as click
     except ImportError:  # pragma: no cover - older typer on top of click
-        from click import exceptions as click  # type: ignore[no-redef]
+        from click import exceptions as click  # type: ignore[no-redef, import-not-found, unused-ignore]
 
     command = typer.main.get_command(app)
     try:

@@ -28,8 +28,8 @@ def _setup(tmp: Path) -> tuple[Path, dict[str, str]]:
     plan_dir = tmp / "plan"
     shutil.copytree(SEED, plan_dir, ignore=shutil.ignore_patterns(".store"))
     plan = plan_dir / "plan.yaml"
-    text = plan.read_text().replace("interval: 0.2s", "interval: 0.05s")
-    plan.write_text(text.replace("max_interval: 1s", "max_interval: 0.1s"))
+    text = plan.read_text().replace("interval: 0.2s", "interval: 0.02s")
+    plan.write_text(text.replace("max_interval: 1s", "max_interval: 0.05s"))
     env = {**os.environ, "STORE_DIR": str(tmp / "store"), "PLANCTL_STATE": str(tmp / "state.db")}
     env.pop("PLANCTL_CRASH_AT", None)
     return plan, env
@@ -84,7 +84,7 @@ def _assert_once(env: dict[str, str]) -> None:
 def test_apply_survives_a_kill_at_every_crash_point(tmp_path: Path, scenario: str) -> None:
     """Killed anywhere in apply (and its rollback), resume ends with no leftover, no double
     inverse and no task started twice; a successful run ends with everything in place."""
-    extra = ["--var", "copy_seconds=0.15"]
+    extra = ["--var", "copy_seconds=0.05"]
     if scenario == "failure":
         extra += ["--var", "fail_disks=disk1"]
     swept = 0
@@ -119,7 +119,7 @@ def test_rollback_survives_a_kill_at_every_crash_point(tmp_path: Path) -> None:
         case = tmp_path / f"p{point}"
         case.mkdir()
         plan, env = _setup(case)
-        code = _planctl(["apply", str(plan), "--no-rollback", "--var", "copy_seconds=0.1",
+        code = _planctl(["apply", str(plan), "--no-rollback", "--var", "copy_seconds=0.05",
                          "--var", "fail_disks=disk1"], env)
         assert code == 2
         code = _planctl(["rollback", "--last"], env, crash_at=point)
