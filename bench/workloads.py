@@ -19,7 +19,7 @@ def chain(n: int, *, fail_last: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fanout(n: int, seconds: float = 0.5) -> str:
+def fanout(n: int, seconds: float = 0.5, interval: float = 0.05) -> str:
     """W2: ``n`` independent async tasks that each finish ``seconds`` after they start."""
     return f"""name: fanout-{n}
 vars:
@@ -37,8 +37,8 @@ commands:
         handle: "{{{{ result.id }}}}"
         poll: {{python: {{function: 'noop:job_status', kwargs: {{handle: "{{{{ handle }}}}"}}}}}}
         until: "{{{{ poll.done }}}}"
-        interval: 0.05s
-        max_interval: 0.05s
+        interval: {interval}s
+        max_interval: {interval}s
         backoff: 1
     inverse: {{python: 'noop:noop'}}
 """
