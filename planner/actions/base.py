@@ -27,8 +27,6 @@ SUBPROCESS = "subprocess"
 # Capability: the core renders this action's templates with shell quoting (every templated
 # value becomes one shell word), because the arguments are a script for /bin/sh.
 SHELL_QUOTE = "shell-quote"
-# Capability: the action renders its own templates (shell quotes every templated value).
-RENDERS_ITSELF = "renders-itself"
 # Capability: the action also has ``start`` (see ``SyncStart``), which finishes quick work
 # at once: the executor then runs it inline, without a task and loop turns of its own.
 STARTS_SYNC = "starts-sync"
