@@ -208,3 +208,19 @@ def header(what: str, n: int, root: Path) -> None:
 
 def self_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_series(root: Path, runs: int, expect: int) -> list[Process]:
+    """``planctl apply`` as a whole process: one untimed warm-up run, then ``runs`` timed."""
+    print(f"whole process: planctl apply, exit {expect} ({runs} runs after one warm-up run)")
+    run_process(root, expect=expect)
+    procs: list[Process] = []
+
+    def one(_: int) -> str:
+        p = run_process(root, expect=expect)
+        procs.append(p)
+        return (f"{p.wall:.3f}s wall, {p.cpu:.3f}s CPU, peak RSS {p.max_rss_mb:.0f} MB, "
+                f"peak {p.threads} threads")
+
+    series("process", runs, one)
+    return procs

@@ -25,16 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.header("W1 chain", n, root)
         procs: list[harness.Process] = []
         if not args.no_process:
-            print(f"whole process: planctl apply ({runs} runs after one warm-up run)")
-            harness.run_process(root, expect=0)
-
-            def one_process(_: int) -> str:
-                p = harness.run_process(root, expect=0)
-                procs.append(p)
-                return (f"{p.wall:.3f}s wall, {p.cpu:.3f}s CPU, peak RSS {p.max_rss_mb:.0f} MB, "
-                        f"{p.threads} threads")
-
-            harness.series("process", runs, one_process)
+            procs = harness.process_series(root, runs, expect=0)
 
         start = time.perf_counter()
         loaded = harness.load(root)

@@ -28,16 +28,7 @@ def measure(n: int, runs: int, process: bool) -> str:
         harness.header("W2 fanout", n, root)
         procs: list[harness.Process] = []
         if process:
-            print(f"whole process: planctl apply ({runs} runs after one warm-up run)")
-            harness.run_process(root, expect=0)
-
-            def one_process(_: int) -> str:
-                p = harness.run_process(root, expect=0)
-                procs.append(p)
-                return (f"{p.wall:.3f}s wall, {p.cpu:.3f}s CPU, peak RSS {p.max_rss_mb:.0f} MB, "
-                        f"peak {p.threads} threads")
-
-            harness.series("process", runs, one_process)
+            procs = harness.process_series(root, runs, expect=0)
 
         start = time.perf_counter()
         loaded = harness.load(root)

@@ -313,13 +313,13 @@ def rollback(
 
         planctl rollback --last --dry-run
     """
-    from .executor import ApplyOptions, Runner, rollback_run
-    from .report import LineReporter, format_rollback_plan
+    from .executor import execute
+    from .report import format_rollback_plan
 
     store = _store(state, must_exist=True)
     try:
         run_id = _run_id(store, run, last)
-        runner = Runner.from_store(store, run_id)
+        runner, reporter = _recorded_runner(store, run_id, lock_timeout)
         if runner.nothing_to_undo():
             record = store.get_run(run_id)
             typer.echo(f"run {run_id} ({record.status if record else '?'}): nothing to undo")
@@ -327,9 +327,7 @@ def rollback(
         if dry_run:
             typer.echo(format_rollback_plan(runner), nl=False)
             raise typer.Exit(0)
-        reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
-        outcome = rollback_run(store, run_id, listener=reporter, secrets=_secrets_of(runner),
-                               options=ApplyOptions(lock_timeout=lock_timeout))
+        outcome = execute(runner, runner.rollback)
     finally:
         store.close()
     reporter.summary(outcome)
@@ -351,8 +349,7 @@ def resume(
 
         planctl resume --last
     """
-    from .executor import ApplyOptions, Runner, resume_run
-    from .report import LineReporter
+    from .executor import execute
 
     store = _store(state, must_exist=True)
     try:
@@ -364,10 +361,8 @@ def resume(
                        + (f" (undo it with: planctl rollback {run_id})"
                           if record.status in ("STOPPED", "ROLLBACK_FAILED") else ""))
             raise typer.Exit(0)
-        runner = Runner.from_store(store, run_id)
-        reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
-        outcome = resume_run(store, run_id, listener=reporter, secrets=_secrets_of(runner),
-                             options=ApplyOptions(lock_timeout=lock_timeout))
+        runner, reporter = _recorded_runner(store, run_id, lock_timeout)
+        outcome = execute(runner, runner.resume)
     finally:
         store.close()
     reporter.summary(outcome)
@@ -435,10 +430,18 @@ def unlock(
     typer.echo(f"unlocked {entity} (was held by run {lock.run_id})")
 
 
-def _secrets_of(runner: Any) -> dict[str, str]:
-    from .executor import resolve_secrets
+def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None
+                     ) -> tuple[Any, Any]:
+    """The Runner of a recorded run (its plan loaded once), reporting on stdout."""
+    from .executor import ApplyOptions, Runner, load_run, resolve_secrets
+    from .report import LineReporter
 
-    return resolve_secrets(runner.loaded)
+    loaded = load_run(store, run_id)
+    reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
+    runner = Runner.from_store(store, run_id, loaded=loaded, listener=reporter,
+                               secrets=resolve_secrets(loaded),
+                               options=ApplyOptions(lock_timeout=lock_timeout))
+    return runner, reporter
 
 
 @app.command()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import os
@@ -50,6 +51,8 @@ __all__ = [
     "RunOutcome",
     "Runner",
     "apply_plan",
+    "execute",
+    "load_run",
     "lock_alive",
     "lock_lease",
     "new_run_id",
@@ -932,20 +935,17 @@ class Runner:
                          {k: s.order for k, s in steps.items()})
 
     @classmethod
-    def from_store(cls, store: Store, run_id: str, **kwargs: Any) -> Runner:
-        """A Runner for a recorded run, rebuilt from the plan snapshot kept with it."""
-        import json
-
-        from .loader import load_text
-
+    def from_store(cls, store: Store, run_id: str, *, loaded: LoadedPlan | None = None,
+                   **kwargs: Any) -> Runner:
+        """A Runner for a recorded run, rebuilt from the plan snapshot kept with it (pass
+        ``loaded`` from ``load_run`` when it was needed before, e.g. for its secrets)."""
         run = store.get_run(run_id)
         if run is None:
             raise UsageError(f"unknown run {run_id!r}")
-        loaded = load_text(json.dumps(run.snapshot), run.plan_file,
-                           variables=dict(run.variables))
-        options = kwargs.pop("options", None) or ApplyOptions()
-        options = ApplyOptions(options.max_parallel, options.on_failure, run_id,
-                               options.lock_timeout)
+        if loaded is None:
+            loaded = load_run(store, run_id)
+        options = dataclasses.replace(kwargs.pop("options", None) or ApplyOptions(),
+                                      run_id=run_id)
         runner = cls(loaded, store, options=options, **kwargs)
         records = store.get_commands(run_id)
         if set(records) != set(runner.graph.instances):
@@ -1184,8 +1184,22 @@ async def _close_clients() -> None:
         await http.aclose_clients()
 
 
-def _run(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
-         handle_signals: bool = True) -> RunOutcome:
+def load_run(store: Store, run_id: str) -> LoadedPlan:
+    """The plan of a recorded run, from the snapshot and vars kept with it."""
+    import json
+
+    from .loader import load_text
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"unknown run {run_id!r}")
+    return load_text(json.dumps(run.snapshot), run.plan_file, variables=dict(run.variables))
+
+
+def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
+            handle_signals: bool = True) -> RunOutcome:
+    """Run one of ``runner``'s flows (``runner.apply``, ``.rollback``, ``.resume``) to the
+    end on a fresh event loop, with SIGINT/SIGTERM making it stop resumably."""
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
         installed: dict[signal.Signals, Any] = {}
@@ -1284,19 +1298,19 @@ def apply_plan(loaded: LoadedPlan, store: Store, *, handle_signals: bool = True,
                **kwargs: Any) -> RunOutcome:
     """Run ``loaded`` to the end on a fresh event loop."""
     runner = Runner(loaded, store, **kwargs)
-    return _run(runner, runner.apply, handle_signals)
+    return execute(runner, runner.apply, handle_signals)
 
 
 def rollback_run(store: Store, run_id: str, *, handle_signals: bool = True,
                  **kwargs: Any) -> RunOutcome:
     """Undo what a recorded run changed (any run: succeeded, stopped, interrupted...)."""
     runner = Runner.from_store(store, run_id, **kwargs)
-    return _run(runner, runner.rollback, handle_signals)
+    return execute(runner, runner.rollback, handle_signals)
 
 
 def resume_run(store: Store, run_id: str, *, handle_signals: bool = True,
                **kwargs: Any) -> RunOutcome:
     """Continue a run that was interrupted (crash, kill -9, SIGINT)."""
     runner = Runner.from_store(store, run_id, **kwargs)
-    return _run(runner, runner.resume, handle_signals)
+    return execute(runner, runner.resume, handle_signals)
 
