@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -537,4 +538,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    sys.exit(main())
+    """The console script: ``main``, then a fast exit.
+
+    Everything is done when ``main`` returns (stores are closed in the commands'
+    ``finally``), so the interpreter's teardown, which frees a large plan object by
+    object (~0.1 s for 10,000 commands), is skipped: the streams are flushed, then
+    ``os._exit``.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader that went away (`planctl ... | head`): nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
