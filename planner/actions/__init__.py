@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from functools import cache
-from importlib.metadata import entry_points
 
 from .base import (
     SHELL_QUOTE,
@@ -49,6 +48,8 @@ def _builtin(name: str) -> Action:
 @cache
 def plugins() -> Mapping[str, Action]:
     """Third-party actions; loaded only when a plan names an action that is not built in."""
+    from importlib.metadata import entry_points  # ~10 ms to import: only when needed
+
     found: dict[str, Action] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN:
