@@ -444,3 +444,57 @@ def test_sqlite_directory_in_the_way_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "state.db").mkdir()
     with pytest.raises(StateError):
         SQLiteStore(tmp_path / "state.db")
+
+
+_SCHEMA_1 = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, plan_name TEXT NOT NULL, plan_file TEXT NOT NULL,
+    status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL, snapshot TEXT NOT NULL,
+    variables TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, error TEXT);
+CREATE TABLE commands (run_id TEXT NOT NULL, id TEXT NOT NULL, spec_id TEXT NOT NULL,
+    ord INTEGER NOT NULL, parent TEXT, entity TEXT, status TEXT NOT NULL,
+    execution_reason TEXT NOT NULL, changed INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    revert_attempts INTEGER NOT NULL DEFAULT 0, params TEXT, result TEXT, outputs TEXT,
+    error TEXT, started_at REAL, ended_at REAL, PRIMARY KEY (run_id, id)) WITHOUT ROWID;
+CREATE TABLE async_tasks (run_id TEXT NOT NULL, command_id TEXT NOT NULL,
+    execution_reason TEXT NOT NULL, entity TEXT, handle TEXT NOT NULL, spec TEXT,
+    status TEXT NOT NULL, started_at REAL NOT NULL, updated_at REAL NOT NULL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, command_id, execution_reason)) WITHOUT ROWID;
+CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    kind TEXT NOT NULL, command_id TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE locks (entity TEXT PRIMARY KEY, run_id TEXT NOT NULL, host TEXT NOT NULL,
+    pid INTEGER NOT NULL, acquired_at REAL NOT NULL, heartbeat_at REAL NOT NULL);
+PRAGMA user_version=1;
+"""
+
+
+def test_sqlite_store_of_schema_1_is_upgraded_with_its_events(tmp_path: Path) -> None:
+    """A state file written by schema 1 (events keyed by run id and seq) is upgraded when
+    opened: its runs and events read back as before, and new runs log after them."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_1)
+        for rid, started in (("old-b", 20.0), ("old-a", 10.0)):
+            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (rid, "p", "/p.yaml", "SUCCEEDED", started, None, "{}", "{}", "h", 1,
+                        None))
+            db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)",
+                           [(rid, seq, started + seq, "command", "c", f'{{"n": {seq}}}')
+                            for seq in (1, 2, 3)])
+    store = SQLiteStore(path)
+    try:
+        assert [e.data["n"] for e in store.get_events("old-a")] == [1, 2, 3]
+        assert {e.run_id for e in store.get_events("old-b")} == {"old-b"}
+        assert store.last_seq("old-b") == 3
+        store.create_run(run_record("new"), commands())
+        store.commit("new", Batch(events=[EventRecord("new", 1.0, "run", None, {}, 1)]))
+        assert [e.seq for e in store.get_events("new")] == [1]
+        assert store.last_seq("old-a") == 3
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        # The events view keeps SQL written against schema 1 working.
+        assert db.execute("SELECT count(*) FROM events WHERE run_id = 'old-a'").fetchone() \
+            == (3,)
