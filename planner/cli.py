@@ -18,6 +18,7 @@ from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
 
 if TYPE_CHECKING:
     from .loader import LoadedPlan
+    from .reporters import Reporting
     from .sqlite_store import SQLiteStore
 
 __all__ = ["app", "main"]
@@ -113,6 +114,8 @@ def _root(
 
     Exit codes: 0 succeeded · 1 failed and fully rolled back · 2 failed with leftovers ·
     3 invalid plan or usage · 4 entity locked by another run · 130 interrupted.
+    `plan` adds 10 (something would change, with --detailed-exitcode) and 11 (apply would
+    fail).
     """
 
 
@@ -201,6 +204,58 @@ def schema() -> None:
     typer.echo(json.dumps(full_schema(), indent=2))
 
 
+class PreviewFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("plan")
+def plan_command(
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file to preview.")],
+    var: VarOption = None,
+    vars_file: VarsFileOption = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", min=1,
+                                 help="`exists` probes in flight at once (default: the plan's).")
+    ] = None,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode",
+        help="Exit 0 when nothing would change, 10 when something would.")] = False,
+    output: Annotated[PreviewFormat, typer.Option(
+        "--output", "-o", help="text: tables; json: one JSON document.")] = PreviewFormat.text,
+) -> None:
+    """Show what apply would do, and what its rollback would undo, asking only `exists`.
+
+    Each command would run, or is UNCHANGED because its `exists` probe finds it present.
+    Nothing else runs and nothing is written (no state store, no run, no lock). Values only
+    apply produces, such as outputs of commands that would run first, show as
+    "(known after apply)"; a probe that needs one is not asked.
+
+    Exit codes: 0 the preview is complete (with --detailed-exitcode: nothing would change)
+    · 10 something would change (only with --detailed-exitcode) · 11 apply would fail: a
+    probe cannot answer or a template does not render · 3 invalid plan or usage. 10 and
+    11 are not Terraform's 2, which in planctl means "leftovers remain".
+
+    Example:
+
+        planctl plan plans/vm-from-template/plan.yaml --var vm=vm-7 --detailed-exitcode
+    """
+    import json
+
+    from .executor import resolve_secrets
+    from .preview import format_preview, preview_plan
+
+    loaded = _load(plan, var, vars_file)
+    for warning in loaded.warnings:
+        _print_diagnostic(warning)
+    preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel)
+    if output is PreviewFormat.json:
+        typer.echo(json.dumps(preview.to_dict(), indent=2))
+    else:
+        typer.echo(format_preview(preview), nl=False)
+    raise typer.Exit(preview.exit_code(detailed=detailed_exitcode))
+
+
 DEFAULT_STATE = os.path.join(".planctl", "state.db")
 
 StateOption = Annotated[
@@ -216,6 +271,57 @@ LockTimeoutOption = Annotated[
                  help="Wait this long for entities held by another run (default: the "
                       "plan's settings.lock_timeout, or 0: fail at once with exit 4)."),
 ]
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class _Invocation:
+    """What the error paths of ``main`` must know about the command being run."""
+
+    output = OutputFormat.text
+
+
+def _remember_output(value: OutputFormat) -> OutputFormat:
+    _Invocation.output = value
+    return value
+
+
+OutputOption = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", envvar="PLANCTL_OUTPUT", callback=_remember_output,
+                 help="text: a live tree on a terminal, else one plain line per event; "
+                      "json: one JSON object per event on stdout (see docs/output.md)."),
+]
+JunitOption = Annotated[
+    Path | None,
+    typer.Option("--junit", metavar="FILE",
+                 help="Also write the run as JUnit XML: a test case per command and per "
+                      "inverse."),
+]
+
+
+def _reporting(output: OutputFormat, junit: Path | None, verb: str, loaded: LoadedPlan,
+               runner: Any = None) -> Reporting:
+    """The listener of a run and the reports due at its end, as --output asks."""
+    from .reporters import Reporting
+
+    return Reporting(output=output.value, verb=verb, loaded=loaded, junit=junit,
+                     stdout=sys.stdout, stderr=sys.stderr, environ=os.environ,
+                     statuses=None if runner is None else runner.status,
+                     entities=None if runner is None else runner._entities)
+
+
+def _json_error(error: BaseException, code: int, kind: str | None = None) -> None:
+    """With --output json, what ended planctl before (or instead of) a run, as JSON."""
+    if _Invocation.output is OutputFormat.json:
+        from .ndjson import dumps, error_object
+
+        executor = sys.modules.get("planner.executor")  # no secret in a message either
+        redact = executor.redact_secrets if executor is not None else str
+        typer.echo(redact(dumps(error_object(error, code, kind=kind))), nl=False)
 
 
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
@@ -263,6 +369,8 @@ def apply(
                            help="On failure, cancel polled async tasks that declare `cancel` "
                                 "instead of waiting for them to end.")
     ] = False,
+    output: OutputOption = OutputFormat.text,
+    junit: JunitOption = None,
 ) -> None:
     """Run a plan: commands concurrently, async tasks polled, every step recorded.
 
@@ -273,24 +381,24 @@ def apply(
 
         planctl apply plans/vm-from-template/plan.yaml --var vm=vm-7 -j 8
     """
-    from .executor import ApplyOptions, apply_plan, resolve_secrets
-    from .report import LineReporter
+    from .executor import ApplyOptions, Runner, execute, resolve_secrets
 
     loaded = _load(plan, var, vars_file)
     for warning in loaded.warnings:
         _print_diagnostic(warning)
     secrets = resolve_secrets(loaded)
     store = _store(state)
-    reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
+    reporter = _reporting(output, junit, "apply", loaded)
     options = ApplyOptions(max_parallel=max_parallel,
                            on_failure="stop" if no_rollback else None,
                            lock_timeout=lock_timeout, cancel_inflight=cancel_inflight)
     try:
-        outcome = apply_plan(loaded, store, options=options, listener=reporter,
-                             secrets=secrets)
+        runner = Runner(loaded, store, options=options, listener=reporter, secrets=secrets)
+        outcome = execute(runner, runner.apply)
+        reporter.finish(store, outcome, runner.changed)
     finally:
+        reporter.close()
         store.close()
-    reporter.summary(outcome)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -303,6 +411,8 @@ def rollback(
         "--dry-run", help="List what would be undone, in order; asks only `exists`.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
     lock_timeout: LockTimeoutOption = None,
+    output: OutputOption = OutputFormat.text,
+    junit: JunitOption = None,
 ) -> None:
     """Undo what a recorded run changed, from the plan as it was when that run started.
 
@@ -318,21 +428,27 @@ def rollback(
     from .report import format_rollback_plan
 
     store = _store(state, must_exist=True)
+    reporter: Reporting | None = None
     try:
         run_id = _run_id(store, run, last)
-        runner, reporter = _recorded_runner(store, run_id, lock_timeout)
+        runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
+                                            "rollback")
         if runner.nothing_to_undo():
             record = store.get_run(run_id)
-            typer.echo(f"run {run_id} ({record.status if record else '?'}): nothing to undo")
+            reporter.nothing_to_do(store, run_id, f"run {run_id} "
+                                   f"({record.status if record else '?'}): nothing to undo")
             raise typer.Exit(0)
         if dry_run:
-            typer.echo(format_rollback_plan(runner), nl=False)
+            reporter.say(format_rollback_plan(runner))
             raise typer.Exit(0)
         outcome = execute(runner, runner.rollback)
+        code = 0 if outcome.status == "ROLLED_BACK" else outcome.exit_code
+        reporter.finish(store, outcome, runner.changed, code)
     finally:
+        if reporter is not None:
+            reporter.close()
         store.close()
-    reporter.summary(outcome)
-    raise typer.Exit(0 if outcome.status == "ROLLED_BACK" else outcome.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -342,6 +458,8 @@ def resume(
     last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
     lock_timeout: LockTimeoutOption = None,
+    output: OutputOption = OutputFormat.text,
+    junit: JunitOption = None,
 ) -> None:
     """Continue a run after a crash, kill -9 or Ctrl-C: re-attach to its async tasks, settle
     steps left STARTING with `exists`, and continue its rollback if one was under way.
@@ -350,23 +468,29 @@ def resume(
 
         planctl resume --last
     """
-    from .executor import execute
+    from .executor import execute, load_run
 
     store = _store(state, must_exist=True)
+    reporter: Reporting | None = None
     try:
         run_id = _run_id(store, run, last)
         record = store.get_run(run_id)
         if record is not None and record.status not in ("RUNNING", "INTERRUPTED",
                                                         "ROLLING_BACK"):
-            typer.echo(f"run {run_id} ended {record.status}: nothing to resume"
-                       + (f" (undo it with: planctl rollback {run_id})"
-                          if record.status in ("STOPPED", "ROLLBACK_FAILED") else ""))
+            reporter = _reporting(output, junit, "resume", load_run(store, run_id))
+            reporter.nothing_to_do(store, run_id, (
+                f"run {run_id} ended {record.status}: nothing to resume"
+                + (f" (undo it with: planctl rollback {run_id})"
+                   if record.status in ("STOPPED", "ROLLBACK_FAILED") else "")))
             raise typer.Exit(0)
-        runner, reporter = _recorded_runner(store, run_id, lock_timeout)
+        runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
+                                            "resume")
         outcome = execute(runner, runner.resume)
+        reporter.finish(store, outcome, runner.changed)
     finally:
+        if reporter is not None:
+            reporter.close()
         store.close()
-    reporter.summary(outcome)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -431,17 +555,18 @@ def unlock(
     typer.echo(f"unlocked {entity} (was held by run {lock.run_id})")
 
 
-def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None
-                     ) -> tuple[Any, Any]:
-    """The Runner of a recorded run (its plan loaded once), reporting on stdout."""
+def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None,
+                     output: OutputFormat, junit: Path | None, verb: str
+                     ) -> tuple[Any, Reporting]:
+    """The Runner of a recorded run (its plan loaded once), reporting as --output asks."""
     from .executor import ApplyOptions, Runner, load_run, resolve_secrets
-    from .report import LineReporter
 
     loaded = load_run(store, run_id)
-    reporter = LineReporter(sys.stdout, color=_color(sys.stdout))
-    runner = Runner.from_store(store, run_id, loaded=loaded, listener=reporter,
+    runner = Runner.from_store(store, run_id, loaded=loaded,
                                secrets=resolve_secrets(loaded),
                                options=ApplyOptions(lock_timeout=lock_timeout))
+    # The view starts from the statuses as recorded; the runner reports from now on.
+    runner.listener = reporter = _reporting(output, junit, verb, loaded, runner)
     return runner, reporter
 
 
@@ -490,11 +615,13 @@ def show(
 
 
 def _internal_error(exc: BaseException) -> int:
+    executor = sys.modules.get("planner.executor")  # secrets resolved so far stay out
+    redact = executor.redact_secrets if executor is not None else str
     fd, path = tempfile.mkstemp(prefix="planctl-crash-", suffix=".log")
     with os.fdopen(fd, "w") as handle:
         handle.write(f"planctl {__version__}\nargv: {sys.argv}\n\n")
-        handle.write("".join(traceback.format_exception(exc)))
-    typer.echo(f"planctl: internal error: {type(exc).__name__}: {exc}\n"
+        handle.write(redact("".join(traceback.format_exception(exc))))
+    typer.echo(f"planctl: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
                f"planctl: the traceback is in {path}; please report it", err=True)
     return EXIT_INTERNAL
 
@@ -507,33 +634,37 @@ def main(argv: list[str] | None = None) -> int:
         from click import exceptions as click  # type: ignore[no-redef, import-not-found, unused-ignore]
 
     command = typer.main.get_command(app)
+    _Invocation.output = OutputFormat.text
     try:
         # Without standalone mode, click returns the code of an Exit raised by a command.
         code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
     except typer.Exit as done:
         return int(done.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        _json_error(exc, 130, "interrupted")
         typer.echo("planctl: interrupted", err=True)
         return 130
     except click.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             typer.echo(exc.ctx.get_help())
             return EXIT_OK
+        _json_error(exc, EXIT_INVALID, "usage")
         exc.show()
         return EXIT_INVALID
     except click.ClickException as exc:
+        _json_error(exc, EXIT_INVALID, "usage")
         exc.show()
         return EXIT_INVALID
     except PlanctlError as error:
+        _json_error(error, error.exit_code)
         try:
             _fail(error)
         except typer.Exit as done:
             return int(done.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("planctl: interrupted", err=True)
-        return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no bare traceback
-        return _internal_error(exc)
+        code = _internal_error(exc)
+        _json_error(exc, code, "internal")
+        return code
     return code if isinstance(code, int) else EXIT_OK
 
 

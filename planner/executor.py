@@ -56,13 +56,14 @@ __all__ = [
     "lock_alive",
     "lock_lease",
     "new_run_id",
+    "redact_secrets",
     "resolve_secrets",
     "resume_run",
     "rollback_run",
 ]
 
 S = CommandStatus
-Listener = Callable[[EventRecord], None]
+Listener = Callable[[EventRecord], None]  # called with each event as it is recorded
 EVENT_VERSION = 1
 # What admitting a step gives the driver: its outcome when it settled at once; the
 # coroutine to run as a task; or a call to make inline once the batch holding the step's
@@ -96,7 +97,7 @@ def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
             source = f"file {spec.file}"
             try:
                 with open(path, encoding="utf-8") as handle:
-                    value = handle.read().rstrip("\n")
+                    value = handle.read().rstrip("\r\n")
             except OSError:
                 value = None
         if value is None:
@@ -104,11 +105,23 @@ def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
                 raise UsageError(f"secret `{name}`: {source} is not set")
             value = ""
         values[name] = value
+    _RESOLVED.update(v for v in values.values() if v)
     return values
+
+
+# Every secret value this process resolved, so that even a crash log can leave them out.
+_RESOLVED: set[str] = set()
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every secret value resolved in this process replaced by ``***``."""
+    return str(_Redactor({v: v for v in _RESOLVED})(text))
 
 
 @dataclass(frozen=True)
 class ApplyOptions:
+    """How to run a plan, overriding its settings: the options of `planctl apply`."""
+
     max_parallel: int | None = None
     on_failure: str | None = None  # overrides the plan's settings.on_failure
     run_id: str | None = None
@@ -217,8 +230,10 @@ class _Redactor:
         if isinstance(value, list | tuple):
             return [self(v) for v in value]
         if isinstance(value, Mapping):
-            return {k: self(v) for k, v in value.items()}
-        return value
+            return {self(k) if isinstance(k, str) else k: self(v) for k, v in value.items()}
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self(str(value))  # the store would keep it as its text
 
 
 class _CommandsView(Mapping[str, Any]):
@@ -621,7 +636,9 @@ class Runner:
         task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
                           self._entities.get(iid), self.redact({"poll": poll_args}),
                           started, started)
-        self.batch.tasks.append(task)
+        # A handle holding a secret is stored masked: this process polls the real one.
+        self.batch.tasks.append(dataclasses.replace(task, handle=self.redact(handle))
+                                if self.redacting else task)
         if reason == REGULAR_FLOW:
             self.handles[iid] = handle
             self._set(iid, S.RUNNING, execution_reason=reason)
@@ -681,8 +698,8 @@ class Runner:
             interval = min(interval * spec.backoff, spec.max_interval)
         now = self.clock()
         self.batch.tasks.append(TaskRecord(
-            task.run_id, iid, reason, task.handle, outcome, task.entity, task.spec,
-            task.started_at, now, polls))
+            task.run_id, iid, reason, self.redact(task.handle) if self.redacting else task.handle,
+            outcome, task.entity, task.spec, task.started_at, now, polls))
         self._event("task", iid, handle=task.handle, task_status=outcome, polls=polls,
                     execution_reason=reason)
         if outcome != "SUCCEEDED":
@@ -1174,8 +1191,12 @@ class Runner:
         # An interrupted run will resume: it keeps everything; otherwise leftovers only.
         self._unlock(list(self._entities.values()) if status == RunStatus.INTERRUPTED
                      else [x.entity for x in leftovers])
+        errors = self.errors
+        if self.redacting:  # the caller prints them: no secret in a reason or an error
+            leftovers = [dataclasses.replace(x, reason=self.redact(x.reason)) for x in leftovers]
+            errors = self.redact(errors)
         return RunOutcome(self.run_id, status, dict(self.status), tuple(leftovers),
-                          dict(self._entities), dict(self.errors))
+                          dict(self._entities), dict(errors))
 
 
 async def _close_clients() -> None:
@@ -1294,23 +1315,48 @@ def _watch_children() -> None:
     policy.set_child_watcher(_PidfdWatcher())
 
 
-def apply_plan(loaded: LoadedPlan, store: Store, *, handle_signals: bool = True,
-               **kwargs: Any) -> RunOutcome:
-    """Run ``loaded`` to the end on a fresh event loop."""
-    runner = Runner(loaded, store, **kwargs)
+def apply_plan(loaded: LoadedPlan, store: Store, *, options: ApplyOptions | None = None,
+               listener: Listener | None = None, secrets: Mapping[str, str] | None = None,
+               handle_signals: bool = True, **kwargs: Any) -> RunOutcome:
+    """Run ``loaded`` to the end on a fresh event loop, recording it in ``store``.
+
+    ``listener`` is called with every event as it is recorded (the ones the CLI prints),
+    secrets masked; one that raises is removed and the run goes on. ``secrets`` default to
+    the plan's, resolved from the environment and files as the CLI does (UsageError if a
+    required one is missing). With ``handle_signals``, on the main thread, SIGINT/SIGTERM
+    stop the run resumably (INTERRUPTED), and the caller's handlers are restored after.
+    Not for a thread that runs an event loop: call it through ``asyncio.to_thread``.
+    ``kwargs`` (``clock``, ``rng``) go to the Runner.
+    """
+    if secrets is None:
+        secrets = resolve_secrets(loaded)
+    runner = Runner(loaded, store, options=options, listener=listener, secrets=secrets,
+                    **kwargs)
     return execute(runner, runner.apply, handle_signals)
 
 
-def rollback_run(store: Store, run_id: str, *, handle_signals: bool = True,
-                 **kwargs: Any) -> RunOutcome:
-    """Undo what a recorded run changed (any run: succeeded, stopped, interrupted...)."""
-    runner = Runner.from_store(store, run_id, **kwargs)
+def rollback_run(store: Store, run_id: str, *, options: ApplyOptions | None = None,
+                 listener: Listener | None = None, secrets: Mapping[str, str] | None = None,
+                 handle_signals: bool = True, **kwargs: Any) -> RunOutcome:
+    """Undo what a recorded run changed (any run: succeeded, stopped, interrupted, partly
+    rolled back), from the plan snapshot kept with it; arguments as for ``apply_plan``."""
+    loaded = load_run(store, run_id)
+    if secrets is None:
+        secrets = resolve_secrets(loaded)
+    runner = Runner.from_store(store, run_id, loaded=loaded, options=options,
+                               listener=listener, secrets=secrets, **kwargs)
     return execute(runner, runner.rollback, handle_signals)
 
 
-def resume_run(store: Store, run_id: str, *, handle_signals: bool = True,
-               **kwargs: Any) -> RunOutcome:
-    """Continue a run that was interrupted (crash, kill -9, SIGINT)."""
-    runner = Runner.from_store(store, run_id, **kwargs)
+def resume_run(store: Store, run_id: str, *, options: ApplyOptions | None = None,
+               listener: Listener | None = None, secrets: Mapping[str, str] | None = None,
+               handle_signals: bool = True, **kwargs: Any) -> RunOutcome:
+    """Continue a run that was interrupted (crash, kill -9, SIGINT): re-attach to its
+    async tasks, settle what was in flight, go on; arguments as for ``apply_plan``."""
+    loaded = load_run(store, run_id)
+    if secrets is None:
+        secrets = resolve_secrets(loaded)
+    runner = Runner.from_store(store, run_id, loaded=loaded, options=options,
+                               listener=listener, secrets=secrets, **kwargs)
     return execute(runner, runner.resume, handle_signals)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from .sink import Sink
 from .status import ROLLBACK_FLOW
 from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
+from .tally import FinishedRun, one_line, summary_text
+from .tally import format_duration as _duration
 
 __all__ = ["LineReporter", "format_run", "format_runs"]
 
@@ -27,39 +27,19 @@ def _paint(text: str, status: str, color: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if color and code else text
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest:02d}s"
-
-
 class LineReporter:
     """A listener that prints one plain line per event (no control codes unless ``color``)."""
 
     def __init__(self, stream: TextIO, *, color: bool = False) -> None:
-        self.stream: TextIO | None = stream
+        self.sink = Sink(stream)
         self.color = color
         self.started: float | None = None
 
-    def _write(self, text: str) -> None:
-        """Write, or stop writing for good once the reader went away (`planctl ... | head`):
-        the run itself must go on to its end, rollback included."""
-        if self.stream is None:
-            return
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except BrokenPipeError:
-            with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self.stream.fileno())
-                os.close(devnull)
-            self.stream = None
-
     def __call__(self, event: EventRecord) -> None:
+        self.sink.write(self.line(event))
+
+    def line(self, event: EventRecord) -> str:
+        """The line of one event, with its time since the first event seen."""
         if self.started is None:
             self.started = event.ts
         elapsed = event.ts - self.started
@@ -69,43 +49,34 @@ class LineReporter:
             text = f"run {event.run_id} {_paint(status, status, self.color)}"
             if data.get("plan"):
                 text += f" plan {data['plan']} ({data.get('commands')} commands)"
+            if data.get("previous"):
+                text += f" (was {data['previous']})"
+            if data.get("signal"):
+                text += f" on {data['signal']}"
         elif event.kind == "command":
             status = str(data.get("status"))
             text = f"{_paint(f'{status:<14}', status, self.color)} {event.command_id}"
             if data.get("execution_reason") == ROLLBACK_FLOW:
                 text += " [ROLLBACK_FLOW]"
             if data.get("error"):
-                text += f": {data['error']}"
+                text += f": {one_line(data['error'])}"
         elif event.kind == "task":
             state = str(data.get("task_status"))
-            text = f"{'task ' + state:<14} {event.command_id} handle {data.get('handle')}"
+            text = f"{'task ' + state:<14} {event.command_id} handle {one_line(data.get('handle'))}"
             if data.get("polls"):
                 text += f" after {data['polls']} polls"
         elif event.kind == "retry":
             text = f"{'retry':<14} {event.command_id} attempt {data.get('attempt')} failed: " \
-                   f"{data.get('error')}"
+                   f"{one_line(data.get('error'))}"
+        elif event.kind == "warning":
+            text = f"{'warning':<14} {event.command_id or '-'} {one_line(data.get('message'))}"
         else:
-            text = f"{event.kind:<14} {event.command_id or ''} {dict(data)}"
-        self._write(f"{elapsed:8.2f}s  {text}\n")
+            text = one_line(f"{event.kind:<14} {event.command_id or ''} {dict(data)}")
+        return f"{elapsed:8.2f}s  {text}\n"
 
-    def summary(self, outcome: Any) -> None:
-        lines: list[str] = []
-        counts = Counter(outcome.statuses.values())
-        parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-        status = _paint(outcome.status, outcome.status, self.color)
-        took = "" if self.started is None else f" in {_duration(time.time() - self.started)}"
-        lines.append(f"\n{status}{took}: {parts}\n")
-        if outcome.leftovers:
-            lines.append("leftovers (changed by this run and still there):\n")
-            for item in outcome.leftovers:
-                entity = f" {item.entity}" if item.entity else ""
-                lines.append(f"  - {item.command}{entity} [{item.status}]: {item.reason}\n")
-        if outcome.status == "INTERRUPTED":
-            lines.append(f"continue with: planctl resume {outcome.run_id}"
-                         f"  (or undo with: planctl rollback {outcome.run_id})\n")
-        elif outcome.leftovers:
-            lines.append(f"undo them with: planctl rollback {outcome.run_id}\n")
-        self._write("".join(lines))
+    def finish(self, finished: FinishedRun) -> None:
+        """Print the summary: status, duration, counts, leftovers, what to do next."""
+        self.sink.write(summary_text(finished, lambda t, s: _paint(t, s, self.color)))
 
 
 def _when(ts: float | None) -> str:
@@ -195,7 +166,7 @@ def format_rollback_plan(runner: Any) -> str:
         try:
             present = await runner._probe(spec.exists, context, instance.id, ROLLBACK_FLOW)
         except Exception as exc:  # noqa: BLE001 - a dry run reports, it never fails
-            return f"unknown: {exc}"
+            return f"unknown: {runner.redact(str(exc))}"
         return "would run inverse" if present else "absent: skip"
 
     async def main() -> list[str]:

@@ -1,0 +1,90 @@
+"""The Markdown summary of a run that GitHub Actions shows on the job page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .status import CommandStatus, RunStatus
+from .tally import FinishedRun, History, format_duration, one_line, tally
+
+__all__ = ["MAX_ROWS", "append_step_summary", "markdown"]
+
+S = CommandStatus
+# GitHub caps a step summary at 1 MiB; a huge plan shows what matters most.
+MAX_ROWS = 200
+_QUIET = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED, S.PENDING})
+_ICONS = {
+    RunStatus.SUCCEEDED: "✅", RunStatus.ROLLED_BACK: "↩️", RunStatus.ROLLBACK_FAILED: "❌",
+    RunStatus.STOPPED: "❌", RunStatus.INTERRUPTED: "⏸️",
+}
+
+
+def _cell(value: object) -> str:
+    """Safe inside a table cell: one line, no pipes, no HTML."""
+    text = one_line(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def _row(history: History, leftover: Mapping[str, object] | None) -> str:
+    note = history.inverse_error or history.forward_error or ""
+    if leftover is not None:
+        note = f"leftover: {leftover.get('reason')}"
+    inverse = history.inverse or ("REVERTING" if history.inverse_started else "")
+    cells = [
+        history.command_id, history.entity or "", history.status, history.forward or "",
+        format_duration(history.forward_time) if history.forward_time is not None else "",
+        inverse,
+        format_duration(history.inverse_time) if history.inverse_time is not None else "",
+        note,
+    ]
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = None,
+             message: str | None = None) -> str:
+    """A heading, one line of counts, a table of commands, and the leftovers if any."""
+    run_id = finished.run_id
+    status = finished.status
+    name = plan or finished.plan
+    counts = ", ".join(tally(finished).parts())
+    lines = [
+        f"### {_ICONS.get(status, 'ℹ️')} planctl {verb} {_cell(name)}: {status}",
+        "",
+        f"Run `{run_id}` ended **{status}** (exit {finished.exit_code}) in "
+        f"{format_duration(finished.duration)}: {counts}.",
+        "",
+        *([f"_{_cell(message)}_", ""] if message else []),
+        "| command | entity | status | forward | time | inverse | time | note |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | --- |",
+    ]
+    left = {str(item.get("command")): item for item in finished.leftovers}
+    histories = list(finished.histories.values())
+    shown = histories
+    if len(histories) > MAX_ROWS:
+        loud = [h.command_id for h in histories
+                if h.status not in _QUIET or h.command_id in left]
+        keep = set(loud[:MAX_ROWS])
+        for history in histories:
+            if len(keep) >= MAX_ROWS:
+                break
+            keep.add(history.command_id)
+        shown = [h for h in histories if h.command_id in keep]
+    lines.extend(_row(h, left.get(h.command_id)) for h in shown)
+    if len(shown) < len(histories):
+        lines += ["", f"_{len(histories) - len(shown)} more commands not shown; "
+                  f"`planctl show {run_id}` lists them all._"]
+    if finished.leftovers:
+        lines += ["", f"**Leftovers** (undo them with `planctl rollback {run_id}`):", ""]
+        for item in finished.leftovers:
+            entity = f" `{_cell(item.get('entity'))}`" if item.get("entity") else ""
+            lines.append(f"- `{_cell(item.get('command'))}`{entity} [{item.get('status')}]: "
+                         f"{_cell(item.get('reason'))}")
+    return "\n".join(lines) + "\n\n"
+
+
+def append_step_summary(path: Path, finished: FinishedRun, *, verb: str = "apply",
+                        plan: str | None = None, message: str | None = None) -> None:
+    """Append (never overwrite: earlier steps wrote there too) the run's summary."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(markdown(finished, verb=verb, plan=plan, message=message))

@@ -1,0 +1,160 @@
+"""How the CLI reports a run: live tree, plain lines or JSON lines, and files due at the end."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .sink import Sink
+from .store import CommandRecord, EventRecord, RunRecord, Store
+from .tally import FinishedRun, finished_run, read_finished_run, summary_text
+
+if TYPE_CHECKING:
+    from .executor import RunOutcome
+    from .loader import LoadedPlan
+
+__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view"]
+
+JSON, LIVE, PLAIN = "json", "live", "plain"
+
+
+def choose_view(output: str, stream: TextIO, environ: Mapping[str, str]) -> str:
+    """``json`` when asked; the live tree on a terminal that takes colour and cursor moves
+    (not ``NO_COLOR``, not ``TERM=dumb``); plain lines anywhere else."""
+    if output == "json":
+        return JSON
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty and not environ.get("NO_COLOR") and environ.get("TERM", "") != "dumb":
+        return LIVE
+    return PLAIN
+
+
+class Reporting:
+    """The listener of one CLI invocation (apply, rollback, resume) and what it writes last.
+
+    Events go to the live tree or plain lines on stdout, or to JSON lines on stdout, with
+    every human word (summary, messages) on stderr then. ``finish`` gathers the run (from
+    the events it saw, or from the store when the run began in another invocation) for the
+    summary, the JSON outcome, ``--junit`` and the GitHub summary.
+    """
+
+    def __init__(self, *, output: str, verb: str, loaded: LoadedPlan, stdout: TextIO,
+                 stderr: TextIO, environ: Mapping[str, str], junit: Path | None = None,
+                 statuses: Mapping[str, str] | None = None,
+                 entities: Mapping[str, str | None] | None = None) -> None:
+        self.view = choose_view(output, stdout, environ)
+        self.verb = verb
+        self.plan = loaded.plan.name
+        self.plan_file = loaded.plan.file
+        self.junit = junit
+        self.events: list[EventRecord] = []  # this invocation's
+        self.environ = environ
+        self.started = time.monotonic()
+        self.instances = instances = loaded.graph.instances
+        self.read_only = frozenset(iid for iid, i in instances.items() if not i.spec.changes)
+        self.stderr = Sink(stderr)
+        self.listener: Any
+        if self.view == JSON:
+            from .ndjson import JsonReporter
+
+            self.listener = JsonReporter(stdout, plan=self.plan, commands=len(instances),
+                                         entities=entities)
+            self.human = self.stderr
+        elif self.view == LIVE:
+            from rich.console import Console
+
+            from .live import LiveReporter
+
+            console = Console(file=stdout, highlight=False)
+            self.listener = LiveReporter(console, instances, title=f"planctl {verb} {self.plan}",
+                                         statuses=statuses, entities=entities)
+            self.human = Sink(stdout)
+        else:
+            from .report import LineReporter
+
+            self.listener = LineReporter(stdout)
+            self.human = Sink(stdout)
+
+    def __call__(self, event: EventRecord) -> None:
+        self.events.append(event)
+        self.listener(event)
+
+    def say(self, text: str) -> None:
+        """Human text: on stdout, or on stderr when stdout carries JSON."""
+        self.human.write(text if text.endswith("\n") else text + "\n")
+
+    def finish(self, store: Store, outcome: RunOutcome, changed: Mapping[str, bool | None],
+               exit_code: int | None = None) -> FinishedRun:
+        """The run ended: summary, JSON outcome and files; ``changed`` is the runner's
+        (whether each command's run changed something), ``exit_code`` the CLI's."""
+        events: Sequence[EventRecord] = self.events
+        if not events or events[0].seq != 1:  # rollback, resume: the run began before
+            events = store.get_events(outcome.run_id)
+        commands = {
+            iid: CommandRecord(outcome.run_id, iid, instance.spec.id, instance.order,
+                               instance.parent, outcome.entities.get(iid),
+                               outcome.statuses.get(iid, "PENDING"), changed=changed.get(iid))
+            for iid, instance in self.instances.items()
+        }
+        # Only what finished_run reads of a run record: the plan snapshot stays unread.
+        run = RunRecord(outcome.run_id, self.plan, self.plan_file, outcome.status, 0.0, {}, {},
+                        socket.gethostname())
+        finished = finished_run(
+            run, commands, events,
+            exit_code=outcome.exit_code if exit_code is None else exit_code,
+            duration=time.monotonic() - self.started,
+            leftovers=[{"command": x.command, "entity": x.entity, "status": x.status,
+                        "reason": x.reason} for x in outcome.leftovers],
+            read_only=self.read_only)
+        self.listener.finish(finished)
+        if self.view == JSON:
+            self.stderr.write(summary_text(finished).lstrip("\n"))
+        self._files(finished)
+        return finished
+
+    def nothing_to_do(self, store: Store, run_id: str, message: str) -> FinishedRun:
+        """Nothing ran (nothing to undo, or to resume): say so; reports of the run as it is."""
+        finished = read_finished_run(store, run_id, exit_code=0,
+                                     duration=time.monotonic() - self.started,
+                                     read_only=self.read_only)
+        self.close()
+        self.say(message)
+        if self.view == JSON:
+            self.listener.finish(finished, message)
+        self._files(finished, message)
+        return finished
+
+    def _files(self, finished: FinishedRun, message: str | None = None) -> None:
+        if self.junit is not None:
+            from .junit import write_junit
+
+            try:
+                write_junit(self.junit, finished, plan=self.plan)
+            except OSError as exc:
+                self._warn(f"cannot write the JUnit report {self.junit}: "
+                           f"{exc.strerror or exc}")
+        summary = self.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            from .ghsummary import append_step_summary
+
+            try:
+                append_step_summary(Path(summary), finished, verb=self.verb, plan=self.plan,
+                                    message=message)
+            except OSError as exc:
+                self._warn(f"cannot append to GITHUB_STEP_SUMMARY {summary}: "
+                           f"{exc.strerror or exc}")
+
+    def _warn(self, text: str) -> None:
+        self.stderr.write(f"planctl: warning: {text}\n")
+
+    def close(self) -> None:
+        """Give the terminal back (cursor, line discipline), however the run ended."""
+        close = getattr(self.listener, "close", None)
+        if close is not None:
+            close()

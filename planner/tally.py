@@ -1,0 +1,254 @@
+"""What a finished run did, read back from the store: command histories and summary counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .status import ROLLBACK_FLOW, CommandStatus
+from .store import CommandRecord, EventRecord, RunRecord, Store
+
+__all__ = [
+    "FinishedRun",
+    "History",
+    "Tally",
+    "finished_run",
+    "format_duration",
+    "histories",
+    "one_line",
+    "read_finished_run",
+    "summary_text",
+    "tally",
+]
+
+S = CommandStatus
+# Where the forward (REGULAR_FLOW) part of a command ends, for good or not.
+FORWARD_ENDS = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED, S.FAILED, S.UNKNOWN})
+INVERSE_ENDS = frozenset({S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED})
+
+
+# Control characters (a tool's coloured stderr quoted in an error) shown as escapes, never
+# sent to a terminal; line breaks become spaces: one event, one line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f]}
+_CONTROLS.update({ord("\n"): " ", ord("\r"): " ", ord("\t"): " "})
+
+
+def one_line(text: object) -> str:
+    """``text`` as one line of plain text: no line breaks, no control codes."""
+    return str(text).translate(_CONTROLS)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0.42s``, ``12.30s``, ``3m07s``; ``-`` when not known."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+@dataclass(slots=True)
+class History:
+    """One command across the run's event log: its forward part, then its inverse (if any).
+
+    Built once by ``histories`` and only read afterwards.
+    """
+
+    command_id: str
+    entity: str | None = None
+    parent: str | None = None
+    status: str = S.PENDING  # the final status, as stored
+    changed: bool | None = None  # its own run changed something (as stored)
+    forward: str | None = None  # how the forward part ended (a FORWARD_ENDS status)
+    forward_error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    retries: int = 0  # failed attempts that were tried again, forward
+    polls: int = 0  # polls of its async task, forward
+    handle: str | None = None  # its async task, forward
+    inverse: str | None = None  # how its inverse ended (an INVERSE_ENDS status)
+    inverse_error: str | None = None
+    inverse_started: float | None = None
+    inverse_ended: float | None = None
+    inverse_runs: int = 0  # times REVERTING was entered, across rollbacks
+    inverse_retries: int = 0
+    notes: list[str] = field(default_factory=list)  # warnings about this command
+
+    @property
+    def forward_time(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
+
+    @property
+    def inverse_time(self) -> float | None:
+        if self.inverse_started is None or self.inverse_ended is None:
+            return None
+        return max(0.0, self.inverse_ended - self.inverse_started)
+
+
+def histories(commands: Mapping[str, CommandRecord], events: Iterable[EventRecord]
+              ) -> dict[str, History]:
+    """Each command's history, in plan order, from its record and the run's events."""
+    out = {iid: History(iid, record.entity, record.parent, record.status, record.changed)
+           for iid, record in sorted(commands.items(), key=lambda item: item[1].order)}
+    for event in events:
+        history = out.get(event.command_id or "")
+        if history is None:
+            continue
+        data = event.data
+        if event.kind == "command":
+            status = str(data.get("status"))
+            if data.get("execution_reason") == ROLLBACK_FLOW:
+                if status == S.REVERTING:
+                    history.inverse_runs += 1
+                    history.inverse_started = event.ts
+                    history.inverse_ended = None
+                    history.inverse_error = None
+                elif status in INVERSE_ENDS:
+                    if history.inverse_started is None:  # settled without running it
+                        history.inverse_started = event.ts
+                    history.inverse = status
+                    history.inverse_ended = event.ts
+                    history.inverse_error = data.get("error") or None
+            else:
+                if history.started is None and status != S.PENDING:
+                    history.started = event.ts
+                if status in FORWARD_ENDS:
+                    history.forward = status
+                    history.ended = event.ts
+                    history.forward_error = data.get("error") or None
+        elif event.kind == "retry":
+            if history.inverse_started is not None:
+                history.inverse_retries += 1
+            else:
+                history.retries += 1
+        elif event.kind == "task" and data.get("execution_reason") != ROLLBACK_FLOW:
+            history.handle = str(data.get("handle"))
+            if data.get("polls") is not None:
+                history.polls += int(data["polls"])
+        elif event.kind == "warning" and data.get("message"):
+            history.notes.append(str(data["message"]))
+    return out
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run as its reports see it once an invocation (apply, rollback, resume) ended."""
+
+    run_id: str
+    plan: str
+    plan_file: str
+    status: str
+    histories: Mapping[str, History]
+    exit_code: int
+    duration: float  # seconds this invocation took
+    leftovers: tuple[Mapping[str, Any], ...] = ()  # command, entity, status, reason
+    read_only: frozenset[str] = frozenset()  # commands declared `changes: false`
+    host: str = ""
+    first_event: float | None = None
+    last_event: float | None = None
+
+    @property
+    def span(self) -> float:
+        """Seconds from the run's first event to its last, over every invocation."""
+        if self.first_event is None or self.last_event is None:
+            return 0.0
+        return max(0.0, self.last_event - self.first_event)
+
+
+def finished_run(run: RunRecord, commands: Mapping[str, CommandRecord],
+                 events: Sequence[EventRecord], *, exit_code: int, duration: float,
+                 status: str | None = None,
+                 leftovers: Iterable[Mapping[str, Any]] | None = None,
+                 read_only: Iterable[str] = ()) -> FinishedRun:
+    """Gather what the reports need from a run's record (its id, plan, status and host are
+    used), its commands' records and its events; ``status`` overrides the record's, and
+    the leftovers default to what the run's last event lists."""
+    if leftovers is None:
+        leftovers = ()
+        for event in reversed(events):
+            if event.kind == "run" and "leftovers" in event.data:
+                leftovers = event.data["leftovers"] or ()
+                break
+    return FinishedRun(
+        run.id, run.plan_name, run.plan_file, status or run.status,
+        histories(commands, events), exit_code, duration, tuple(leftovers),
+        frozenset(read_only), run.host, events[0].ts if events else None,
+        events[-1].ts if events else None)
+
+
+def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: float,
+                      read_only: Iterable[str] = ()) -> FinishedRun:
+    """A run read back whole from the store."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise KeyError(run_id)
+    return finished_run(run, store.get_commands(run_id), store.get_events(run_id),
+                        exit_code=exit_code, duration=duration, read_only=read_only)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The counts of a summary; a command may count twice (changed, then reverted)."""
+
+    changed: int = 0  # its own run changed something (still there or since reverted)
+    unchanged: int = 0  # ended well and changed nothing (present already, read-only)
+    failed: int = 0  # its forward part failed (a parent whose child failed included)
+    reverted: int = 0  # undone by its inverse
+    leftovers: int = 0  # changed by the run and (maybe) still there
+    skipped: int = 0  # `when` was false, or its parent was skipped
+    not_run: int = 0  # never started: the run stopped first
+
+    def parts(self) -> list[str]:
+        """``["3 changed", "0 unchanged", ...]``; skipped and not-run only when any."""
+        out = [f"{self.changed} changed", f"{self.unchanged} unchanged",
+               f"{self.failed} failed", f"{self.reverted} reverted",
+               f"{self.leftovers} left over"]
+        if self.skipped:
+            out.append(f"{self.skipped} skipped")
+        if self.not_run:
+            out.append(f"{self.not_run} not run")
+        return out
+
+
+def tally(finished: FinishedRun) -> Tally:
+    changed = unchanged = failed = reverted = skipped = not_run = 0
+    for iid, history in finished.histories.items():
+        counted = history.changed is True and iid not in finished.read_only
+        changed += counted
+        if history.forward in (S.SUCCEEDED, S.UNCHANGED) and not counted:
+            unchanged += 1
+        elif history.forward in (S.FAILED, S.UNKNOWN):
+            failed += 1
+        reverted += history.status == S.REVERTED
+        skipped += history.status == S.SKIPPED
+        not_run += history.status == S.PENDING
+    return Tally(changed, unchanged, failed, reverted, len(finished.leftovers), skipped,
+                 not_run)
+
+
+def summary_text(finished: FinishedRun, paint: Callable[[str, str], str] = lambda t, s: t
+                 ) -> str:
+    """The closing lines of a run: status, duration, counts, leftovers and what to do next.
+
+    ``paint(text, status)`` may colour the status word.
+    """
+    status = finished.status
+    lines = [f"\n{paint(status, status)} in {format_duration(finished.duration)}: "
+             f"{', '.join(tally(finished).parts())}\n"]
+    if finished.leftovers:
+        lines.append("leftovers (changed by this run and still there):\n")
+        for item in finished.leftovers:
+            entity = f" {item.get('entity')}" if item.get("entity") else ""
+            lines.append(one_line(f"  - {item.get('command')}{entity} [{item.get('status')}]: "
+                                  f"{item.get('reason')}") + "\n")
+    run_id = finished.run_id
+    if status == "INTERRUPTED":
+        lines.append(f"continue with: planctl resume {run_id}"
+                     f"  (or undo with: planctl rollback {run_id})\n")
+    elif finished.leftovers:
+        lines.append(f"undo them with: planctl rollback {run_id}\n")
+    return "".join(lines)

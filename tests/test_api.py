@@ -1,0 +1,167 @@
+"""The Python API at the top of `planner`: exported, documented, lazy; listeners hear what
+the CLI prints; secrets resolved as the CLI does; the runnable example in examples/api."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import planner
+from planner import EventRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHAIN = """\
+name: chain
+settings: {max_parallel: 1, on_failure: stop}
+vars: {fail: false}
+commands:
+  - id: first
+    run: {command: [touch, first]}
+    inverse: {command: [rm, first]}
+  - id: second
+    needs: first
+    exists: {command: [test, -e, second]}
+    run: {command: [sh, -c, 'touch second; [ "$1" = False ]', sh, "{{ fail }}"]}
+    inverse: {command: [rm, -f, second]}
+  - id: third
+    needs: second
+    run: {command: [touch, third]}
+    inverse: {command: [rm, third]}
+"""
+
+
+def write(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "plan.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_top_level_names_are_exported_typed_and_documented() -> None:
+    """Every name of `planner.__all__` resolves; functions and classes have docstrings and
+    the functions are fully annotated."""
+    for name in planner.__all__:
+        value = getattr(planner, name)
+        if inspect.isfunction(value):
+            assert value.__doc__, name
+            signature = inspect.signature(value)
+            assert signature.return_annotation is not inspect.Signature.empty, name
+            assert all(p.annotation is not inspect.Parameter.empty
+                       for p in signature.parameters.values()), name
+        elif inspect.isclass(value):
+            assert value.__doc__, name
+    for name in ("load_plan", "load_text", "apply_plan", "rollback_run", "resume_run",
+                 "preview_plan", "ApplyOptions", "RunOutcome", "EventRecord", "Listener",
+                 "SQLiteStore", "MemoryStore", "PlanctlError", "PlanError", "UsageError",
+                 "StateError", "LockedError"):
+        assert name in planner.__all__, name
+    assert set(dir(planner)) >= set(planner.__all__)
+    with pytest.raises(AttributeError):
+        planner.no_such_name  # noqa: B018 - the attribute access is the test
+
+
+def test_importing_planner_loads_no_engine() -> None:
+    """`import planner` stays cheap: the executor, loader and Jinja load on first use."""
+    code = ("import sys, planner; print(sorted(m for m in ('planner.executor', "
+            "'planner.loader', 'planner.preview', 'jinja2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.stdout.strip() == "[]"
+
+
+def test_listener_hears_the_events_the_cli_prints(tmp_path: Path) -> None:
+    """A listener given to apply_plan receives the events `planctl apply --output json`
+    prints, in the same order with the same statuses (a sequential plan, so the order is
+    fixed), and rollback_run's listener those of `planctl rollback`."""
+    api_dir, cli_dir = tmp_path / "api", tmp_path / "cli"
+    heard: list[EventRecord] = []
+    loaded = planner.load_plan(write(api_dir, CHAIN), variables={"fail": True})
+    store = planner.SQLiteStore(api_dir / "state.db")
+    try:
+        outcome = planner.apply_plan(loaded, store, listener=heard.append,
+                                     handle_signals=False)
+        assert outcome.status == "STOPPED" and outcome.exit_code == 2
+        undone: list[EventRecord] = []
+        back = planner.rollback_run(store, outcome.run_id, listener=undone.append,
+                                    handle_signals=False)
+        assert back.status == "ROLLED_BACK" and not back.leftovers
+    finally:
+        store.close()
+    assert sorted(p.name for p in api_dir.iterdir() if not p.name.startswith("state.db")) \
+        == ["plan.yaml"]
+
+    write(cli_dir, CHAIN)
+
+    def cli(*args: str) -> list[dict[str, object]]:
+        done = subprocess.run([sys.executable, "-m", "planner", *args, "--output", "json"],
+                              cwd=cli_dir, capture_output=True, text=True, timeout=60,
+                              check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "Traceback" not in done.stderr, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    def shape(kind: str, command: object, data: dict[str, object]) -> tuple[object, ...]:
+        return (kind, command, data.get("status"), data.get("task_status"),
+                data.get("execution_reason"))
+
+    for api_events, printed in ((heard, cli("apply", "plan.yaml", "--var", "fail=true")),
+                                (undone, cli("rollback", "--last"))):
+        objects = [o for o in printed if o["kind"] not in ("outcome", "error")]
+        assert [shape(e.kind, e.command_id, dict(e.data)) for e in api_events] == \
+            [shape(str(o["kind"]), o.get("command_id"), o) for o in objects]
+        assert [e.seq for e in api_events] == [o["seq"] for o in objects]
+
+
+def test_apply_plan_resolves_the_plans_secrets_like_the_cli(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `secrets=`, apply_plan resolves the plan's own (here from the environment);
+    a missing one is a UsageError naming it, raised before any run is recorded."""
+    path = write(tmp_path, """\
+        name: api-secret
+        secrets: {token: {env: PLANCTL_API_TEST_TOKEN}}
+        commands:
+          - id: use
+            run: {command: [sh, -c, 'printf %s "$1" > used', sh, "{{ token }}"]}
+            irreversible: true
+        """)
+    loaded = planner.load_plan(path)
+    store = planner.MemoryStore()
+    monkeypatch.delenv("PLANCTL_API_TEST_TOKEN", raising=False)
+    with pytest.raises(planner.UsageError, match="PLANCTL_API_TEST_TOKEN"):
+        planner.apply_plan(loaded, store, handle_signals=False)
+    assert store.list_runs() == []
+    monkeypatch.setenv("PLANCTL_API_TEST_TOKEN", "api-s3cret")
+    outcome = planner.apply_plan(loaded, store, handle_signals=False)
+    assert outcome.exit_code == 0
+    assert (tmp_path / "used").read_text() == "api-s3cret"
+
+
+def test_the_embedding_example_runs() -> None:
+    """examples/api/embed.py previews, applies with a listener, rolls back a failure and
+    cleans up after itself, exiting 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "api" / "embed.py")],
+                          capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT / "tests")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for line in ("preview: 4 commands would change, exit code 10 with --detailed-exitcode",
+                 "  FAILED         clone[disk1]",
+                 "  REVERT_SKIPPED clone[disk1] [ROLLBACK_FLOW]",
+                 "  REVERTED       add_vm [ROLLBACK_FLOW]",
+                 "apply: ROLLED_BACK, exit code 1",
+                 "apply: STOPPED, exit code 2",
+                 "  leftover add_vm (vm/vm-7): changed by the run",
+                 "rollback: ROLLED_BACK, exit code 0",
+                 "apply: SUCCEEDED, exit code 0",
+                 "preview after apply: 0 commands would change, exit code 0 with "
+                 "--detailed-exitcode"):
+        assert line in out.splitlines(), f"{line!r} not in:\n{out}"
+    assert out.index("REVERTED       add_vm") > out.index("REVERTED       clone[disk0]")
+    assert not (ROOT / "tests" / ".planctl").exists()

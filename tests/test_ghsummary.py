@@ -1,0 +1,53 @@
+"""Tests of planner.ghsummary: the Markdown appended to $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from finishedrun import FAILED_AND_REVERTED, command, make_finished
+
+from planner import ghsummary
+from planner.ghsummary import append_step_summary, markdown
+
+
+def test_markdown_has_heading_counts_and_one_row_per_command() -> None:
+    text = markdown(FAILED_AND_REVERTED, verb="apply")
+    lines = text.splitlines()
+    assert lines[0] == "### ↩️ planctl apply handmade: ROLLED_BACK"
+    assert "(exit 1) in 2.50s: 2 changed, 0 unchanged, 2 failed, 2 reverted" in lines[2]
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| vm", "| img[a]", "| img[b]", "| report"]
+    assert "| img[a] | thing/img[a] | REVERTED | SUCCEEDED | 0.70s | REVERTED | 0.30s |  |" \
+        in text
+    assert text.endswith("\n\n")
+
+
+def test_cells_cannot_break_the_table_or_inject_html() -> None:
+    finished = make_finished({"a": ("FAILED", None, None)}, [
+        (0.0, "command", "a", command("STARTING")),
+        (0.1, "command", "a", command("FAILED", error="x | y <b>`z`</b>\nmore")),
+    ], status="STOPPED", exit_code=2)
+    row = next(line for line in markdown(finished).splitlines() if line.startswith("| a "))
+    assert row.endswith("| x \\| y &lt;b&gt;'z'&lt;/b&gt; more |")
+
+
+def test_a_huge_run_shows_troubled_rows_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ROWS rows, commands in trouble are shown and the rest counted."""
+    monkeypatch.setattr(ghsummary, "MAX_ROWS", 3)
+    commands = {f"c{n}": ("SUCCEEDED", True, None) for n in range(5)}
+    commands["c4"] = ("FAILED", None, None)
+    text = markdown(make_finished(commands, [], status="STOPPED", exit_code=2))
+    rows = [line.split(" | ")[0] for line in text.splitlines() if re.match(r"\| c\d ", line)]
+    assert rows == ["| c0", "| c1", "| c4"]
+    assert "_2 more commands not shown;" in text
+
+
+def test_append_keeps_what_was_there(tmp_path: Path) -> None:
+    path = tmp_path / "summary.md"
+    path.write_text("before\n")
+    append_step_summary(path, FAILED_AND_REVERTED)
+    append_step_summary(path, FAILED_AND_REVERTED)
+    text = path.read_text()
+    assert text.startswith("before\n") and text.count("### ") == 2

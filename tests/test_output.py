@@ -1,0 +1,480 @@
+"""The output layer through the real CLI: live tree on a terminal, plain lines, NDJSON events,
+JUnit XML and the GitHub step summary, for apply, rollback and resume of the seed plan."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import junitschema
+import pytest
+from seedplan import Seed, make_seed
+
+FAIL_DISK1 = ["--var", "fail_disks=disk1", "--var", "copy_seconds=0.1"]
+QUICK = ["--var", "copy_seconds=0.1"]
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+COMMON_KEYS = ("schema_version", "kind", "seq", "ts", "time", "run_id")
+COMMAND_KEYS = ("command_id", "entity", "status", "previous", "execution_reason", "error")
+
+
+@pytest.fixture
+def seed(tmp_path: Path) -> Seed:
+    seed = make_seed(tmp_path)
+    seed.env.pop("GITHUB_STEP_SUMMARY", None)
+    seed.env.pop("PLANCTL_OUTPUT", None)
+    return seed
+
+
+def _objects(stdout: str) -> list[dict[str, Any]]:
+    """Every line of stdout as a JSON object; fails on anything else."""
+    assert stdout.endswith("\n"), stdout[-200:]
+    objects = []
+    for line in stdout.splitlines():
+        obj = json.loads(line)
+        assert isinstance(obj, dict), line
+        objects.append(obj)
+    return objects
+
+
+def _on_terminal(seed: Seed, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> tuple[int, str]:
+    """Run `planctl ARGS` with a pseudo-terminal (120x40) as stdin, stdout and stderr; its
+    exit code and everything it wrote there."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    full = {**seed.env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **(env or {})}
+    if env is None or "NO_COLOR" not in env:
+        full.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=seed.root, env=full,
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"planctl did not end in {timeout}s: {bytes(out)[-2000:]!r}")
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = out.decode("utf-8", errors="replace")
+    assert "Traceback" not in text, text
+    return code, text
+
+
+def _cases(path: Path) -> tuple[ET.Element, dict[str, ET.Element]]:
+    """The run's suite and its cases by name, once the report passed Jenkins' schema."""
+    root = ET.parse(path).getroot()
+    junitschema.check(root)
+    suites = root.findall("testsuite")
+    assert root.tag == "testsuites" and len(suites) == 1
+    return suites[0], {case.get("name", ""): case for case in suites[0].findall("testcase")}
+
+
+# -- --output json ----------------------------------------------------------------------------
+
+
+def test_json_output_is_one_versioned_object_per_line_and_nothing_else(seed: Seed) -> None:
+    """With --output json a failing apply writes only JSON objects to stdout, each with the
+    schema version, an ISO-8601 UTC timestamp, the run id and a rising seq; command events
+    carry command id, entity, status and execution_reason (ROLLBACK_FLOW for inverses); the
+    last object is the outcome with the exit code, and the human summary is on stderr."""
+    done = seed.apply(*FAIL_DISK1, "--output", "json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    objects = _objects(done.stdout)
+    run_id = seed.last_run().id
+    for obj in objects:
+        assert list(obj)[:6] == list(COMMON_KEYS), obj
+        assert obj["schema_version"] == 1
+        assert ISO_MS.match(obj["ts"]), obj["ts"]
+        assert obj["run_id"] == run_id
+        assert isinstance(obj["time"], float)
+    events, outcome = objects[:-1], objects[-1]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {e["kind"] for e in events} == {"run", "command", "task"}
+    commands = [e for e in events if e["kind"] == "command"]
+    for event in commands:
+        assert all(key in event for key in COMMAND_KEYS), event
+        assert event["entity"] is not None
+    inverses = [e for e in commands if e["status"] in ("REVERTING", "REVERTED", "REVERT_SKIPPED")]
+    assert len(inverses) == 7
+    assert {e["execution_reason"] for e in inverses} == {"ROLLBACK_FLOW"}
+    failed = [e for e in commands if e["status"] == "FAILED"]
+    assert {e["command_id"]: e["error"] for e in failed} == {
+        "clone[disk1]": "async task failed (async.failed_when is true)",
+        "add_vm": "a child failed"}
+    tasks = [e for e in events if e["kind"] == "task"]
+    assert {e["entity"] for e in tasks} == {"image/vm-42-disk0", "image/vm-42-disk1",
+                                            "image/vm-42-disk2"}
+    runs = [e["status"] for e in events if e["kind"] == "run"]
+    assert runs == ["RUNNING", "ROLLING_BACK", "ROLLED_BACK"]
+    assert events[0]["plan"] == "add-vm-from-template" and events[0]["commands"] == 5
+    assert outcome["kind"] == "outcome" and outcome["seq"] is None
+    assert (outcome["status"], outcome["exit_code"]) == ("ROLLED_BACK", 1)
+    assert outcome["counts"] == {"changed": 3, "unchanged": 0, "failed": 2, "reverted": 3,
+                                 "skipped": 0, "not_run": 1, "leftovers": 0}
+    assert outcome["leftovers"] == []
+    assert "ROLLED_BACK in " in done.stderr
+    assert "3 changed, 0 unchanged, 2 failed, 3 reverted, 0 left over" in done.stderr
+
+
+def test_json_output_of_an_invalid_plan_is_a_single_error_object(seed: Seed) -> None:
+    """An invalid plan with --output json exits 3 with exactly one `error` object on stdout,
+    its diagnostics located; the human diagnostics go to stderr."""
+    bad = seed.plan.parent / "bad.yaml"
+    bad.write_text("name: bad\ncommands:\n  - id: a\n    run: {command: [echo, '{{ nope }}']}\n")
+    done = seed.planctl("apply", str(bad), "--output", "json")
+    assert done.returncode == 3, done.stdout + done.stderr
+    [error] = _objects(done.stdout)
+    assert (error["kind"], error["exit_code"], error["error"]) == ("error", 3, "plan")
+    assert error["schema_version"] == 1 and error["run_id"] is None
+    [diagnostic] = [d for d in error["diagnostics"] if d["severity"] == "error"]
+    assert (diagnostic["file"], diagnostic["line"], diagnostic["severity"]) == \
+        (str(bad), 4, "error")
+    assert "nope" in diagnostic["message"]
+    assert f"{bad}:4:" in done.stderr
+
+
+def test_json_output_of_a_usage_error(seed: Seed) -> None:
+    """`rollback --output json` of an unknown run exits 3 with one `error` object (usage);
+    PLANCTL_OUTPUT=json chooses JSON too."""
+    assert seed.apply(*QUICK).returncode == 0
+    done = seed.planctl("rollback", "no-such-run", env={"PLANCTL_OUTPUT": "json"})
+    assert done.returncode == 3, done.stdout + done.stderr
+    [error] = _objects(done.stdout)
+    assert (error["kind"], error["error"], error["exit_code"]) == ("error", "usage", 3)
+    assert "unknown run 'no-such-run'" in error["message"]
+    assert "unknown run" in done.stderr
+
+
+def test_json_output_of_rollback_then_of_nothing_to_undo(seed: Seed) -> None:
+    """`planctl rollback --output json` of a succeeded run streams its ROLLBACK_FLOW events
+    and an outcome with exit code 0; a second one writes only an outcome saying there is
+    nothing to undo, with the message on stderr."""
+    assert seed.apply(*QUICK).returncode == 0
+    run_id = seed.last_run().id
+    done = seed.planctl("rollback", "--last", "-o", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    objects = _objects(done.stdout)
+    assert objects[0]["kind"] == "run" and objects[0]["status"] == "ROLLING_BACK"
+    assert objects[0]["plan"] == "add-vm-from-template"
+    reverted = {e["command_id"] for e in objects
+                if e["kind"] == "command" and e["status"] == "REVERTED"}
+    assert reverted == {"add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]"}
+    assert objects[-1]["kind"] == "outcome"
+    assert (objects[-1]["status"], objects[-1]["exit_code"]) == ("ROLLED_BACK", 0)
+    assert objects[-1]["counts"]["reverted"] == 4
+
+    again = seed.planctl("rollback", "--last", "-o", "json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    [outcome] = _objects(again.stdout)
+    assert outcome["kind"] == "outcome" and outcome["run_id"] == run_id
+    assert outcome["message"] == f"run {run_id} (ROLLED_BACK): nothing to undo"
+    assert "nothing to undo" in again.stderr
+
+
+def _read_lines(proc: subprocess.Popen[str], into: Queue[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.put(line)
+
+
+def test_json_events_stream_live_and_resume_reports_the_whole_run(seed: Seed,
+                                                                  tmp_path: Path) -> None:
+    """JSON lines arrive while the run goes on (flushed per event): once all three copies
+    are polled, SIGINT ends apply with exit 130 and an INTERRUPTED outcome; `planctl resume
+    --output json --junit` then streams a RESUMED run event and REATTACHED tasks, ends with
+    exit 0, and its JUnit report covers the whole run, every command passed."""
+    proc = subprocess.Popen([sys.executable, "-m", "planner", "apply", str(seed.plan),
+                             "--var", "copy_seconds=3", "-o", "json"], cwd=seed.root,
+                            env=seed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: Queue[str] = Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
+    reader.start()
+    seen: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while sum(e["kind"] == "task" for e in seen) < 3:
+            assert time.monotonic() < deadline, seen
+            try:
+                seen.append(json.loads(lines.get(timeout=1)))
+            except Empty:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert "Traceback" not in err, err
+    while not lines.empty():
+        seen.append(json.loads(lines.get()))
+    assert code == 130, err
+    assert seen[-1]["kind"] == "outcome"
+    assert (seen[-1]["status"], seen[-1]["exit_code"]) == ("INTERRUPTED", 130)
+    assert f"planctl resume {seen[-1]['run_id']}" in err
+
+    report = tmp_path / "resume.xml"
+    resumed = seed.planctl("resume", "--last", "-o", "json", "--junit", str(report))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    objects = _objects(resumed.stdout)
+    assert (objects[0]["kind"], objects[0]["status"], objects[0]["previous"]) == \
+        ("run", "RESUMED", "INTERRUPTED")
+    reattached = {e["command_id"] for e in objects
+                  if e["kind"] == "task" and e["task_status"] == "REATTACHED"}
+    assert reattached == {"clone[disk0]", "clone[disk1]", "clone[disk2]"}
+    assert objects[1]["seq"] > max(e["seq"] or 0 for e in seen)  # one log across invocations
+    assert (objects[-1]["status"], objects[-1]["exit_code"]) == ("SUCCEEDED", 0)
+    suite, cases = _cases(report)
+    assert sorted(cases) == ["add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]",
+                             "start_vm"]
+    assert (suite.get("failures"), suite.get("skipped")) == ("0", "0")
+
+
+# -- plain lines --------------------------------------------------------------------------------
+
+
+def test_plain_lines_when_stdout_is_not_a_terminal(seed: Seed) -> None:
+    """Piped, text output is one plain line per event, with no control codes even without
+    NO_COLOR, and ends with the summary counts."""
+    env = {k: v for k, v in seed.env.items() if k != "NO_COLOR"}
+    seed.env = env
+    done = seed.apply(*FAIL_DISK1)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+    lines = done.stdout.splitlines()
+    events = seed.events()
+    assert len([line for line in lines if re.match(r"^\s+\d+\.\d\ds  ", line)]) == len(events)
+    assert any(re.search(r"REVERTED\s+clone\[disk0\] \[ROLLBACK_FLOW\]$", line)
+               for line in lines)
+    assert lines[-1].startswith("ROLLED_BACK in ")
+    assert lines[-1].endswith(": 3 changed, 0 unchanged, 2 failed, 3 reverted, 0 left over, "
+                              "1 not run")
+
+
+@pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"TERM": "dumb"}],
+                         ids=["NO_COLOR", "TERM=dumb"])
+def test_plain_lines_on_a_terminal_with_no_color_or_a_dumb_term(seed: Seed,
+                                                                env: dict[str, str]) -> None:
+    """On a terminal, NO_COLOR or TERM=dumb gives the plain lines: no escape codes at all."""
+    code, text = _on_terminal(seed, "apply", str(seed.plan), *FAIL_DISK1, env=env)
+    assert code == 1, text
+    assert "\x1b" not in text
+    assert re.search(r"REVERTED\s+add_vm \[ROLLBACK_FLOW\]", text), text
+    assert "ROLLED_BACK in " in text
+
+
+# -- the live tree ------------------------------------------------------------------------------
+
+
+def test_live_tree_on_a_terminal_shows_commands_rollback_and_summary(seed: Seed) -> None:
+    """On a terminal, apply draws a tree of the commands (children under add_vm) with a
+    spinner and `polling` while copies are polled, shows the rollback on the same rows
+    (SUCCEEDED → REVERTED), prints the summary, gives the cursor back and exits 1."""
+    code, text = _on_terminal(seed, "apply", str(seed.plan), "--var", "fail_disks=disk1",
+                              "--var", "copy_seconds=0.8")
+    assert code == 1, text
+    assert "\x1b[" in text  # it is a live display, redrawn in place
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "planctl apply add-vm-from-template" in plain
+    assert re.search(r"├── . add_vm  vm/vm-42", plain), plain[-3000:]
+    assert re.search(r"│   [├└]── . clone\[disk0\]  image/vm-42-disk0", plain)
+    assert "polling" in plain
+    spinner = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+    assert spinner & set(plain), "no spinner frame drawn"
+    final = plain[plain.rindex("planctl apply add-vm-from-template"):]
+    assert re.search(r"clone\[disk0\]  image/vm-42-disk0  SUCCEEDED \d+\.\d\ds → REVERTED",
+                     final), final
+    assert re.search(r"clone\[disk1\]  image/vm-42-disk1  FAILED \d+\.\d\ds → REVERT_SKIPPED",
+                     final), final
+    assert re.search(r"add_vm  vm/vm-42  FAILED \d+\.\d\ds → REVERTED", final), final
+    assert "ROLLED_BACK" in final.splitlines()[0]
+    assert re.search(r"ROLLED_BACK in \d+\.\d\ds: 3 changed, 0 unchanged, 2 failed, "
+                     r"3 reverted, 0 left over, 1 not run", final), final
+    assert text.rstrip().endswith("not run") and "\x1b[?25h" in text  # cursor shown again
+    assert seed.listing() == []
+
+
+def test_live_tree_of_a_rollback_with_leftovers(seed: Seed) -> None:
+    """`planctl rollback` on a terminal starts from the recorded statuses, shows the inverse
+    that keeps failing as REVERT_FAILED, lists the leftovers and exits 2."""
+    assert seed.apply(*QUICK).returncode == 0
+    code, text = _on_terminal(seed, "rollback", "--last",
+                              env={"STORE_FAIL_REMOVE": "vm-42-disk0"})
+    assert code == 2, text
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    final = plain[plain.rindex("planctl rollback add-vm-from-template"):]
+    assert re.search(r"clone\[disk0\]  image/vm-42-disk0  SUCCEEDED → REVERT_FAILED", final)
+    assert re.search(r"clone\[disk2\]  image/vm-42-disk2  SUCCEEDED → REVERTED", final)
+    assert re.search(r"add_vm  vm/vm-42  SUCCEEDED\s", final)  # still in use: not undone
+    assert "ROLLBACK_FAILED in " in final and "2 left over" in final
+    assert "- clone[disk0] image/vm-42-disk0 [REVERT_FAILED]" in final
+
+
+# -- JUnit ---------------------------------------------------------------------------------------
+
+
+def test_junit_of_a_failing_apply_with_its_rollback(seed: Seed, tmp_path: Path) -> None:
+    """`--junit` writes one suite for the run: a case per command and per inverse that ran
+    or was skipped; the failed copy and its parent are failures with their messages, the
+    never-copied image's inverse and the command that never ran are skipped."""
+    report = tmp_path / "reports" / "junit.xml"
+    report.parent.mkdir()
+    done = seed.apply(*FAIL_DISK1, "--junit", str(report))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert report.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    suite, cases = _cases(report)
+    run = seed.last_run()
+    assert suite.get("name") == "add-vm-from-template" and suite.get("id") == run.id
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
+            suite.get("skipped")) == ("9", "2", "0", "2")
+    assert sorted(cases) == sorted([
+        "add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]", "start_vm",
+        "add_vm (inverse)", "clone[disk0] (inverse)", "clone[disk1] (inverse)",
+        "clone[disk2] (inverse)"])
+    for case in cases.values():
+        assert case.get("classname") == "add-vm-from-template"
+        assert float(case.get("time", "x")) >= 0
+    failure = cases["clone[disk1]"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "async task failed (async.failed_when is true)"
+    assert cases["add_vm"].find("failure") is not None
+    skipped = cases["clone[disk1] (inverse)"].find("skipped")
+    assert skipped is not None and "absent" in (skipped.text or "")
+    assert cases["start_vm"].find("skipped") is not None
+    for name in ("clone[disk0]", "clone[disk0] (inverse)", "add_vm (inverse)"):
+        assert list(cases[name]) == [cases[name].find("system-out")], name  # passed
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["status"] == "ROLLED_BACK" and props["exit_code"] == "1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp", ""))
+
+
+def test_junit_of_a_failed_rollback_then_of_the_rollback_that_finishes(seed: Seed,
+                                                                       tmp_path: Path) -> None:
+    """An inverse that fails is a failing `(inverse)` case and the VM it blocks a leftover
+    failure; the JUnit report of a later `planctl rollback` has every inverse passing."""
+    first, second = tmp_path / "apply.xml", tmp_path / "rollback.xml"
+    done = seed.apply(*FAIL_DISK1, "--junit", str(first),
+                      env={"STORE_FAIL_REMOVE": "vm-42-disk0"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    suite, cases = _cases(first)
+    failure = cases["clone[disk0] (inverse)"].find("failure")
+    assert failure is not None and failure.get("type") == "REVERT_FAILED"
+    assert "removal of vm-42-disk0 failed" in failure.get("message", "")
+    leftover = cases["add_vm (inverse)"].find("failure")
+    assert leftover is not None and leftover.get("type") == "LEFTOVER"
+    assert suite.get("failures") == "4"  # clone[disk1], add_vm, and both inverses
+
+    again = seed.planctl("rollback", "--last", "--junit", str(second))
+    assert again.returncode == 0, again.stdout + again.stderr
+    suite, cases = _cases(second)
+    inverses = {n: c for n, c in cases.items() if n.endswith(" (inverse)")}
+    assert len(inverses) == 4
+    assert [n for n, c in inverses.items() if c.find("failure") is not None] == []
+    assert suite.get("failures") == "2"  # the forward failures stay what they were
+    out = cases["clone[disk0] (inverse)"].find("system-out")
+    assert out is not None and "inverse started 2 times" in (out.text or "")
+
+
+# -- GitHub step summary -----------------------------------------------------------------------
+
+
+def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path) -> None:
+    """With GITHUB_STEP_SUMMARY set, each run appends a Markdown heading, a counts line and a
+    table of its commands to that file, keeping what was there."""
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("# Earlier step\n\n")
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+    assert seed.apply(*FAIL_DISK1, env=env).returncode == 1
+    assert seed.apply(*QUICK, env=env).returncode == 0
+    text = summary.read_text()
+    assert text.startswith("# Earlier step\n\n")
+    headings = re.findall(r"^### .* planctl apply add-vm-from-template: (\w+)$", text, re.M)
+    assert headings == ["ROLLED_BACK", "SUCCEEDED"]
+    assert text.count("| command | entity | status | forward | time | inverse | time | note |"
+                      ) == 2
+    assert re.search(r"^\| clone\[disk1\] \| image/vm-42-disk1 \| REVERT_SKIPPED \| FAILED \| "
+                     r"[\d.]+s \| REVERT_SKIPPED \| [\d.]+s \| async task failed", text, re.M)
+    assert re.search(r"^\| add_vm \| vm/vm-42 \| SUCCEEDED \| SUCCEEDED \| [\d.]+s \|  \|  \|",
+                     text, re.M)
+    assert "(exit 1)" in text and "(exit 0)" in text
+    assert "3 changed, 0 unchanged, 2 failed, 3 reverted, 0 left over" in text
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+SECRET = "s3cr3t-Valu3"
+SECRET_PLAN = """\
+name: secretive
+secrets:
+  token: {env: API_TOKEN}
+commands:
+  - id: make
+    entity: file/made
+    exists: {shell: "test -e made"}
+    run: {shell: "echo made with {{ token }}; touch made"}
+    inverse: {shell: "echo cannot remove with {{ token }} >&2; exit 3"}
+    outputs: {said: "{{ result.stdout | trim }}"}
+  - id: boom
+    needs: make
+    changes: false
+    run: {shell: "echo the token is {{ token }} >&2; exit 1"}
+"""
+
+
+def test_secrets_appear_in_no_output(seed: Seed, tmp_path: Path) -> None:
+    """A secret echoed by commands that fail is masked in the NDJSON events, the plain
+    lines, the summaries, the JUnit report and the GitHub step summary; it never appears."""
+    plan = seed.plan.parent / "secretive.yaml"
+    plan.write_text(SECRET_PLAN)
+    summary, report = tmp_path / "summary.md", tmp_path / "junit.xml"
+    env = {"API_TOKEN": SECRET, "GITHUB_STEP_SUMMARY": str(summary)}
+    as_json = seed.planctl("apply", str(plan), "-o", "json", "--junit", str(report), env=env)
+    assert as_json.returncode == 2, as_json.stdout + as_json.stderr
+    errors = [e["error"] for e in _objects(as_json.stdout) if e["kind"] == "command"
+              and e["error"]]
+    assert "exit status 1: the token is ***" in errors  # the message is there, masked
+    as_lines = seed.planctl("rollback", "--last", "--junit", str(report), env=env)
+    assert as_lines.returncode == 2, as_lines.stdout + as_lines.stderr
+    assert "cannot remove with ***" in as_lines.stdout
+    junit = report.read_text()
+    assert "cannot remove with ***" in junit
+    outputs = {"json": as_json.stdout, "json stderr": as_json.stderr,
+               "lines": as_lines.stdout, "lines stderr": as_lines.stderr,
+               "junit": junit, "step summary": summary.read_text()}
+    assert summary.read_text().count("### ") == 2
+    for name, text in outputs.items():
+        assert SECRET not in text, name

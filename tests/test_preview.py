@@ -1,0 +1,361 @@
+"""Tests of `planctl plan` (planner.preview): the real CLI in real subprocesses, asking only
+`exists` probes, writing nothing, with documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from seedplan import make_seed
+
+import planner
+from planner.preview import EXIT_CHANGES, EXIT_WOULD_FAIL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def planctl(cwd: Path, *args: str | Path, env: Mapping[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """The real CLI in ``cwd``; a traceback is never acceptable output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", *map(str, args)], cwd=cwd, capture_output=True,
+        text=True, timeout=120, check=False,
+        env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT), **(env or {})})
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def write(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def rows(stdout: str) -> dict[str, str]:
+    """The command table of `planctl plan`: command id -> its whole row."""
+    table = stdout.split("\n\n")[1]
+    return {line.split()[0]: line for line in table.splitlines()[1:]}
+
+
+def rollback_order(stdout: str) -> list[str]:
+    """The command ids of the rollback section, in order."""
+    _, found, rest = stdout.partition("its rollback would undo, in this order:\n")
+    assert found, stdout
+    return [line.split()[1] for line in rest.split("\n\n")[0].splitlines()[1:]]
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def state_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("state.db*"))}
+
+
+# -- the seed plan -------------------------------------------------------------------------
+
+
+def test_plan_of_the_seed_plan_shows_what_would_run_and_writes_nothing(tmp_path: Path) -> None:
+    """On an empty storage every command would run, start_vm's argument is known after
+    apply, the rollback would undo the clones (reversed) then the VM; nothing is created:
+    no state store, no VM, no image."""
+    seed = make_seed(tmp_path)
+    done = seed.planctl("plan", str(seed.plan))
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(done.stdout)
+    assert list(table) == ["add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]", "start_vm"]
+    for iid in ("add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]"):
+        assert re.search(r"\bwould run\s+(vm|image)/vm-42", table[iid]), table[iid]
+        assert table[iid].rstrip().endswith("inverse")
+    assert "./store copy-image disk1 vm-42-disk1" in table["clone[disk1]"]
+    assert "would run (read-only)" in table["start_vm"]
+    assert "(known after apply)" in table["start_vm"]
+    assert "apply would change 4 commands" in done.stdout
+    assert rollback_order(done.stdout) == ["clone[disk2]", "clone[disk1]", "clone[disk0]",
+                                           "add_vm"]
+    assert "./store remove-image vm-42-disk2" in done.stdout
+    assert "a rollback would leave nothing behind" in done.stdout
+    assert not seed.state.exists()
+    assert not (tmp_path / ".planctl").exists()
+    assert seed.listing() == []
+    assert seed.log() == []  # the store's audit log of mutations: none
+
+    detailed = seed.planctl("plan", str(seed.plan), "--detailed-exitcode")
+    assert detailed.returncode == EXIT_CHANGES == 10, detailed.stderr
+    assert detailed.stdout == done.stdout
+
+
+def test_plan_after_apply_finds_everything_unchanged_and_changes_no_state(
+        tmp_path: Path) -> None:
+    """After a successful apply, every command's probe says present: UNCHANGED, nothing to
+    undo, exit 0 with --detailed-exitcode; outputs come from the probes (start_vm's argument
+    shows the VM's uuid); the state store is byte for byte what apply left."""
+    seed = make_seed(tmp_path)
+    applied = seed.apply("--var", "copy_seconds=0.05")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    before = state_files(seed.state.parent)
+    uuid = seed.store("vm-exists", "vm-42").stdout.strip()
+    done = seed.planctl("plan", str(seed.plan), "--detailed-exitcode")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(done.stdout)
+    for iid in ("add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]"):
+        assert "UNCHANGED (exists)" in table[iid], table[iid]
+    assert uuid and f"ready with uuid {uuid[:20]}" in table["start_vm"]  # cut at 60 chars
+    assert "nothing would change; 4 unchanged, 1 read-only" in done.stdout
+    assert "rollback would undo" not in done.stdout
+    assert state_files(seed.state.parent) == before
+    assert seed.planctl("runs").stdout.count("\n") == 2  # the header and the one apply
+
+
+# -- what is asked, what is not ------------------------------------------------------------
+
+PROBED = """\
+name: probed
+vars: {skip: false}
+commands:
+  - id: absent
+    exists: {shell: "echo absent >> probes.log; exit 1"}
+    run: {shell: "touch ran-absent"}
+    inverse: {shell: "touch undone-absent"}
+  - id: present
+    exists: {shell: "echo present >> probes.log; echo have-it"}
+    run: {shell: "touch ran-present"}
+    inverse: {shell: "touch undone-present"}
+    outputs: {said: "{{ result.stdout | trim }}"}
+  - id: reads_present
+    needs: present
+    exists: {command: [sh, -c, 'echo "reads $1" >> probes.log; exit 1', sh,
+                       "{{ commands.present.outputs.said }}"]}
+    run: {shell: "touch ran-reads"}
+    inverse: {shell: "touch undone-reads"}
+  - id: made
+    needs: absent
+    run: {shell: "echo made-output; touch ran-made"}
+    inverse: {shell: "touch undone-made"}
+    outputs: {said: "{{ result.stdout | trim }}"}
+  - id: reads_made
+    needs: made
+    exists: {command: [sh, -c, 'echo "reads-made $1" >> probes.log', sh,
+                       "{{ commands.made.outputs.said }}"]}
+    run: {command: [touch, "ran-{{ commands.made.outputs.said }}"]}
+    inverse: {shell: "touch undone-reads-made"}
+  - id: parent
+    when: "{{ not skip }}"
+    exists: {shell: "echo parent >> probes.log; exit 1"}
+    run: {shell: "touch ran-parent"}
+    inverse: {shell: "touch undone-parent"}
+    children:
+      - id: child
+        exists: {shell: "echo child >> probes.log; exit 1"}
+        run: {shell: "touch ran-child"}
+        inverse: {shell: "touch undone-child"}
+"""
+
+
+def test_plan_runs_only_exists_probes_and_follows_outputs_like_apply(tmp_path: Path) -> None:
+    """Only `exists` probes run, never `run` or `inverse`. A probe reading the outputs of a
+    command found present gets them from that command's probe, as apply would; a probe
+    reading outputs of a command that would run is not asked: known after apply."""
+    write(tmp_path, PROBED)
+    done = planctl(tmp_path, "plan", "plan.yaml", "-o", "json", "--detailed-exitcode")
+    assert done.returncode == EXIT_CHANGES, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yaml", "probes.log"]
+    asked = (tmp_path / "probes.log").read_text().splitlines()
+    assert sorted(asked) == ["absent", "child", "parent", "present", "reads have-it"]
+    data = as_json(done)
+    verdicts = {c["id"]: c["verdict"] for c in data["commands"]}
+    assert verdicts == {"absent": "run", "present": "unchanged", "reads_present": "run",
+                        "made": "run-unprobed", "reads_made": "unknown", "parent": "run",
+                        "child": "run"}
+    by_id = {c["id"]: c for c in data["commands"]}
+    assert by_id["reads_made"]["run"] == "touch 'ran-(known after apply)'"
+    assert by_id["reads_made"]["changes"] is True  # it may: counted as a change
+    assert by_id["present"]["changes"] is False and by_id["present"]["undo"] == "nothing"
+    assert data["changes"] == 6 and data["failures"] == 0
+    # Dependents first, children before their parent.
+    assert data["rollback"] == ["child", "parent", "reads_made", "made", "reads_present",
+                                "absent"]
+
+
+def test_plan_skips_what_when_excludes_with_its_children(tmp_path: Path) -> None:
+    """A command whose `when` is false is SKIPPED, its children too, and neither is probed."""
+    write(tmp_path, PROBED)
+    done = planctl(tmp_path, "plan", "plan.yaml", "--var", "skip=true")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(done.stdout)
+    assert "SKIPPED" in table["parent"] and "SKIPPED" in table["child"]
+    asked = (tmp_path / "probes.log").read_text().splitlines()
+    assert "parent" not in asked and "child" not in asked
+    assert "2 skipped" in done.stdout
+
+
+def test_plan_exits_11_when_a_probe_cannot_answer(tmp_path: Path) -> None:
+    """A probe that cannot run (program not found) would fail the apply: the preview says
+    so and exits 11, with or without --detailed-exitcode."""
+    write(tmp_path, """\
+        name: broken-probe
+        commands:
+          - id: fine
+            run: {command: [touch, fine]}
+            inverse: {command: [rm, fine]}
+          - id: broken
+            exists: {command: [./no-such-tool, check]}
+            run: {command: [touch, broken]}
+            inverse: {command: [rm, broken]}
+        """)
+    for extra in ((), ("--detailed-exitcode",)):
+        done = planctl(tmp_path, "plan", "plan.yaml", *extra)
+        assert done.returncode == EXIT_WOULD_FAIL == 11, done.stdout + done.stderr
+        assert "would fail" in rows(done.stdout)["broken"]
+        assert re.search(r"^would fail: broken: exists probe could not answer: .*no-such-tool",
+                         done.stdout, re.M), done.stdout
+        assert "1 would fail" in done.stdout
+    assert not (tmp_path / "fine").exists() and not (tmp_path / "broken").exists()
+
+
+def test_plan_names_leftovers_irreversible_and_read_only_commands(tmp_path: Path) -> None:
+    """The rollback column says how each command would be undone: by its inverse, not at
+    all (irreversible, read-only), or not possibly (no inverse: a leftover, named)."""
+    write(tmp_path, """\
+        name: undo-kinds
+        commands:
+          - id: undoable
+            run: {command: [touch, a]}
+            inverse: {command: [rm, a]}
+          - id: forever
+            irreversible: true
+            run: {command: [touch, b]}
+          - id: reader
+            changes: false
+            run: {command: [cat, plan.yaml]}
+          - id: forgotten
+            run: {command: [touch, c]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "forgotten" in done.stderr and "warning" in done.stderr  # validation's warning
+    table = rows(done.stdout)
+    assert table["undoable"].rstrip().endswith("inverse")
+    assert table["forever"].rstrip().endswith("irreversible")
+    assert "would run (read-only)" in table["reader"]
+    assert table["forgotten"].rstrip().endswith("LEFTOVER (no inverse)")
+    assert rollback_order(done.stdout) == ["undoable"]
+    assert "left behind by a rollback (no inverse, not irreversible): forgotten" in done.stdout
+    data = as_json(planctl(tmp_path, "plan", "plan.yaml", "--output", "json"))
+    assert {c["id"]: c["undo"] for c in data["commands"]} == {
+        "undoable": "inverse", "forever": "irreversible", "reader": "read-only",
+        "forgotten": "leftover"}
+    assert data["leftovers"] == ["forgotten"]
+    assert data["changes"] == 3  # the reader changes nothing
+
+
+def test_plan_json_is_one_document_with_a_version(tmp_path: Path) -> None:
+    """`--output json` prints one JSON document (warnings stay on stderr) with a version."""
+    seed = make_seed(tmp_path)
+    done = seed.planctl("plan", str(seed.plan), "--output", "json", "-j", "1")
+    assert done.returncode == 0, done.stderr
+    data = as_json(done)
+    assert data["version"] == 1 and data["plan"] == "add-vm-from-template"
+    assert [c["id"] for c in data["commands"]] == [
+        "add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]", "start_vm"]
+    assert data["commands"][1] == {
+        "id": "clone[disk0]", "parent": "add_vm", "entity": "image/vm-42-disk0",
+        "verdict": "run", "reason": "`exists` says absent",
+        "run": "./store copy-image disk0 vm-42-disk0",
+        "inverse": "./store remove-image vm-42-disk0", "undo": "inverse", "changes": True}
+    assert data["rollback"] == ["clone[disk2]", "clone[disk1]", "clone[disk0]", "add_vm"]
+    assert data["leftovers"] == [] and data["changes"] == 4
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_plan_of_an_invalid_plan_exits_3(tmp_path: Path) -> None:
+    """An invalid plan exits 3 with a located error, and no probe runs."""
+    write(tmp_path, """\
+        name: broken
+        commands:
+          - id: a
+            exists: {shell: "touch probed"}
+            run: {command: [touch, a]}
+            retries: many
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert re.search(r"plan\.yaml:\d+:\d+: error:", done.stderr)
+    assert not (tmp_path / "probed").exists()
+
+
+def test_plan_with_a_missing_secret_exits_3_before_probing(tmp_path: Path) -> None:
+    """A probe may need a secret: one that is not set exits 3, naming it, before any probe."""
+    write(tmp_path, """\
+        name: needs-secret
+        secrets: {token: {env: PLANCTL_TEST_PREVIEW_TOKEN}}
+        commands:
+          - id: a
+            exists: {command: [sh, -c, 'touch probed; exit 1']}
+            run: {command: [echo, "{{ token }}"]}
+            irreversible: true
+        """)
+    env = {k: v for k, v in os.environ.items() if k != "PLANCTL_TEST_PREVIEW_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "planner", "plan", "plan.yaml"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PLANCTL_TEST_PREVIEW_TOKEN" in done.stderr
+    assert not (tmp_path / "probed").exists()
+
+
+def test_plan_help_documents_the_exit_codes() -> None:
+    """`planctl plan --help` explains --detailed-exitcode and the codes 10 and 11."""
+    done = planctl(ROOT, "plan", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--detailed-exitcode" in text
+    assert "10 something would change" in text and "11 apply would fail" in text
+
+
+# -- the Python API ------------------------------------------------------------------------
+
+
+def test_preview_plan_through_the_api_matches_the_cli(tmp_path: Path) -> None:
+    """`planner.preview_plan` gives what the CLI prints: `format_preview` is its text."""
+    path = write(tmp_path, PROBED)
+    preview = planner.preview_plan(planner.load_plan(path))
+    assert preview.exit_code() == 0 and preview.exit_code(detailed=True) == EXIT_CHANGES
+    done = planctl(tmp_path, "plan", str(path))
+    assert planner.format_preview(preview) == done.stdout
+
+
+@pytest.mark.parametrize("when", ["{{ commands.made.status == 'SUCCEEDED' }}",
+                                  "{{ run_id != '' }}"])
+def test_plan_cannot_tell_a_when_that_needs_apply(tmp_path: Path, when: str) -> None:
+    """A `when` reading what only apply knows makes the command known after apply."""
+    write(tmp_path, f"""\
+        name: late-when
+        commands:
+          - id: made
+            run: {{command: [touch, made]}}
+            inverse: {{command: [rm, made]}}
+            outputs: {{x: "{{{{ result.rc }}}}"}}
+          - id: later
+            needs: made
+            when: "{when}"
+            run: {{command: [touch, later]}}
+            inverse: {{command: [rm, later]}}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml", "-o", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    verdicts = {c["id"]: c["verdict"] for c in as_json(done)["commands"]}
+    if "commands.made.status" in when:  # predicted: a command that would run succeeds
+        assert verdicts == {"made": "run-unprobed", "later": "run-unprobed"}
+    else:
+        assert verdicts == {"made": "run-unprobed", "later": "unknown"}

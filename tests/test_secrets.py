@@ -1,0 +1,233 @@
+"""Secrets never leave the process: not in the state store, events, reports, summaries,
+error messages or crash logs; a secret value shown in a command's output is masked as ***.
+
+The scenario runs a plan through the real CLI (real subprocesses, a real SQLite file) with
+one secret from the environment and one from a file, used by a command that echoes them to
+stdout and stderr, an async task whose handle and poll output hold them, a command that
+fails with one in its message (after a retry), and an inverse that fails with one in its
+message; then every file planctl wrote and everything it printed is searched for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import planner
+from planner import cli
+from planner.executor import _Redactor, redact_secrets, resolve_secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "tok-9Zq7Lm3Xw1"  # from the environment
+KEY = "key-Pf4Rt8Vb2N"  # from a file
+SECRETS = (TOKEN, KEY)
+
+AUDIT = """\
+name: secrets-audit
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+  key: {file: key.txt}
+commands:
+  - id: echo
+    entity: echo/one
+    exists:
+      command:
+        - sh
+        - -c
+        - |
+          if [ -e probe-broken ]; then echo "probe saw $1" >&2; exit 127; fi
+          test -e made.txt && echo "have $1"
+        - sh
+        - "{{ token }}"
+    run:
+      command:
+        - sh
+        - -c
+        - |
+          printf %s "$1$2" > used.txt; touch made.txt
+          echo "token=$1 key=$2"; echo "to stderr $1 $2" >&2
+        - sh
+        - "{{ token }}"
+        - "{{ key }}"
+    inverse: {command: [sh, -c, 'rm -f made.txt; echo "removed with $1"', sh, "{{ token }}"]}
+    outputs: {said: "{{ result.stdout | trim }}"}
+  - id: job
+    needs: echo
+    run:
+      command: [sh, -c, 'echo "job-$1"', sh, "{{ key }}"]
+      async:
+        handle: "{{ result.stdout | trim }}"
+        poll: {command: [sh, -c, 'echo "finished $1 for $2"', sh, "{{ token }}", "{{ handle }}"]}
+        until: "{{ 'finished' in poll.stdout }}"
+        interval: 0.05s
+    inverse:
+      command:
+        - sh
+        - -c
+        - 'if [ -e inverse-fails ]; then echo "cannot remove $1" >&2; exit 3; fi'
+        - sh
+        - "{{ token }}"
+    outputs: {polled: "{{ poll.stdout | trim }}"}
+  - id: denied
+    needs: job
+    run:
+      command: [sh, -c, 'echo "denied for $1" >&2; exit 1', sh, "{{ token }}"]
+      retries: 1
+      delay: 0.01s
+    irreversible: true
+"""
+
+BAD_TEMPLATE = """\
+name: secret-in-a-template-error
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: bad
+    run: {command: [echo, "{{ commands[token].status }}"]}
+    irreversible: true
+"""
+
+
+def planctl(cwd: Path, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "planner", *args], cwd=cwd, env=dict(env),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def leaks(text: str | bytes) -> list[str]:
+    """The secret values found in ``text``."""
+    if isinstance(text, bytes):
+        return [s for s in SECRETS if s.encode() in text]
+    return [s for s in SECRETS if s in text]
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    (tmp_path / "audit.yaml").write_text(AUDIT, encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text(BAD_TEMPLATE, encoding="utf-8")
+    (tmp_path / "key.txt").write_text(KEY + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PLANCTL_", "GITHUB_"))}
+    env.update(PLANCTL_AUDIT_TOKEN=TOKEN, NO_COLOR="1", PYTHONPATH=str(ROOT),
+               GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+               TMPDIR=str(tmp_path / "tmp"))  # where a crash log would go
+    (tmp_path / "tmp").mkdir()
+    return tmp_path, env
+
+
+def test_secrets_reach_commands_but_no_file_or_output_of_planctl(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """Through apply (text, JSON, JUnit, step summary), rollback (and its dry run), plan,
+    show and runs: the secrets are used, and found nowhere but where the plan's own
+    commands put them; where planctl shows output that held one, it shows ***."""
+    root, env = audit
+    printed: dict[str, str] = {}
+
+    def run(name: str, *args: str, code: int) -> str:
+        done = planctl(root, *args, env=env)
+        assert done.returncode == code, f"{name}: {done.returncode}\n{done.stdout}{done.stderr}"
+        printed[name] = done.stdout + done.stderr
+        return done.stdout
+
+    # 1. The inverse of `job` fails, with the token in its message: leftovers (exit 2).
+    (root / "inverse-fails").touch()
+    out = run("apply", "apply", "audit.yaml", "--junit", "apply.xml", code=2)
+    assert (root / "used.txt").read_text() == TOKEN + KEY  # the command got both
+    assert re.search(r"FAILED\s+denied: .*denied for \*\*\*", out), out
+    assert re.search(r"REVERT_FAILED\s+job.*cannot remove \*\*\*", out), out
+    assert "cannot remove ***" in out.split("REVERT_FAILED")[-1]  # the leftovers' summary too
+    run("show", "show", "--last", code=0)
+    run("runs", "runs", code=0)
+    # 2. Probes that fail with the token in their message: the dry run and the preview.
+    (root / "probe-broken").touch()
+    assert "probe saw ***" in run("dry-run", "rollback", "--last", "--dry-run", code=0)
+    plan = run("plan", "plan", "audit.yaml", code=11)
+    assert "probe saw ***" in plan and """sh -c 'echo "job-$1"' sh ***""" in plan
+    assert run("plan-json", "plan", "audit.yaml", "-o", "json", code=11).count("***") >= 2
+    # 3. The rollback finishes the job; a second apply rolls back fully, as JSON lines.
+    (root / "probe-broken").unlink()
+    (root / "inverse-fails").unlink()
+    run("rollback", "rollback", "--last", "--junit", "rollback.xml", code=0)
+    events = run("apply-json", "apply", "audit.yaml", "--output", "json", code=1)
+    assert "***" in events
+    # 4. A template error whose message holds the token.
+    assert "***" in run("template", "apply", "bad.yaml", code=1)
+
+    for name, text in printed.items():
+        assert not leaks(text), f"`{name}` printed a secret:\n{text}"
+    written = [p for p in root.rglob("*") if p.is_file()
+               and p.name not in ("key.txt", "used.txt")]  # the plan's own files
+    names = {p.name for p in written}
+    assert {"state.db", "apply.xml", "rollback.xml"} <= names, names
+    assert any(n.startswith("state.db-") for n in names) or "state.db" in names
+    for path in written:
+        assert not leaks(path.read_bytes()), f"{path} holds a secret"
+    # What the state store kept: *** where the output held a secret.
+    store = planner.SQLiteStore(root / ".planctl" / "state.db")
+    try:
+        first = store.list_runs(10)[-1].id
+        commands = store.get_commands(first)
+        tasks = store.get_tasks(first)
+    finally:
+        store.close()
+    assert commands["echo"].outputs == {"said": "token=*** key=***"}
+    assert commands["job"].outputs == {"polled": "finished *** for job-***"}
+    assert "***" in (commands["denied"].error or "")
+    assert {t.handle for t in tasks} == {"job-***"}
+
+
+def test_a_crash_log_leaves_resolved_secrets_out(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traceback file of an internal error (exit 70) masks every secret resolved so far,
+    in the message on stderr and in the file."""
+    (tmp_path / "plan.yaml").write_text(BAD_TEMPLATE, encoding="utf-8")
+    loaded = planner.load_plan(tmp_path / "plan.yaml")
+    assert resolve_secrets(loaded, {"PLANCTL_AUDIT_TOKEN": TOKEN}) == {"token": TOKEN}
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    try:
+        raise RuntimeError(f"a bug that quotes {TOKEN}")
+    except RuntimeError as exc:
+        assert cli._internal_error(exc) == 70
+    err = capsys.readouterr().err
+    assert "a bug that quotes ***" in err and not leaks(err)
+    logs = list(tmp_path.glob("planctl-crash-*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "a bug that quotes ***" in text and not leaks(text)
+    assert redact_secrets(f"x{TOKEN}y") == "x***y"
+
+
+def test_a_secret_file_is_read_without_its_line_ending(tmp_path: Path) -> None:
+    """A secret file's trailing newline, CRLF included, is not part of the secret."""
+    (tmp_path / "plan.yaml").write_text(textwrap.dedent("""\
+        name: file-secret
+        secrets: {key: {file: key.txt}}
+        commands:
+          - id: a
+            run: {command: [echo, "{{ key }}"]}
+            changes: false
+        """), encoding="utf-8")
+    (tmp_path / "key.txt").write_bytes(KEY.encode() + b"\r\n")
+    assert resolve_secrets(planner.load_plan(tmp_path / "plan.yaml")) == {"key": KEY}
+
+
+def test_the_redactor_masks_keys_and_values_kept_as_text() -> None:
+    """Mapping keys and values the store keeps as their text (bytes, objects) are masked;
+    numbers and None pass as they are. Only exact values are masked (documented)."""
+    redact = _Redactor({"token": TOKEN})
+    data = {TOKEN: 1, "b": TOKEN.encode(), "n": 3, "none": None, "l": (f"a{TOKEN}",),
+            "set": {TOKEN}}
+    masked = redact(data)
+    assert not leaks(repr(masked))
+    assert masked["***"] == 1 and masked["n"] == 3 and masked["none"] is None
+    assert masked["l"] == ["a***"]
+    assert redact(TOKEN.upper()) == TOKEN.upper()  # a transformed value is not recognised
