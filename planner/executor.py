@@ -943,12 +943,13 @@ class Runner:
         return True
 
     def _scheduler(self, reverse: bool = False) -> Scheduler:
-        graph, steps = self.graph.graph, self.graph.steps
+        graph, steps = self.graph, self.graph.steps
         if reverse:
             count = len(steps)
-            return Scheduler(steps, graph.successors, graph.predecessors,
+            return Scheduler(steps, graph.successors.__getitem__,
+                             graph.predecessors.__getitem__,
                              {k: count - s.order for k, s in steps.items()})
-        return Scheduler(steps, graph.predecessors, graph.successors,
+        return Scheduler(steps, graph.predecessors.__getitem__, graph.successors.__getitem__,
                          {k: s.order for k, s in steps.items()})
 
     @classmethod
@@ -1013,7 +1014,7 @@ class Runner:
                                  is not None):
                 finished.add(key)
         failed_before = any(s == S.FAILED for s in self.status.values())
-        graph = self.graph.graph
+        graph = self.graph
         if failed_before:
             # Only finish what was in flight; nothing new starts after a failure.
             inflight = [k for k, st in steps.items() if st.kind != END and k not in finished
@@ -1023,7 +1024,8 @@ class Runner:
             await self._drive(scheduler, self._admit, stop_on_failure=False)
             failed = True
         else:
-            scheduler = Scheduler(steps, graph.predecessors, graph.successors,
+            scheduler = Scheduler(steps, graph.predecessors.__getitem__,
+                                  graph.successors.__getitem__,
                                   {k: s.order for k, s in steps.items()}, finished=finished)
             failed = await self._drive(scheduler, self._admit,
                                        stop_on_failure=self.on_failure in ("rollback", "stop"))

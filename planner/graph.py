@@ -4,6 +4,11 @@ A command instance has a *run* step (its ``run``, if any); a parent also has an 
 step, and its children sit between the two. ``needs`` joins the last step of the needed
 command (its end, for a parent) to the run step of the command that needs it. Edges point
 from what must finish first to what waits for it.
+
+The DAG is a networkx ``DiGraph`` (``PlanGraph.graph``), built the first time something
+asks for it (``planctl graph``, a cycle to report, an embedding program): the engine walks
+the same edges as plain tuples, so ``validate`` and ``apply`` of an acyclic plan never pay
+networkx's import (~0.1 s) or its per-edge bookkeeping.
 """
 
 from __future__ import annotations
@@ -11,9 +16,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
-
-import networkx as nx
 
 from .errors import Diagnostic, Path
 from .model import CommandSpec, Plan
@@ -60,10 +64,17 @@ class Step:
 class PlanGraph:
     """The frozen DAG of a plan and the instances and steps its nodes stand for."""
 
-    graph: Any  # a frozen networkx.DiGraph of step keys
     steps: Mapping[str, Step]
     instances: Mapping[str, CommandInstance]
     by_spec: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The edges, both ways, in the order they were added; every step is a key of both.
+    successors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    predecessors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @cached_property
+    def graph(self) -> Any:
+        """The DAG as a frozen ``networkx.DiGraph`` of step keys."""
+        return _digraph(self.steps, self.successors)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -170,7 +181,6 @@ def compile_graph(plan: Plan) -> tuple[PlanGraph, list[Diagnostic]]:
     for spec in plan.commands:
         compiler.expand(spec, None, {}, {}, "")
     instances = dict(sorted(compiler.instances.items(), key=lambda kv: kv[1].order))
-    graph = nx.DiGraph()
     steps: dict[str, Step] = {}
     needs_at: dict[tuple[str, str], Path] = {}
     order = 0
@@ -188,29 +198,64 @@ def compile_graph(plan: Plan) -> tuple[PlanGraph, list[Diagnostic]]:
     for instance in instances.values():
         if instance.parent is None:
             add_steps(instance)
-    graph.add_nodes_from(steps)
+    # Dicts as ordered sets: an edge given twice (a child that is also needed) counts once.
+    succ: dict[str, dict[str, None]] = {key: {} for key in steps}
+    pred: dict[str, dict[str, None]] = {key: {} for key in steps}
+
+    def add_edge(u: str, v: str) -> None:
+        succ[u][v] = None
+        pred[v][u] = None
+
     for instance in instances.values():
         for child_id in instance.children:
             child = instances[child_id]
-            graph.add_edge(instance.first_step, child.first_step)
-            graph.add_edge(child.last_step, instance.last_step)
+            add_edge(instance.first_step, child.first_step)
+            add_edge(child.last_step, instance.last_step)
         spec = instance.spec
         for index, need in enumerate(spec.needs):
             for target in compiler.targets(instance, need):
                 edge = (target.last_step, instance.first_step)
-                graph.add_edge(*edge)
+                add_edge(*edge)
                 # A lone `needs: x` has no index; locating falls back to `needs` itself.
                 needs_at.setdefault(edge, (*spec.path, "needs", index))
-    problems = compiler.problems
-    if not nx.is_directed_acyclic_graph(graph):
-        problems.append(_cycle(graph, steps, needs_at))
-    frozen = nx.freeze(graph)
     by_spec = {k: tuple(v) for k, v in compiler.by_spec.items()}
-    return PlanGraph(frozen, steps, instances, by_spec), problems
+    graph = PlanGraph(steps, instances, by_spec, {k: tuple(v) for k, v in succ.items()},
+                      {k: tuple(v) for k, v in pred.items()})
+    problems = compiler.problems
+    if not _acyclic(graph.successors, graph.predecessors):
+        problems.append(_cycle(graph.graph, steps, needs_at))
+    return graph, problems
+
+
+def _acyclic(successors: Mapping[str, tuple[str, ...]],
+             predecessors: Mapping[str, tuple[str, ...]]) -> bool:
+    """Kahn's algorithm: every step can be taken once all its predecessors were."""
+    waiting = {key: len(before) for key, before in predecessors.items()}
+    free = [key for key, count in waiting.items() if not count]
+    taken = 0
+    while free:
+        key = free.pop()
+        taken += 1
+        for after in successors[key]:
+            waiting[after] -= 1
+            if not waiting[after]:
+                free.append(after)
+    return taken == len(waiting)
+
+
+def _digraph(steps: Mapping[str, Step], successors: Mapping[str, tuple[str, ...]]) -> Any:
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(steps)
+    graph.add_edges_from((u, v) for u, after in successors.items() for v in after)
+    return nx.freeze(graph)
 
 
 def _cycle(graph: Any, steps: Mapping[str, Step], needs_at: Mapping[tuple[str, str], Path]
            ) -> Diagnostic:
+    import networkx as nx
+
     edges = nx.find_cycle(graph)
     names: list[str] = []
     for u, _v in reversed(edges):
