@@ -38,7 +38,11 @@ app = typer.Typer(
 
 
 def _color(stream: Any) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+    if not getattr(stream, "isatty", lambda: False)():
+        return False
+    from .reporters import no_color
+
+    return not no_color(os.environ)
 
 
 def _print_diagnostic(diagnostic: Diagnostic) -> None:
@@ -186,7 +190,7 @@ def graph(
     from .render_graph import render_graph
 
     loaded = _load(plan, var, vars_file)
-    typer.echo(render_graph(loaded.graph, format.value), nl=False)
+    typer.echo(render_graph(loaded.graph, format.value, loaded.plan), nl=False)
 
 
 @app.command()
@@ -504,11 +508,12 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
     """
     import time
 
-    from .executor import lock_alive, lock_lease
+    from .executor import lock_lease, lock_state
 
     store = _store(state, must_exist=True)
     try:
         held = store.list_locks()
+        runs = {run_id: store.get_run(run_id) for run_id in {lock.run_id for lock in held}}
     finally:
         store.close()
     if not held:
@@ -517,9 +522,12 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
     now, lease = time.time(), lock_lease()
     from .report import _table, _when
 
+    def status(run_id: str) -> str | None:
+        record = runs[run_id]
+        return record.status if record is not None else None
+
     rows = [[lock.entity, lock.run_id, f"{lock.host}:{lock.pid}", _when(lock.acquired_at),
-             "alive" if lock_alive(lock, now, lease)
-             else f"dead ({now - lock.heartbeat_at:.0f}s ago)"] for lock in held]
+             lock_state(lock, now, lease, status(lock.run_id))] for lock in held]
     typer.echo(_table(["ENTITY", "RUN", "HOLDER", "SINCE", "HEARTBEAT"], rows), nl=False)
 
 
@@ -609,9 +617,22 @@ def show(
     try:
         run_id = _run_id(store, run, last)
         typer.echo(format_run(store.get_run(run_id), store.get_commands(run_id),
-                              store.get_tasks(run_id)), nl=False)
+                              store.get_tasks(run_id), _names(store, run_id)), nl=False)
     finally:
         store.close()
+
+
+def _names(store: SQLiteStore, run_id: str) -> dict[str, str]:
+    """The commands' `name`s, from the run's plan snapshot (none if it no longer loads:
+    the rest of `show` comes from the store alone)."""
+    from .executor import load_run
+    from .graph import command_names
+
+    try:
+        loaded = load_run(store, run_id)
+    except PlanctlError:
+        return {}
+    return command_names(loaded.plan, loaded.graph, run_id)
 
 
 def _internal_error(exc: BaseException) -> int:

@@ -46,6 +46,7 @@ from .store import Batch, CommandRecord, EventRecord, LockRecord, RunRecord, Sto
 from .templates import TemplateError, render_value
 
 __all__ = [
+    "OPTIONS_KEY",
     "ApplyOptions",
     "Leftover",
     "Listener",
@@ -55,7 +56,9 @@ __all__ = [
     "execute",
     "load_run",
     "lock_alive",
+    "lock_kept",
     "lock_lease",
+    "lock_state",
     "new_run_id",
     "redact_secrets",
     "resolve_secrets",
@@ -130,6 +133,35 @@ class ApplyOptions:
     cancel_inflight: bool = False  # on failure, cancel polled tasks that declare `cancel`
 
 
+# The key, in a run's recorded variables, of the options of its apply that its resume
+# keeps (no var can take it: var names are identifiers).
+OPTIONS_KEY = "planctl:options"
+
+
+def _lasting(options: ApplyOptions) -> dict[str, Any]:
+    """The options given to an apply that must hold for the whole run, resumes included."""
+    kept: dict[str, Any] = {}
+    if options.on_failure is not None:
+        kept["on_failure"] = options.on_failure
+    if options.max_parallel is not None:
+        kept["max_parallel"] = options.max_parallel
+    if options.cancel_inflight:
+        kept["cancel_inflight"] = True
+    return kept
+
+
+def _recorded(options: ApplyOptions, run: RunRecord) -> ApplyOptions:
+    """``options`` for a recorded run: what the caller gave wins, then its apply's."""
+    kept = run.variables.get(OPTIONS_KEY)
+    if not isinstance(kept, Mapping):
+        return options
+    return dataclasses.replace(
+        options,
+        on_failure=options.on_failure or kept.get("on_failure"),
+        max_parallel=options.max_parallel or kept.get("max_parallel"),
+        cancel_inflight=options.cancel_inflight or bool(kept.get("cancel_inflight")))
+
+
 def lock_lease() -> float:
     """Seconds a lock stays valid without a heartbeat (PLANCTL_LOCK_LEASE, default 30)."""
     return float(os.environ.get("PLANCTL_LOCK_LEASE", "30"))
@@ -194,24 +226,64 @@ def lock_alive(lock: LockRecord, now: float, lease: float) -> bool:
     if now - lock.heartbeat_at >= lease:
         return False
     if lock.host == socket.gethostname():
-        try:
-            os.kill(lock.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return _pid_alive(lock.pid)
     return True
 
 
-def _locked_message(lock: LockRecord, now: float, lease: float) -> str:
-    age = now - lock.heartbeat_at
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs. A zombie does not: a planctl killed with
+    -9 stays one until its parent (a shell, a CI runner) reaps it, and its run must be
+    resumable at once."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return True  # no /proc (not Linux): the signal check is all there is
+    # The state follows the command name, which may hold spaces and parentheses.
+    state = stat.rpartition(b")")[2].split()[:1]
+    return state not in ([b"Z"], [b"X"])
+
+
+def lock_kept(lock: LockRecord) -> bool:
+    """Whether a run that ended kept this lock (for its leftovers, or until it is resumed):
+    it has no holder, and its heartbeat was set to 0 when the run ended."""
+    return lock.heartbeat_at == 0
+
+
+def lock_state(lock: LockRecord, now: float, lease: float, run_status: str | None) -> str:
+    """How `planctl locks` shows a lock's holder; ``run_status`` is its run's status."""
+    if lock_kept(lock):
+        return "kept until resumed" if run_status == RunStatus.INTERRUPTED \
+            else "kept for leftovers"
+    if lock_alive(lock, now, lease):
+        return "alive"
+    return f"dead ({now - lock.heartbeat_at:.0f}s ago)"
+
+
+def _locked_message(lock: LockRecord, now: float, lease: float,
+                    run_status: str | None = None) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lock.acquired_at))
-    text = (f"entity {lock.entity} is locked by run {lock.run_id} (pid {lock.pid} on "
+    run, entity = lock.run_id, lock.entity
+    if lock_kept(lock):
+        text = f"entity {entity} is kept locked by run {run} (since {since}), "
+        if run_status == RunStatus.INTERRUPTED:
+            return text + (f"which was interrupted: `planctl resume {run}` or `planctl "
+                           f"rollback {run}` releases it, or `planctl unlock {entity}`")
+        return text + (f"which ended {run_status or 'earlier'} with leftovers: `planctl "
+                       f"rollback {run}` undoes them and releases it, or `planctl unlock "
+                       f"{entity}`")
+    text = (f"entity {entity} is locked by run {run} (pid {lock.pid} on "
             f"{lock.host}, since {since})")
     if not lock_alive(lock, now, lease):
-        return text + (f"; that run is not alive (heartbeat {age:.0f}s ago): "
-                       f"`planctl resume {lock.run_id}`, `planctl rollback {lock.run_id}` "
-                       f"or `planctl unlock {lock.entity}`")
+        return text + (f"; that run is not alive (heartbeat {now - lock.heartbeat_at:.0f}s "
+                       f"ago): `planctl resume {run}`, `planctl rollback {run}` "
+                       f"or `planctl unlock {entity}`")
     return text + "; wait for it with --lock-timeout"
 
 
@@ -474,7 +546,9 @@ class Runner:
             if not others:
                 break
             if now >= deadline:
-                raise LockedError(_locked_message(others[0], now, lease))
+                holder = self.store.get_run(others[0].run_id)
+                raise LockedError(_locked_message(others[0], now, lease,
+                                                  holder.status if holder else None))
             await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
         if entities:
             self.heartbeat = asyncio.create_task(self._beat(lease / 3))
@@ -998,8 +1072,8 @@ class Runner:
             raise UsageError(f"unknown run {run_id!r}")
         if loaded is None:
             loaded = load_run(store, run_id)
-        options = dataclasses.replace(kwargs.pop("options", None) or ApplyOptions(),
-                                      run_id=run_id)
+        options = dataclasses.replace(
+            _recorded(kwargs.pop("options", None) or ApplyOptions(), run), run_id=run_id)
         runner = cls(loaded, store, options=options, **kwargs)
         records = store.get_commands(run_id)
         if set(records) != set(runner.graph.instances):
@@ -1033,6 +1107,8 @@ class Runner:
     async def resume(self) -> RunOutcome:
         """Continue a run a crash or a signal interrupted, from its persisted state."""
         self.wake = asyncio.Event()
+        if self.options.cancel_inflight:
+            self.failing = asyncio.Event()
         await self._lock()
         status = self.record.status if self.record else RunStatus.RUNNING
         self.batch.run = {"status": RunStatus.RUNNING, "ended_at": None}
@@ -1096,8 +1172,12 @@ class Runner:
         for instance in self.graph.instances.values():
             self._entities[instance.id] = self._entity(instance)
         await self._lock()  # nothing is written when an entity is held by another run
+        variables = dict(self.plan.vars)
+        lasting = _lasting(self.options)
+        if lasting:
+            variables[OPTIONS_KEY] = lasting
         run = RunRecord(self.run_id, self.plan.name, self.plan.file, RunStatus.RUNNING,
-                        self.clock(), dict(self.plan.source), dict(self.plan.vars),
+                        self.clock(), dict(self.plan.source), variables,
                         socket.gethostname(), os.getpid())
         self.store.create_run(run, self._records())
         self._event("run", status=RunStatus.RUNNING, plan=self.plan.name,
@@ -1207,10 +1287,11 @@ class Runner:
                 self._end(instance)  # its END step was not handed out after a stop
 
     def _forward_leftovers(self) -> list[Leftover]:
-        """What a stopped run changed and nobody undid."""
+        """What a stopped run changed and nobody undid: what a rollback would undo, so not
+        what is `irreversible` (changed for good, nothing to undo, as for the Reverter)."""
         out = []
         for iid, instance in self.graph.instances.items():
-            if (instance.spec.run is not None and instance.spec.changes
+            if (instance.spec.undoable
                     and self.status[iid] in (S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN,
                                              S.STARTING)
                     and self.changed.get(iid) is not False):
@@ -1252,7 +1333,8 @@ def load_run(store: Store, run_id: str) -> LoadedPlan:
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"unknown run {run_id!r}")
-    return load_text(json.dumps(run.snapshot), run.plan_file, variables=dict(run.variables))
+    variables = {k: v for k, v in run.variables.items() if k != OPTIONS_KEY}
+    return load_text(json.dumps(run.snapshot), run.plan_file, variables=variables)
 
 
 def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],

@@ -23,7 +23,8 @@ from .errors import Diagnostic, Path
 from .model import CommandSpec, Plan
 from .templates import TemplateError, render_value
 
-__all__ = ["END", "RUN", "CommandInstance", "PlanGraph", "Step", "compile_graph"]
+__all__ = ["END", "RUN", "CommandInstance", "PlanGraph", "Step", "before_run", "command_names",
+           "compile_graph"]
 
 RUN = "run"
 END = "end"
@@ -225,6 +226,36 @@ def compile_graph(plan: Plan) -> tuple[PlanGraph, list[Diagnostic]]:
     if not _acyclic(graph.successors, graph.predecessors):
         problems.append(_cycle(graph.graph, steps, needs_at))
     return graph, problems
+
+
+def before_run(plan: Plan, graph: PlanGraph, attribute: str, run_id: str | None = None
+               ) -> dict[str, str | None]:
+    """Each instance's `name` or `entity` (``attribute`` of its spec) rendered with what is
+    known before a run: vars, `env`, loop variables, and ``run_id`` when given. None where
+    it has none, or needs more (a secret, another command's outputs)."""
+    base: dict[str, Any] = {**plan.vars, "env": dict(os.environ),
+                            "execution_reason": "REGULAR_FLOW"}
+    if run_id is not None:
+        base["run_id"] = run_id
+    out: dict[str, str | None] = {}
+    for iid, instance in graph.instances.items():
+        template = getattr(instance.spec, attribute)
+        if template is None:
+            out[iid] = None
+            continue
+        try:
+            out[iid] = str(render_value(template, {**base, **instance.loop}))
+        except TemplateError:
+            out[iid] = None
+    return out
+
+
+def command_names(plan: Plan, graph: PlanGraph, run_id: str | None = None) -> dict[str, str]:
+    """The `name` of each instance that has one, as shown: rendered as ``before_run`` does,
+    else as written."""
+    rendered = before_run(plan, graph, "name", run_id)
+    return {iid: rendered[iid] or str(instance.spec.name)
+            for iid, instance in graph.instances.items() if instance.spec.name is not None}
 
 
 def _acyclic(successors: Mapping[str, tuple[str, ...]],

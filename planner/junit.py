@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .status import CommandStatus, RunStatus
-from .tally import FinishedRun, History, one_line
+from .tally import FinishedRun, History, one_line, plural
 
 __all__ = ["INVERSE_SUFFIX", "junit_xml", "write_junit"]
 
@@ -57,7 +57,7 @@ def _forward(suite: ET.Element, classname: str, history: History, interrupted: b
     if history.entity:
         lines.append(f"entity: {history.entity}")
     if history.handle:
-        lines.append(f"async task: {history.handle} ({history.polls} polls)")
+        lines.append(f"async task: {history.handle} ({plural(history.polls, 'poll')})")
     if history.retries:
         lines.append(f"retried: {history.retries} time{'s' if history.retries != 1 else ''}")
     lines.extend(f"warning: {note}" for note in history.notes)

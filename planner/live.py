@@ -95,6 +95,7 @@ class LiveReporter:
     def __init__(self, console: Console, instances: Mapping[str, CommandInstance], *,
                  title: str, statuses: Mapping[str, str] | None = None,
                  entities: Mapping[str, str | None] | None = None,
+                 names: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.time,
                  refresh_per_second: float = REFRESH_PER_SECOND) -> None:
         self.console = console
@@ -102,6 +103,7 @@ class LiveReporter:
         self.clock = clock
         self.order = [i.id for i in sorted(instances.values(), key=lambda i: i.order)]
         self.parents = {i.id: i.parent for i in instances.values()}
+        self.names = {iid: one_line(name) for iid, name in (names or {}).items()}
         self.rows = {iid: _Row() for iid in self.order}
         for iid, status in (statuses or {}).items():
             if iid in self.rows:
@@ -217,6 +219,10 @@ class LiveReporter:
                          else f"  retried {row.retries}x", style="yellow")
         if row.error:
             label.append(f"  {row.error}", style="red")
+        # Last: a row cut at the terminal's width loses the name before the status.
+        name = self.names.get(iid)
+        if name:
+            label.append(f"  {name}", style="dim italic")
         label.no_wrap = True
         label.overflow = "ellipsis"
         return label

@@ -74,6 +74,7 @@ class _Checker:
         self.problems: list[Diagnostic] = []
         self.names = frozenset(var_names | secret_names | _BASE_NAMES)
         self.secret_names = secret_names
+        self.not_in_entity = frozenset(secret_names | {"commands"})
         self.first_seen: dict[str, Path] = {}
         self.specs: dict[str, CommandSpec] = {}
         self.refs: list[tuple[str, Any, Path]] = []  # (command id, CommandRef, where)
@@ -88,28 +89,31 @@ class _Checker:
 
     # -- templates -----------------------------------------------------------------------
 
-    def template(self, value: Any, path: Path, allowed: frozenset[str], owner: str) -> None:
-        """Check every template inside ``value`` (strings, lists, mappings)."""
+    def template(self, value: Any, path: Path, allowed: frozenset[str], owner: str,
+                 early: str | None = None) -> None:
+        """Check every template inside ``value`` (strings, lists, mappings); ``early`` is
+        the hint for engine names refused because the value is rendered before the run."""
         # Hot on large plans: paths are built only for strings that are templates.
         if isinstance(value, str):
             if "{" in value and is_template(value):
-                self._one_template(value, path, allowed, owner)
+                self._one_template(value, path, allowed, owner, early)
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, str):
                     if "{" in item and is_template(item):
-                        self._one_template(item, (*path, index), allowed, owner)
+                        self._one_template(item, (*path, index), allowed, owner, early)
                 elif isinstance(item, list | dict):
-                    self.template(item, (*path, index), allowed, owner)
+                    self.template(item, (*path, index), allowed, owner, early)
         elif isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(item, str):
                     if "{" in item and is_template(item):
-                        self._one_template(item, (*path, key), allowed, owner)
+                        self._one_template(item, (*path, key), allowed, owner, early)
                 elif isinstance(item, list | dict):
-                    self.template(item, (*path, key), allowed, owner)
+                    self.template(item, (*path, key), allowed, owner, early)
 
-    def _one_template(self, source: str, path: Path, allowed: frozenset[str], owner: str) -> None:
+    def _one_template(self, source: str, path: Path, allowed: frozenset[str], owner: str,
+                      early: str | None = None) -> None:
         try:
             info = analyze(source)
         except TemplateError as exc:
@@ -125,6 +129,8 @@ class _Checker:
             if name in _WHERE:
                 self.error(path, f"`{name}` is not available here",
                            hint=f"it exists {_WHERE[name]}")
+            elif name in _BASE_NAMES:
+                self.error(path, f"`{name}` is not available here", hint=early)
             elif name in self.secret_names:
                 self.error(path, f"secret `{name}` cannot be used here",
                            hint="`for_each` and `entity` are expanded before the run, "
@@ -133,7 +139,7 @@ class _Checker:
                 hint = schema.did_you_mean(name, allowed - _BASE_NAMES)
                 self.error(path, f"undefined name `{name}`",
                            hint=hint or "declare it under `vars:` or `secrets:`")
-        if "commands" in info.names:
+        if "commands" in info.names and "commands" in allowed:
             for ref in info.command_refs:
                 self.refs.append((owner, ref, path))
 
@@ -259,7 +265,9 @@ class _Checker:
             if loop_var in RESERVED:
                 self.error((*path, "as"), f"`{loop_var}` is a reserved name")
             self.template(raw["for_each"], (*path, "for_each"),
-                          (self.names - _BASE_NAMES - self.secret_names) | {"env"} | outer, cid)
+                          (self.names - _BASE_NAMES - self.secret_names) | {"env"} | outer, cid,
+                          early="`for_each` is expanded when the plan is loaded: it may use "
+                          "vars, `env` and the loop variables of enclosing commands")
             loop_names = outer | {loop_var}
         elif "as" in raw:
             self.error((*path, "as"), "`as` names the loop variable of `for_each`, which is "
@@ -269,8 +277,13 @@ class _Checker:
             if isinstance(raw.get(key), str):
                 self.template(raw[key], (*path, key), base, cid)
         if isinstance(raw.get("entity"), str):
-            # Entities are stored, printed and used as lock keys: no secret in them.
-            self.template(raw["entity"], (*path, "entity"), base - self.secret_names, cid)
+            # Entities are stored, printed and used as lock keys: no secret in them. They
+            # are rendered before the first step, when no command has outputs yet.
+            self.template(raw["entity"], (*path, "entity"),
+                          base - self.not_in_entity, cid,
+                          early="entities are lock keys, taken before the run starts: they "
+                          "may use vars, loop variables, `env` and `run_id`, not outputs "
+                          "of other commands")
         ops: dict[str, Operation | None] = {}
         for role, allowed in (("exists", base), ("run", base),
                               ("inverse", _plus(base, "result", "outputs", "handle"))):

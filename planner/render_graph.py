@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from .graph import PlanGraph
+from .graph import PlanGraph, before_run, command_names
+from .model import Plan
 
 __all__ = ["FORMATS", "render_graph"]
 
@@ -72,7 +73,11 @@ def _dot(graph: PlanGraph) -> Iterator[str]:
     yield "}"
 
 
-def _json(graph: PlanGraph) -> Iterator[str]:
+def _json(graph: PlanGraph, plan: Plan | None) -> Iterator[str]:
+    # Entities as a run would lock them; one that needs the run (its id) is null there,
+    # and `entity_template` says how it is written.
+    entities = before_run(plan, graph, "entity") if plan is not None else {}
+    names = command_names(plan, graph) if plan is not None else {}
     document = {
         "version": 1,
         "commands": [
@@ -81,7 +86,9 @@ def _json(graph: PlanGraph) -> Iterator[str]:
                 "spec": i.spec.id,
                 "parent": i.parent,
                 "children": list(i.children),
-                "entity": i.spec.entity,
+                "name": names.get(i.id),
+                "entity": entities.get(i.id),
+                "entity_template": i.spec.entity,
             }
             for i in graph.instances.values()
         ],
@@ -94,7 +101,10 @@ def _json(graph: PlanGraph) -> Iterator[str]:
     yield json.dumps(document, indent=2)
 
 
-def render_graph(graph: PlanGraph, fmt: str) -> str:
-    """The graph in ``fmt`` (one of FORMATS), ending with a newline."""
-    writers = {"mermaid": _mermaid, "dot": _dot, "json": _json}
+def render_graph(graph: PlanGraph, fmt: str, plan: Plan | None = None) -> str:
+    """The graph in ``fmt`` (one of FORMATS), ending with a newline; with its ``plan``,
+    `-f json` gives names and entities rendered as a run would."""
+    if fmt == "json":
+        return "\n".join(_json(graph, plan)) + "\n"
+    writers = {"mermaid": _mermaid, "dot": _dot}
     return "\n".join(writers[fmt](graph)) + "\n"

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from .sink import Sink
 from .status import ROLLBACK_FLOW
 from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
-from .tally import FinishedRun, one_line, summary_text
+from .tally import FinishedRun, one_line, plural, summary_text
 from .tally import format_duration as _duration
 
 __all__ = ["LineReporter", "format_run", "format_runs"]
@@ -48,7 +48,7 @@ class LineReporter:
             status = str(data.get("status"))
             text = f"run {event.run_id} {_paint(status, status, self.color)}"
             if data.get("plan"):
-                text += f" plan {data['plan']} ({data.get('commands')} commands)"
+                text += f" plan {data['plan']} ({plural(data.get('commands'), 'command')})"
             if data.get("previous"):
                 text += f" (was {data['previous']})"
             if data.get("signal"):
@@ -64,7 +64,7 @@ class LineReporter:
             state = str(data.get("task_status"))
             text = f"{'task ' + state:<14} {event.command_id} handle {one_line(data.get('handle'))}"
             if data.get("polls"):
-                text += f" after {data['polls']} polls"
+                text += f" after {plural(data['polls'], 'poll')}"
         elif event.kind == "retry":
             text = f"{'retry':<14} {event.command_id} attempt {data.get('attempt')} failed: " \
                    f"{one_line(data.get('error'))}"
@@ -104,7 +104,10 @@ def format_runs(runs: Iterable[RunRecord]) -> str:
 
 
 def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
-               tasks: Iterable[TaskRecord]) -> str:
+               tasks: Iterable[TaskRecord], names: Mapping[str, str] | None = None) -> str:
+    """`planctl show`: the run, then its commands as a tree; a NAME column when
+    ``names`` (each command's `name`, as shown) has any."""
+    names = names or {}
     if run is None:
         return "no such run\n"
     by_task = {(t.command_id, t.execution_reason): t for t in tasks}
@@ -128,18 +131,19 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
             task = by_task.get((record.id, record.execution_reason))
             notes = []
             if task is not None:
-                notes.append(f"task {task.handle} {task.status} ({task.polls} polls)")
+                notes.append(f"task {task.handle} {task.status} ({plural(task.polls, 'poll')})")
             if record.error:
                 notes.append(record.error)
-            rows.append([
-                "  " * depth + record.id, record.status, record.execution_reason,
-                str(record.attempts), _duration(took), record.entity or "",
-                "; ".join(notes),
-            ])
+            row = ["  " * depth + record.id, record.status, record.execution_reason,
+                   str(record.attempts), _duration(took), record.entity or ""]
+            if names:
+                row.append(one_line(names.get(record.id, "")))
+            rows.append([*row, "; ".join(notes)])
             walk(record.id, depth + 1)
 
     walk(None, 0)
-    table = _table(["COMMAND", "STATUS", "REASON", "TRIES", "TIME", "ENTITY", "NOTES"], rows)
+    header = ["COMMAND", "STATUS", "REASON", "TRIES", "TIME", "ENTITY"]
+    table = _table([*header, *(["NAME"] if names else []), "NOTES"], rows)
     return "\n".join(lines) + table
 
 

@@ -16,9 +16,15 @@ if TYPE_CHECKING:
     from .executor import RunOutcome
     from .loader import LoadedPlan
 
-__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view"]
+__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color"]
 
 JSON, LIVE, PLAIN = "json", "live", "plain"
+
+
+def no_color(environ: Mapping[str, str]) -> bool:
+    """Whether the user asked for no colour: ``NO_COLOR`` is set and not empty, as
+    https://no-color.org says (an empty one counts as unset)."""
+    return bool(environ.get("NO_COLOR"))
 
 
 def choose_view(output: str, stream: TextIO, environ: Mapping[str, str]) -> str:
@@ -30,7 +36,7 @@ def choose_view(output: str, stream: TextIO, environ: Mapping[str, str]) -> str:
         tty = stream.isatty()
     except (AttributeError, ValueError):
         tty = False
-    if tty and not environ.get("NO_COLOR") and environ.get("TERM", "") != "dumb":
+    if tty and not no_color(environ) and environ.get("TERM", "") != "dumb":
         return LIVE
     return PLAIN
 
@@ -69,11 +75,13 @@ class Reporting:
         elif self.view == LIVE:
             from rich.console import Console
 
+            from .graph import command_names
             from .live import LiveReporter
 
             console = Console(file=stdout, highlight=False)
             self.listener = LiveReporter(console, instances, title=f"planctl {verb} {self.plan}",
-                                         statuses=statuses, entities=entities)
+                                         statuses=statuses, entities=entities,
+                                         names=command_names(loaded.plan, loaded.graph))
             self.human = Sink(stdout)
         else:
             from .report import LineReporter

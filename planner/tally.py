@@ -17,6 +17,7 @@ __all__ = [
     "format_duration",
     "histories",
     "one_line",
+    "plural",
     "read_finished_run",
     "summary_text",
     "tally",
@@ -37,6 +38,12 @@ _CONTROLS.update({ord("\n"): " ", ord("\r"): " ", ord("\t"): " "})
 def one_line(text: object) -> str:
     """``text`` as one line of plain text: no line breaks, no control codes."""
     return str(text).translate(_CONTROLS)
+
+
+def plural(count: object, word: str) -> str:
+    """``1 command``, ``3 commands``; ``count`` as given (None and the like take the
+    plural)."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def format_duration(seconds: float | None) -> str:

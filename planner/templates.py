@@ -102,8 +102,14 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _quote_output(value: Any) -> str:
-    return shlex.quote(value if isinstance(value, str) else str(value))
+def _quote(value: Any) -> str:
+    """The `quote` filter, and every value a `shell` template inserts: one shell word, of
+    the text a `command` argument would get (booleans as true/false, numbers as written)."""
+    if isinstance(value, str):
+        return shlex.quote(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return shlex.quote(str(value))
 
 
 @cache
@@ -113,10 +119,10 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
         undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize=_quote_output if shell else None,
+        finalize=_quote if shell else None,
     )
     env.filters.update(
-        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=shlex.quote
+        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=_quote
     )
     return env
 

@@ -128,6 +128,28 @@ def test_entry_graph_formats(good: Path, fmt: str) -> None:
         assert len(document["edges"]) == 5
 
 
+def test_graph_json_renders_names_and_entities_as_a_run_would(tmp_path: Path) -> None:
+    """`graph -f json` gives each command's `name` and `entity` rendered from vars and loop
+    variables, with the entity as written under `entity_template`; an entity that needs
+    the run's id renders to null there."""
+    path = tmp_path / "named.yaml"
+    path.write_text(GOOD.replace(
+        "  - id: add_vm\n", '  - id: add_vm\n    name: "Create {{ vm }}"\n'
+        '    entity: "vm/{{ vm }}"\n').replace(
+        "        as: disk\n", '        as: disk\n        entity: "image/{{ vm }}-{{ disk }}"\n'
+    ).replace("    needs: add_vm\n", '    needs: add_vm\n    entity: "boot/{{ run_id }}"\n'),
+        encoding="utf-8")
+    done = planctl("graph", str(path), "-f", "json")
+    assert done.returncode == 0, done.stderr
+    commands = {c["id"]: c for c in json.loads(done.stdout)["commands"]}
+    assert {k: commands["add_vm"][k] for k in ("name", "entity", "entity_template")} == {
+        "name": "Create vm-42", "entity": "vm/vm-42", "entity_template": "vm/{{ vm }}"}
+    assert commands["clone[disk1]"]["entity"] == "image/vm-42-disk1"
+    assert commands["clone[disk1]"]["name"] is None
+    assert (commands["start_vm"]["entity"], commands["start_vm"]["entity_template"]) == (
+        None, "boot/{{ run_id }}")
+
+
 def test_entry_schema_is_the_shipped_json_schema() -> None:
     """`planctl schema` prints a valid 2020-12 JSON Schema equal to the shipped file."""
     done = planctl("schema")

@@ -187,7 +187,7 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\b"), "<time>"),
     (re.compile(r"\b\d+m\d{2}s\b|(?<![\w.])\d+(\.\d+)?(ms|s)\b"), "<dur>"),
     (re.compile(r"\b(job|task)-[0-9a-f]{8,12}\b"), r"\1-<id>"),
-    (re.compile(r"\b\d+ polls\b"), "<n> polls"),
+    (re.compile(r"\b\d+ polls?\b"), "<n> polls"),
     (re.compile(r"\(pid \d+\)"), "(pid <n>)"),
     (re.compile(r"\bpid \d+ on [\w.-]+"), "pid <n> on <host>"),
     (re.compile(r" on [\w.-]+ \(pid"), " on <host> (pid"),

@@ -231,6 +231,49 @@ def test_cli_apply_then_runs_and_show_list_the_run(tmp_path: Path) -> None:
     assert set(commands) == {"a", "b"}
 
 
+def test_cli_show_and_run_line_name_the_commands(tmp_path: Path) -> None:
+    """`show` has a NAME column with each command's `name`, rendered from vars and loop
+    variables, or as written when it reads what only the run knows; the run's first plain
+    line counts its commands in good English."""
+    write_plan(tmp_path, """\
+        name: named
+        vars: {who: ann, hosts: [web1]}
+        commands:
+          - id: greet
+            name: "Greet {{ who }}"
+            changes: false
+            run: {command: [echo, hi]}
+            outputs: {said: "{{ result.stdout | trim }}"}
+          - id: deploy
+            name: "Deploy to {{ host }} after {{ commands.greet.outputs.said }}"
+            for_each: "{{ hosts }}"
+            as: host
+            needs: greet
+            changes: false
+            run: {command: [echo, deployed]}
+          - id: quiet
+            changes: false
+            run: {command: [echo]}
+        """)
+    done = planctl(tmp_path, "apply", "plan.yaml", "-j", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = planctl(tmp_path, "show", "--last")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^COMMAND\s+STATUS\s+REASON\s+TRIES\s+TIME\s+ENTITY\s+NAME\s+NOTES$",
+                     shown.stdout, re.M), shown.stdout
+    assert re.search(r"^greet\s+SUCCEEDED\s+.*\sGreet ann$", shown.stdout, re.M)
+    deploy = "Deploy to {{ host }} after {{ commands.greet.outputs.said }}"
+    assert re.search(rf"^deploy\[web1\]\s+SUCCEEDED\s+.*\s{re.escape(deploy)}$",
+                     shown.stdout, re.M), shown.stdout
+    assert re.search(r"^quiet\s+SUCCEEDED\s+REGULAR_FLOW\s+1\s+\S+$", shown.stdout, re.M)
+    assert "plan named (3 commands)" in done.stdout
+
+    write_plan(tmp_path, "name: one\ncommands:\n  - {id: a, changes: false, "
+                         "run: {command: [echo]}}\n")
+    one = planctl(tmp_path, "apply", "plan.yaml")
+    assert "plan one (1 command)" in one.stdout, one.stdout
+
+
 # -- failure -----------------------------------------------------------------------------
 
 FAILING = """\
@@ -293,6 +336,41 @@ def test_cli_failing_command_exits_2_and_lists_the_leftovers(tmp_path: Path) -> 
     assert re.search(r"^\s+- bad\b.*FAILED", done.stdout, re.M)
     assert not re.search(r"^\s+- reader\b", done.stdout, re.M)
     assert f"planctl rollback {run.id}" in done.stdout
+
+
+def test_an_irreversible_command_is_no_leftover_of_a_stopped_run(tmp_path: Path) -> None:
+    """A STOPPED run lists what a rollback would undo, as the rollback counts it: not an
+    `irreversible` command, whose entity is released; the rollback then leaves nothing."""
+    rec = apply(tmp_path, """\
+        name: irreversible-stop
+        settings: {on_failure: stop}
+        commands:
+          - id: notify
+            entity: chat/ops
+            irreversible: true
+            run: {command: [echo, sent]}
+          - id: made
+            entity: file/made
+            run: {command: [touch, made.txt]}
+            inverse: {command: [rm, made.txt]}
+          - id: bad
+            needs: [notify, made]
+            changes: false
+            run: {command: [sh, -c, "exit 1"]}
+        """)
+    assert rec.outcome.status == "STOPPED"
+    assert [x.command for x in rec.outcome.leftovers] == ["made"]
+    stopped = [e for e in rec.events if e.kind == "run" and e.data["status"] == "STOPPED"]
+    assert [x["command"] for x in stopped[0].data["leftovers"]] == ["made"]
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        assert [lock.entity for lock in store.list_locks()] == ["file/made"]
+        undone = planner.rollback_run(store, rec.run.id, secrets={}, handle_signals=False)
+        assert (undone.status, undone.leftovers) == ("ROLLED_BACK", ())
+        assert store.list_locks() == []
+    finally:
+        store.close()
+    assert not (tmp_path / "made.txt").exists()
 
 
 def test_parent_whose_children_all_ended_is_settled_when_the_run_stops(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import io
 
 from rich.console import Console
 
+from planner.graph import command_names
 from planner.live import LiveReporter, visible_rows
 from planner.loader import load_text
 from planner.store import EventRecord
@@ -101,3 +102,20 @@ def test_retries_and_warnings_show_under_the_tree() -> None:
     lines = text.splitlines()
     assert lines[4] == "└── ▸ other  STARTING 1.00s  retried 1×"
     assert lines[5] == "warning: other: outputs not available"
+
+
+def test_a_command_name_ends_its_row() -> None:
+    """A command's `name`, rendered with vars and loop variables, ends its row (where a
+    narrow terminal cuts it before the status)."""
+    loaded = load_text(PLAN.replace("name: tree\n", "name: tree\nvars: {vm: vm-7}\n").replace(
+        "      - id: img\n", '      - id: img\n        name: "Image {{ item }} of {{ vm }}"\n'),
+        "tree.yaml")
+    screen = Console(file=io.StringIO(), force_terminal=True, width=100, height=20)
+    reporter = LiveReporter(screen, loaded.graph.instances, title="planctl apply tree",
+                            names=command_names(loaded.plan, loaded.graph),
+                            clock=lambda: 101.0, refresh_per_second=1)
+    record = Console(record=True, width=100, file=io.StringIO())
+    record.print(reporter.render())
+    lines = record.export_text().splitlines()
+    assert lines[1] == "├── · vm  PENDING"
+    assert lines[2] == "│   ├── · img[a]  PENDING  Image a of vm-7"

@@ -344,6 +344,36 @@ def test_secrets_may_be_used_like_vars_but_not_in_for_each() -> None:
     assert found.message == "secret `token` cannot be used here"
 
 
+def test_an_entity_cannot_read_outputs_of_other_commands() -> None:
+    """Entities are rendered and locked before the first step: `commands.X.outputs` in one is
+    a located error saying why, not a command silently left without entity and lock."""
+    found = one_error("""\
+        name: p
+        commands:
+          - id: b
+            run: {command: [mk]}
+            irreversible: true
+            outputs: {uuid: "{{ result.stdout }}"}
+          - id: a
+            entity: "vm/{{ commands.b.outputs.uuid }}"
+            needs: b
+            run: {command: [mk]}
+            irreversible: true
+        """)
+    assert found.path == ("commands", 1, "entity")
+    assert found.message == "`commands` is not available here"
+    assert found.hint is not None and "lock keys, taken before the run starts" in found.hint
+
+
+def test_a_loop_cannot_read_names_that_exist_only_at_run_time() -> None:
+    """`for_each` is expanded at load time: `run_id` in it is refused with the reason."""
+    found = one_error(command('for_each: "{{ [run_id] }}"\nrun: {command: [mk]}\n'
+                              "irreversible: true\n"))
+    assert found.path == ("commands", 0, "for_each")
+    assert found.message == "`run_id` is not available here"
+    assert found.hint is not None and "expanded when the plan is loaded" in found.hint
+
+
 @pytest.mark.parametrize("name", ["result", "commands", "env", "handle", "poll", "outputs"])
 def test_reserved_var_names_are_refused(name: str) -> None:
     """A var taking an engine-defined name is an error at its key."""

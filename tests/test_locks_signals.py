@@ -58,6 +58,35 @@ commands:
       shell: 'until ls "$STORE_DIR"/tasks/*.json >/dev/null 2>&1; do sleep 0.05; done; exit 1'
 """
 
+# One async copy whose outputs, and a downstream command, read the forward `result`.
+RESULT_PLAN = """\
+name: async-result
+vars:
+  copy_seconds: 2
+defaults:
+  env: {STORE_COPY_SECONDS: "{{ copy_seconds }}"}
+commands:
+  - id: clone
+    entity: image/img-out
+    exists: {command: [./store, image-exists, img-out]}
+    run:
+      command: [./store, copy-image, disk0, img-out]
+      async:
+        handle: "{{ result.stdout | trim }}"
+        poll: {command: [./store, task-status, "{{ handle }}"]}
+        until: "{{ poll.stdout | trim == 'finished' }}"
+        failed_when: "{{ poll.stdout | trim in ['failed', 'aborted'] }}"
+        interval: 0.05s
+        max_interval: 0.1s
+    inverse: {command: [./store, remove-image, img-out]}
+    outputs: {task: "{{ result.stdout | trim }}"}
+  - id: report
+    needs: clone
+    changes: false
+    run: {command: [echo, "copied by {{ commands.clone.outputs.task }}"]}
+    outputs: {line: "{{ result.stdout | trim }}"}
+"""
+
 
 @pytest.fixture
 def seed(tmp_path: Path) -> Seed:
@@ -69,14 +98,14 @@ def _held_by_one_run(seed: Seed) -> bool:
     return sorted(x.entity for x in locks) == ENTITIES and len({x.run_id for x in locks}) == 1
 
 
-def _polling(seed: Seed) -> bool:
-    """Every copy's handle is committed: the run is polling all three tasks."""
+def _polling(seed: Seed, copies: int = 3) -> bool:
+    """Every copy's handle is committed: the run is polling all its tasks."""
     if not seed.state.exists():
         return False
     with seed.db() as store:
         run_id = store.last_run_id()
         tasks = store.get_tasks(run_id) if run_id else []
-    return sum(t.status == "RUNNING" for t in tasks) == 3
+    return sum(t.status == "RUNNING" for t in tasks) == copies
 
 
 def _spawn_holder(seed: Seed, copy_seconds: float) -> tuple[subprocess.Popen[str], str]:
@@ -230,6 +259,78 @@ def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> Non
     assert seed.planctl("apply", str(other)).returncode == 0
 
 
+def test_locks_kept_for_leftovers_say_so_instead_of_an_age(seed: Seed) -> None:
+    """A run that stopped with leftovers keeps their locks with no holder: `planctl locks`
+    shows them as kept for leftovers (no heartbeat age), and a second apply exits 4 saying
+    which run keeps them and that rolling it back releases them."""
+    done = seed.apply("--var", "fail_disks=disk1", "--var", "copy_seconds=0.1",
+                      "--no-rollback")
+    assert done.returncode == 2, done.stdout + done.stderr
+    run_id = seed.last_run().id
+    listed = seed.planctl("locks")
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ENTITIES
+    assert all(row.endswith("kept for leftovers") for row in rows), listed.stdout
+    assert "ago" not in listed.stdout
+
+    blocked = seed.apply(*SLOW)
+    assert blocked.returncode == 4, blocked.stdout + blocked.stderr
+    assert f"kept locked by run {run_id}" in blocked.stderr
+    assert f"which ended STOPPED with leftovers: `planctl rollback {run_id}`" in blocked.stderr
+    assert "heartbeat" not in blocked.stderr and "ago" not in blocked.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_killed_apply_not_yet_reaped_can_be_resumed_at_once(seed: Seed) -> None:
+    """Right after kill -9, before its parent reaps it, the killed planctl is a zombie: its
+    locks count as dead, and `planctl resume` takes them over instead of refusing with
+    "still running"."""
+    proc = seed.spawn("apply", str(seed.plan), *SLOW)
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+        proc.send_signal(signal.SIGKILL)  # and no wait(): it stays a zombie
+        stat = Path(f"/proc/{proc.pid}/stat")
+        wait_for("the killed apply to be a zombie",
+                 lambda: stat.read_bytes().rpartition(b")")[2].split()[0] == b"Z")
+        listed = seed.planctl("locks")
+        assert listed.stdout.count("dead (") == 4, listed.stdout
+        resumed = seed.planctl("resume", "--last")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert proc.poll() == -signal.SIGKILL  # reaped only now
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert seed.last_run().status == "SUCCEEDED"
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+
+
+def test_resume_after_kill_9_renders_outputs_from_the_async_result(seed: Seed) -> None:
+    """The forward `result` of an async `run` is committed with its handle: after kill -9
+    while its task is polled, `planctl resume` re-attaches and renders the command's
+    `outputs` (and what reads them downstream) from that result."""
+    plan = seed.plan.parent / "result.yaml"
+    plan.write_text(RESULT_PLAN)
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("the copy to be polled", lambda: _polling(seed, 1), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    (task,) = seed.tasks()
+    assert seed.commands()["clone"].result["stdout"].strip() == task.handle
+
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    commands = seed.commands()
+    assert commands["clone"].status == "SUCCEEDED"
+    assert commands["clone"].outputs == {"task": task.handle}
+    assert commands["report"].outputs == {"line": f"copied by {task.handle}"}
+    assert seed.mutations()["copy-image img-out"] == 1
+
+
 def test_a_run_ended_by_an_embedding_process_can_be_rolled_back_from_the_cli(
         seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that the Python API applied and that ended STOPPED can be rolled back with
@@ -283,6 +384,40 @@ def test_a_signal_interrupts_the_run_and_resume_finishes_it(seed: Seed,
     assert seed.listing() == ["image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2",
                               "vm vm-42"]
     assert seed.locks() == []
+
+
+def test_resume_keeps_the_options_of_the_apply_it_continues(seed: Seed) -> None:
+    """`apply --no-rollback -j 3` interrupted by SIGINT keeps its locks until resumed; the
+    resumed run still stops instead of rolling back when a copy fails after the resume
+    (exit 2, nothing removed), and runs with the same parallelism."""
+    from planner.executor import Runner
+
+    proc = seed.spawn("apply", str(seed.plan), "--var", "copy_seconds=1.5",
+                      "--var", "fail_disks=disk1", "--no-rollback", "-j", "3")
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 130, out + err
+    run = seed.last_run()
+    assert run.status == "INTERRUPTED"
+    assert seed.tasks() and all(t.status == "RUNNING" for t in seed.tasks())
+    listed = seed.planctl("locks")
+    assert listed.stdout.count("kept until resumed") == 4, listed.stdout
+    with seed.db() as store:
+        runner = Runner.from_store(store, run.id)
+        assert (runner.on_failure, runner.max_parallel) == ("stop", 3)
+
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    assert seed.last_run().status == "STOPPED"
+    assert seed.commands()["clone[disk1]"].status == "FAILED"
+    assert not [verb for verb, *_ in seed.log() if verb.startswith("remove-")]
+    assert f"planctl rollback {run.id}" in resumed.stdout
 
 
 # -- --cancel-inflight ------------------------------------------------------------------------

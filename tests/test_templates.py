@@ -198,6 +198,17 @@ def test_the_plan_filters() -> None:
     assert render("{{ q | quote }}", context) == "'a b'"
 
 
+@pytest.mark.parametrize(("source", "text"), [
+    ("{{ 3 | quote }}", "3"), ("{{ 2.5 | quote }}", "2.5"), ("{{ true | quote }}", "true"),
+    ("{{ n | quote }}", "-1"), ("{{ [1, 'a b'] | quote }}", "'[1, '\"'\"'a b'\"'\"']'"),
+])
+def test_quote_takes_the_text_of_numbers_and_booleans(source: str, text: str) -> None:
+    """`quote` on a number or a boolean quotes its text, as a `command` argument would get
+    it, instead of failing at run time; shell templates insert them the same way."""
+    assert render(source, {"n": -1}) == text
+    assert render(source.replace(" | quote", ""), {"n": -1}, shell=True) == text
+
+
 # -- the sandbox ---------------------------------------------------------------------------
 
 
