@@ -15,9 +15,11 @@ Prints figures; asserts nothing about time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,14 +64,21 @@ def plan_dir(text: str) -> Iterator[Path]:
     """A temporary directory holding ``plan/plan.yaml`` and ``plan/noop.py``."""
     with tempfile.TemporaryDirectory(prefix="planctl-bench-") as tmp:
         root = Path(tmp)
-        (root / "plan").mkdir()
-        (root / "plan" / "plan.yaml").write_text(text)
-        shutil.copy(HERE / "noop.py", root / "plan" / "noop.py")
+        write_plan(root, text)
         yield root
 
 
+def write_plan(root: Path, text: str) -> Path:
+    """``root/plan/plan.yaml`` holding ``text``, with ``noop.py`` beside it; returns it."""
+    (root / "plan").mkdir(parents=True, exist_ok=True)
+    (root / "plan" / "plan.yaml").write_text(text)
+    shutil.copy(HERE / "noop.py", root / "plan" / "noop.py")
+    return root / "plan" / "plan.yaml"
+
+
 def fresh_state(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    """Remove an SQLite file and its companions (WAL, shared memory, rollback journal)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
@@ -80,6 +89,7 @@ class Process:
     max_rss_mb: float
     threads: int  # peak sampled from /proc/PID/status (0 if unavailable)
     code: int
+    timed_out: bool = False
 
 
 def _sample_threads(pid: int, peak: list[int], stop: threading.Event) -> None:
@@ -96,27 +106,52 @@ def _sample_threads(pid: int, peak: list[int], stop: threading.Event) -> None:
         stop.wait(0.005)
 
 
+def measure(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
+            timeout: float | None = None) -> Process:
+    """One process, its output to ``log``: wall, CPU and peak RSS from ``os.wait4``.
+
+    Peak RSS is the largest of the process and the descendants it waited for (one
+    process's, not their sum). After ``timeout`` seconds its process group is killed and
+    ``timed_out`` is set.
+    """
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        peak, stop = [0], threading.Event()
+        sampler = threading.Thread(target=_sample_threads, args=(child.pid, peak, stop))
+        sampler.start()
+        killed = threading.Event()
+        killer = threading.Timer(timeout or 0.0, _kill_group, (child.pid, killed))
+        if timeout is not None:
+            killer.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        killer.cancel()
+        stop.set()
+        sampler.join()
+    child.returncode = code = os.waitstatus_to_exitcode(status)
+    return Process(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, peak[0],
+                   code, killed.is_set())
+
+
+def _kill_group(pid: int, killed: threading.Event) -> None:
+    killed.set()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def run_process(root: Path, expect: int) -> Process:
     """One ``planctl apply`` as a subprocess, with a fresh state store."""
     state = root / "state.db"
     fresh_state(state)
     argv = [sys.executable, "-m", "planner", "apply", str(root / "plan" / "plan.yaml"),
             "--state", str(state)]
-    with open(root / "apply.log", "w") as out:
-        start = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=root, env=env(), stdout=out, stderr=subprocess.STDOUT)
-        peak, stop = [0], threading.Event()
-        sampler = threading.Thread(target=_sample_threads, args=(child.pid, peak, stop))
-        sampler.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        stop.set()
-        sampler.join()
-    child.returncode = code = os.waitstatus_to_exitcode(status)
-    if code != expect:
-        sys.exit(f"{' '.join(argv)} exited {code}, expected {expect}:\n"
+    done = measure(argv, root, env(), root / "apply.log")
+    if done.code != expect:
+        sys.exit(f"{' '.join(argv)} exited {done.code}, expected {expect}:\n"
                  + (root / "apply.log").read_text()[-3000:])
-    return Process(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, peak[0], code)
+    return done
 
 
 class CountingStore(SQLiteStore):
