@@ -768,12 +768,16 @@ class Runner:
         ticker = self.ticker
         if ticker is None or ticker.loop is not asyncio.get_running_loop():
             ticker = self.ticker = _Ticker(asyncio.get_running_loop())
-        # The first wait counts from the task's start, not from the commit of its handle
-        # (which waits for the other steps admitted with it).
-        elapsed = max(0.0, self.clock() - task.started_at)
+        # Polls keep to a grid of their own: the first one ``interval`` ±10% after the task
+        # started (counted from its start, not from the commit of its handle, which waits
+        # for the steps admitted with it), then one every ``interval`` (with backoff) after
+        # that, however long a poll takes. The jitter is drawn once: tasks started together
+        # poll apart, and a task's polls do not drift, so its end is seen at most one
+        # interval after it happened (per-poll jitter would add up over the polls).
+        now = ticker.loop.time()
+        due = now - max(0.0, self.clock() - task.started_at) + interval * uniform(0.9, 1.1)
         while True:
-            pause = max(0.0, interval * uniform(0.9, 1.1) - elapsed)
-            elapsed = 0.0
+            pause = max(0.0, due - now)
             if abandon and self.failing is not None:
                 await _wait(self.failing, pause)
                 if self.failing.is_set():
@@ -806,6 +810,8 @@ class Runner:
                 message += await self._cancel(spec, context, iid, reason)
                 break
             interval = min(interval * spec.backoff, spec.max_interval)
+            now = ticker.loop.time()
+            due = max(due + interval, now)  # a poll slower than the interval: the next at once
         now = self.clock()
         self.batch.tasks.append(TaskRecord(
             task.run_id, iid, reason, self.redact(task.handle) if self.redacting else task.handle,
