@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .sink import Sink
 from .store import CommandRecord, EventRecord, RunRecord, Store
-from .tally import FinishedRun, finished_run, read_finished_run, summary_text
+from .tally import FinishedRun, HistoryBook, finished_run, read_finished_run, summary_text
 
 if TYPE_CHECKING:
     from .executor import RunOutcome
@@ -59,7 +59,7 @@ class Reporting:
         self.plan = loaded.plan.name
         self.plan_file = loaded.plan.file
         self.junit = junit
-        self.events: list[EventRecord] = []  # this invocation's
+        self.book = HistoryBook()  # this invocation's events, as command histories
         self.environ = environ
         self.started = time.monotonic()
         self.instances = instances = loaded.graph.instances
@@ -90,7 +90,7 @@ class Reporting:
             self.human = Sink(stdout)
 
     def __call__(self, event: EventRecord) -> None:
-        self.events.append(event)
+        self.book.add(event)
         self.listener(event)
 
     def say(self, text: str) -> None:
@@ -101,9 +101,9 @@ class Reporting:
                exit_code: int | None = None) -> FinishedRun:
         """The run ended: summary, JSON outcome and files; ``changed`` is the runner's
         (whether each command's run changed something), ``exit_code`` the CLI's."""
-        events: Sequence[EventRecord] = self.events
-        if not events or events[0].seq != 1:  # rollback, resume: the run began before
-            events = store.get_events(outcome.run_id)
+        book = self.book
+        if book.first_seq != 1:  # rollback, resume: the run began before
+            book = HistoryBook.of(store.get_events(outcome.run_id))
         commands = {
             iid: CommandRecord(outcome.run_id, iid, instance.spec.id, instance.order,
                                instance.parent, outcome.entities.get(iid),
@@ -114,7 +114,7 @@ class Reporting:
         run = RunRecord(outcome.run_id, self.plan, self.plan_file, outcome.status, 0.0, {}, {},
                         socket.gethostname())
         finished = finished_run(
-            run, commands, events,
+            run, commands, book,
             exit_code=outcome.exit_code if exit_code is None else exit_code,
             duration=time.monotonic() - self.started,
             leftovers=[{"command": x.command, "entity": x.entity, "status": x.status,

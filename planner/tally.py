@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ from .store import CommandRecord, EventRecord, RunRecord, Store
 __all__ = [
     "FinishedRun",
     "History",
+    "HistoryBook",
     "Tally",
     "finished_run",
     "format_duration",
@@ -96,17 +97,38 @@ class History:
         return max(0.0, self.inverse_ended - self.inverse_started)
 
 
-def histories(commands: Mapping[str, CommandRecord], events: Iterable[EventRecord]
-              ) -> dict[str, History]:
-    """Each command's history, in plan order, from its record and the run's events."""
-    out = {iid: History(iid, record.entity, record.parent, record.status, record.changed)
-           for iid, record in sorted(commands.items(), key=lambda item: item[1].order)}
-    for event in events:
-        history = out.get(event.command_id or "")
-        if history is None:
-            continue
+class HistoryBook:
+    """Command histories written one event at a time, so that a reporter keeps what it
+    needs of a long run (a few fields per command) instead of every event."""
+
+    def __init__(self) -> None:
+        self.book: dict[str, History] = {}
+        self.first_seq: int | None = None
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.leftovers: Any = None  # as the last run event carrying them lists them
+
+    @classmethod
+    def of(cls, events: Iterable[EventRecord]) -> HistoryBook:
+        book = cls()
+        for event in events:
+            book.add(event)
+        return book
+
+    def add(self, event: EventRecord) -> None:
+        if self.first_seq is None:
+            self.first_seq, self.first_ts = event.seq, event.ts
+        self.last_ts = event.ts
         data = event.data
-        if event.kind == "command":
+        kind = event.kind
+        if event.command_id is None:
+            if kind == "run" and "leftovers" in data:
+                self.leftovers = data["leftovers"]
+            return
+        history = self.book.get(event.command_id)
+        if history is None:
+            history = self.book[event.command_id] = History(event.command_id)
+        if kind == "command":
             status = str(data.get("status"))
             if data.get("execution_reason") == ROLLBACK_FLOW:
                 if status == S.REVERTING:
@@ -127,18 +149,33 @@ def histories(commands: Mapping[str, CommandRecord], events: Iterable[EventRecor
                     history.forward = status
                     history.ended = event.ts
                     history.forward_error = data.get("error") or None
-        elif event.kind == "retry":
+        elif kind == "retry":
             if history.inverse_started is not None:
                 history.inverse_retries += 1
             else:
                 history.retries += 1
-        elif event.kind == "task" and data.get("execution_reason") != ROLLBACK_FLOW:
+        elif kind == "task" and data.get("execution_reason") != ROLLBACK_FLOW:
             history.handle = str(data.get("handle"))
             if data.get("polls") is not None:
                 history.polls += int(data["polls"])
-        elif event.kind == "warning" and data.get("message"):
+        elif kind == "warning" and data.get("message"):
             history.notes.append(str(data["message"]))
-    return out
+
+    def histories(self, commands: Mapping[str, CommandRecord]) -> dict[str, History]:
+        """Each command's history, in plan order, completed from its record."""
+        out: dict[str, History] = {}
+        for iid, record in sorted(commands.items(), key=lambda item: item[1].order):
+            history = self.book.get(iid) or History(iid)
+            history.entity, history.parent = record.entity, record.parent
+            history.status, history.changed = record.status, record.changed
+            out[iid] = history
+        return out
+
+
+def histories(commands: Mapping[str, CommandRecord], events: Iterable[EventRecord]
+              ) -> dict[str, History]:
+    """Each command's history, in plan order, from its record and the run's events."""
+    return HistoryBook.of(events).histories(commands)
 
 
 @dataclass(frozen=True)
@@ -167,24 +204,21 @@ class FinishedRun:
 
 
 def finished_run(run: RunRecord, commands: Mapping[str, CommandRecord],
-                 events: Sequence[EventRecord], *, exit_code: int, duration: float,
-                 status: str | None = None,
+                 events: Iterable[EventRecord] | HistoryBook, *, exit_code: int,
+                 duration: float, status: str | None = None,
                  leftovers: Iterable[Mapping[str, Any]] | None = None,
                  read_only: Iterable[str] = ()) -> FinishedRun:
     """Gather what the reports need from a run's record (its id, plan, status and host are
-    used), its commands' records and its events; ``status`` overrides the record's, and
-    the leftovers default to what the run's last event lists."""
+    used), its commands' records and its events (or a book already written from them);
+    ``status`` overrides the record's, and the leftovers default to what the run's last
+    event lists."""
+    book = events if isinstance(events, HistoryBook) else HistoryBook.of(events)
     if leftovers is None:
-        leftovers = ()
-        for event in reversed(events):
-            if event.kind == "run" and "leftovers" in event.data:
-                leftovers = event.data["leftovers"] or ()
-                break
+        leftovers = book.leftovers or ()
     return FinishedRun(
         run.id, run.plan_name, run.plan_file, status or run.status,
-        histories(commands, events), exit_code, duration, tuple(leftovers),
-        frozenset(read_only), run.host, events[0].ts if events else None,
-        events[-1].ts if events else None)
+        book.histories(commands), exit_code, duration, tuple(leftovers),
+        frozenset(read_only), run.host, book.first_ts, book.last_ts)
 
 
 def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: float,
