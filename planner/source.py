@@ -323,7 +323,10 @@ def read_document(text: bytes | str, file: str) -> Document:
         # libyaml does not name the character; a tab is by far the most common one.
         hint = "indent with spaces; YAML does not allow tabs here" \
             if mark and _char_at(text, mark.line, mark.column) == "\t" else None
-        raise PlanError([Diagnostic((), f"YAML syntax: {problem}", hint, file=file, line=line,
+        # PyYAML 6.0.4 stops deep nesting itself; older ones end in a RecursionError (below).
+        message = f"the YAML is nested too deeply ({problem})" \
+            if "nesting depth" in problem else f"YAML syntax: {problem}"
+        raise PlanError([Diagnostic((), message, hint, file=file, line=line,
                                     column=column)]) from None
     except yaml.reader.ReaderError as exc:
         line, column = _offset_position(text, exc.position)
