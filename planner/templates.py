@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -197,16 +197,27 @@ def analyze(source: str) -> TemplateInfo:
 
 
 def _lookup(context: Mapping[str, Any], dotted: str) -> Any:
+    return _getter(dotted)(context)
+
+
+@lru_cache(maxsize=65536)
+def _getter(dotted: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A function reading ``dotted`` (``a.b.c``) out of a context, split once."""
     head, *rest = dotted.split(".")
-    if head not in context:
-        raise TemplateError(f"'{head}' is undefined")
-    value = context[head]
-    for part in rest:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        else:
-            raise TemplateError(f"'{dotted}' is undefined (no '{part}')")
-    return value
+
+    def get(context: Mapping[str, Any]) -> Any:
+        try:
+            value = context[head]
+        except KeyError:
+            raise TemplateError(f"'{head}' is undefined") from None
+        for part in rest:
+            if isinstance(value, Mapping) and part in value:
+                value = value[part]
+            else:
+                raise TemplateError(f"'{dotted}' is undefined (no '{part}')")
+        return value
+
+    return get
 
 
 @lru_cache(maxsize=65536)
@@ -245,14 +256,30 @@ def render_value(source: Any, context: Mapping[str, Any]) -> Any:
     A string that is exactly one ``{{ expression }}`` yields the expression's value;
     other strings render to text; lists and mappings are rendered item by item.
     """
+    if source.__class__ is str:
+        return _renderer(source)(context)
+    if isinstance(source, list):
+        return [render_value(item, context) for item in source]
+    if isinstance(source, dict):
+        return {key: render_value(value, context) for key, value in source.items()}
     if isinstance(source, str):
-        if not is_template(source):
-            return source
-        single = _SINGLE.match(source)
-        if single and "{{" not in single["expr"] and "}}" not in single["expr"]:
-            expr = single["expr"].strip()
-            if _SIMPLE.fullmatch("{{" + expr + "}}"):
-                return _lookup(context, expr)
+        return _renderer(source)(context)
+    return source
+
+
+@lru_cache(maxsize=65536)
+def _renderer(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    """How ``render_value`` renders this string, decided once per distinct text: plans
+    repeat the same few templates for thousands of commands and polls."""
+    if not is_template(source):
+        return lambda _context: source
+    single = _SINGLE.match(source)
+    if single and "{{" not in single["expr"] and "}}" not in single["expr"]:
+        expr = single["expr"].strip()
+        if _SIMPLE.fullmatch("{{" + expr + "}}"):
+            return _getter(expr)
+
+        def evaluate(context: Mapping[str, Any]) -> Any:
             try:
                 value = _expression(expr)(**context)
                 if isinstance(value, _j.Undefined):
@@ -263,9 +290,23 @@ def render_value(source: Any, context: Mapping[str, Any]) -> Any:
             except (_j.UndefinedError, _j.SecurityError, TypeError, ValueError,
                     ArithmeticError) as exc:
                 raise TemplateError(str(exc)) from None
-        return render(source, context)
-    if isinstance(source, list):
-        return [render_value(item, context) for item in source]
-    if isinstance(source, dict):
-        return {key: render_value(value, context) for key, value in source.items()}
-    return source
+
+        return evaluate
+    if "{%" not in source and "{#" not in source:
+        found = _SIMPLE.findall(source)
+        if found and source.count("{{") == len(found):
+            # Text around ``{{ dotted.name }}``s: literal pieces and getters, alternating.
+            pieces = _SIMPLE.split(source)
+            literals, getters = pieces[0:-1:2], [_getter(d) for d in pieces[1::2]]
+            last = pieces[-1]
+
+            def substitute(context: Mapping[str, Any]) -> str:
+                out = []
+                for literal, get in zip(literals, getters, strict=True):
+                    out.append(literal)
+                    out.append(_text(get(context)))
+                out.append(last)
+                return "".join(out)
+
+            return substitute
+    return lambda context: render(source, context)
