@@ -165,3 +165,41 @@ def test_the_embedding_example_runs() -> None:
         assert line in out.splitlines(), f"{line!r} not in:\n{out}"
     assert out.index("REVERTED       add_vm") > out.index("REVERTED       clone[disk0]")
     assert not (ROOT / "tests" / ".planctl").exists()
+
+
+def test_a_run_pauses_full_collections_and_gives_the_callers_gc_back(tmp_path: Path) -> None:
+    """During a run the oldest generation is not collected automatically (its scans grow
+    with the run and find nothing), the young ones are; afterwards the embedding program's
+    own thresholds and frozen objects are as they were, whether the run succeeded or not."""
+    import gc
+
+    plan = write(tmp_path, """\
+        name: gc
+        commands:
+          - id: a
+            run: {command: ["true"]}
+            inverse: {command: ["true"]}
+          - id: b
+            needs: a
+            exists: {command: ["false"]}
+            run: {command: ["false"]}
+            inverse: {command: ["true"]}
+        """)
+    loaded = planner.load_plan(plan)
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    seen: list[tuple[int, ...]] = []
+    gc.set_threshold(500, 7, 9)
+    try:
+        store = planner.SQLiteStore(tmp_path / "state.db")
+        try:
+            outcome = planner.apply_plan(loaded, store, handle_signals=False,
+                                         listener=lambda _e: seen.append(gc.get_threshold()))
+        finally:
+            store.close()
+        assert outcome.status == "ROLLED_BACK"
+        assert seen and all(t == (500, 7, 1 << 30) for t in seen)
+        assert gc.get_threshold() == (500, 7, 9)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.set_threshold(*before)
