@@ -1371,17 +1371,8 @@ def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
 def _heap_frozen() -> Iterator[None]:
     """For the run, the objects that exist before it (the loaded plan is most of them) are
     left out of garbage collections: a full one over a 10,000-command plan costs ~50 ms,
-    and a run triggers several. Left alone if the caller froze objects itself.
-
-    And no automatic full collection during the run: the objects a run keeps (in-flight
-    tasks, statuses, histories) grow with it, so each full collection scans more, and they
-    found nothing to free (a run's few reference cycles die young, in the young
-    generations, which still run). With 10,000 polled tasks in flight this was 0.45-0.6 s
-    of a 1.5 s run. The thresholds come back as they were when the run ends."""
-    thresholds = gc.get_threshold()
-    if thresholds[0]:
-        gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
-    try:
+    and a run triggers several. Left alone if the caller froze objects itself."""
+    with _full_collections_paused():
         if gc.get_freeze_count():
             yield
             return
@@ -1390,9 +1381,34 @@ def _heap_frozen() -> Iterator[None]:
             yield
         finally:
             gc.unfreeze()
+
+
+_gc_lock = threading.Lock()
+_gc_runs = 0  # runs going on in this process (threads), under _gc_lock
+_gc_saved = (0, 0, 0)  # the thresholds before the first of them
+
+
+@contextlib.contextmanager
+def _full_collections_paused() -> Iterator[None]:
+    """No automatic full collection while any run goes on: the objects a run keeps
+    (in-flight tasks, statuses) grow with it, so each full collection scans more, and
+    they found nothing to free (a run's few reference cycles die young, in the young
+    generations, which still collect). With 10,000 polled tasks in flight this was
+    0.45-0.6 s of a 1.5 s run. The last run to end puts the thresholds back."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if not _gc_runs:
+            _gc_saved = gc.get_threshold()
+            if _gc_saved[0]:  # 0: collection is off already
+                gc.set_threshold(_gc_saved[0], _gc_saved[1], 1 << 30)
+        _gc_runs += 1
+    try:
+        yield
     finally:
-        if thresholds[0]:
-            gc.set_threshold(*thresholds)
+        with _gc_lock:
+            _gc_runs -= 1
+            if not _gc_runs and _gc_saved[0]:
+                gc.set_threshold(*_gc_saved)
 
 
 class _PidfdWatcher(asyncio.AbstractChildWatcher):

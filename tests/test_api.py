@@ -203,3 +203,25 @@ def test_a_run_pauses_full_collections_and_gives_the_callers_gc_back(tmp_path: P
         assert gc.get_freeze_count() == frozen
     finally:
         gc.set_threshold(*before)
+
+
+def test_overlapping_runs_in_threads_give_the_gc_thresholds_back_once_both_end() -> None:
+    """Runs on two threads overlap: full collections stay paused until the last one ends,
+    and the thresholds then are those from before the first (not the paused ones)."""
+    import gc
+
+    from planner.executor import _full_collections_paused
+
+    before = gc.get_threshold()
+    gc.set_threshold(600, 8, 12)
+    try:
+        first, second = _full_collections_paused(), _full_collections_paused()
+        first.__enter__()
+        second.__enter__()
+        assert gc.get_threshold() == (600, 8, 1 << 30)
+        first.__exit__(None, None, None)
+        assert gc.get_threshold() == (600, 8, 1 << 30)
+        second.__exit__(None, None, None)
+        assert gc.get_threshold() == (600, 8, 12)
+    finally:
+        gc.set_threshold(*before)
