@@ -170,6 +170,7 @@ class PlanPreview:
     commands: tuple[PlannedCommand, ...]
     rollback: tuple[str, ...]  # commands whose inverse would run, in rollback order
     leftovers: tuple[str, ...]  # commands that would change what no inverse undoes
+    description: str | None = None  # the plan's own
 
     @property
     def changes(self) -> tuple[PlannedCommand, ...]:
@@ -194,6 +195,7 @@ class PlanPreview:
         """The preview as JSON-ready data (``version`` is PREVIEW_VERSION)."""
         return {
             "version": PREVIEW_VERSION, "plan": self.plan, "file": self.file,
+            "description": self.description,
             "changes": len(self.changes), "failures": len(self.failures),
             "commands": [c.to_dict() for c in self.commands],
             "rollback": list(self.rollback), "leftovers": list(self.leftovers),
@@ -456,7 +458,7 @@ class _Previewer:
                 scheduler.done(key)
         leftovers = tuple(i for i, p in planned.items() if p.undo is Undo.LEFTOVER)
         return PlanPreview(runner.plan.name, runner.plan.file, tuple(planned.values()),
-                           tuple(order), leftovers)
+                           tuple(order), leftovers, runner.plan.description)
 
     def _entity(self, instance: CommandInstance) -> str | None:
         if instance.spec.entity is None:
@@ -505,7 +507,8 @@ def format_preview(preview: PlanPreview) -> str:
             label = "would run (read-only)"
         rows.append(["  " * c.depth + c.id, label, c.entity or "", _cut(c.run),
                      _UNDO_LABELS[c.undo]])
-    lines = [f"plan {preview.plan} ({preview.file})\n\n",
+    about = f"{preview.description.strip()}\n" if preview.description else ""
+    lines = [f"plan {preview.plan} ({preview.file})\n{about}\n",
              _table(["COMMAND", "APPLY", "ENTITY", "RUN", "ROLLBACK"], rows), "\n"]
     failures, unknown = preview.failures, [c for c in preview.commands
                                            if c.verdict is Verdict.UNKNOWN]

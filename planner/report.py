@@ -117,6 +117,8 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
     lines = [
         f"run      {run.id}",
         f"plan     {run.plan_name} ({run.plan_file})",
+        *([f"         {' '.join(str(about).split())}"]
+          if (about := (run.snapshot or {}).get("description")) else []),
         f"status   {run.status}",
         f"started  {_when(run.started_at)} on {run.host} (pid {run.pid})",
         f"ended    {_when(run.ended_at)}",

@@ -359,3 +359,33 @@ def test_plan_cannot_tell_a_when_that_needs_apply(tmp_path: Path, when: str) -> 
         assert verdicts == {"made": "run-unprobed", "later": "run-unprobed"}
     else:
         assert verdicts == {"made": "run-unprobed", "later": "unknown"}
+
+
+def test_plan_and_show_print_the_plans_description(tmp_path: Path) -> None:
+    """The plan's `description` heads `planctl plan` (text and JSON) and `planctl show`,
+    folded to one line; a plan without one prints no empty line for it."""
+    write(tmp_path, """\
+        name: described
+        description: Make a marker file,
+          then nothing else.
+        commands:
+          - id: mark
+            run: {command: [touch, marker]}
+            inverse: {command: [rm, marker]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "plan described (plan.yaml)\nMake a marker file, then nothing else.\n\nCOMMAND")
+    assert as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))["description"] \
+        == "Make a marker file, then nothing else."
+    assert planctl(tmp_path, "apply", "plan.yaml").returncode == 0
+    shown = planctl(tmp_path, "show", "--last").stdout.splitlines()
+    assert shown[1:3] == ["plan     described (plan.yaml)",
+                          "         Make a marker file, then nothing else."]
+
+    write(tmp_path, "name: bare\ncommands:\n  - id: a\n    run: {command: ['true']}\n",
+          "bare.yaml")
+    bare = planctl(tmp_path, "plan", "bare.yaml")
+    assert bare.stdout.startswith("plan bare (bare.yaml)\n\nCOMMAND"), bare.stdout
+    assert as_json(planctl(tmp_path, "plan", "bare.yaml", "-o", "json"))["description"] is None
