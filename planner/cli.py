@@ -54,6 +54,9 @@ def _print_diagnostic(diagnostic: Diagnostic) -> None:
     typer.echo(text, err=True)
 
 
+DEFAULT_STATE = os.path.join(".planctl", "state.db")
+
+
 def _fail(error: PlanctlError) -> NoReturn:
     if isinstance(error, PlanError):
         for diagnostic in error.diagnostics:
@@ -227,13 +230,19 @@ def plan_command(
         help="Exit 0 when nothing would change, 10 when something would.")] = False,
     output: Annotated[PreviewFormat, typer.Option(
         "--output", "-o", help="text: tables; json: one JSON document.")] = PreviewFormat.text,
+    state: Annotated[Path, typer.Option(
+        "--state", "-s", metavar="PATH", envvar="PLANCTL_STATE", show_default=True,
+        help="SQLite state file whose entity locks to report (read only; may not exist).")
+    ] = Path(DEFAULT_STATE),
 ) -> None:
     """Show what apply would do, and what its rollback would undo, asking only `exists`.
 
     Each command would run, or is UNCHANGED because its `exists` probe finds it present.
     Nothing else runs and nothing is written (no state store, no run, no lock). Values only
     apply produces, such as outputs of commands that would run first, show as
-    "(known after apply)"; a probe that needs one is not asked.
+    "(known after apply)"; a probe that needs one is not asked. Entities of the plan that
+    another run holds locked in the state file are listed (apply would wait for them, up
+    to its lock timeout, or exit 4); the file is only read.
 
     Exit codes: 0 the preview is complete (with --detailed-exitcode: nothing would change)
     · 10 something would change (only with --detailed-exitcode) · 11 apply would fail: a
@@ -252,15 +261,17 @@ def plan_command(
     loaded = _load(plan, var, vars_file)
     for warning in loaded.warnings:
         _print_diagnostic(warning)
-    preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel)
+    from .sqlite_store import read_locks
+
+    locks = read_locks(state)  # StateError: exit 3 like any unusable store
+    preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel,
+                           locks=locks)
     if output is PreviewFormat.json:
         typer.echo(json.dumps(preview.to_dict(), indent=2))
     else:
         typer.echo(format_preview(preview), nl=False)
     raise typer.Exit(preview.exit_code(detailed=detailed_exitcode))
 
-
-DEFAULT_STATE = os.path.join(".planctl", "state.db")
 
 StateOption = Annotated[
     Path,

@@ -9,9 +9,11 @@ What only apply produces (``run_id``, the outputs of a command that would run) i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shlex
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -22,16 +24,19 @@ from .executor import (
     Runner,
     _close_clients,
     _CommandsView,
+    _locked_message,
     _StepFailed,
     _truthy,
     _watch_children,
+    lock_lease,
+    lock_state,
     resolve_secrets,
 )
 from .graph import END, CommandInstance
 from .loader import LoadedPlan
 from .model import Operation
 from .status import REGULAR_FLOW, ROLLBACK_FLOW
-from .store import MemoryStore
+from .store import LockRecord, MemoryStore
 from .templates import TemplateError, render, render_value
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "KNOWN_AFTER_APPLY",
     "PREVIEW_VERSION",
     "KnownAfterApply",
+    "LockedEntity",
     "PlanPreview",
     "PlannedCommand",
     "Undo",
@@ -161,6 +167,17 @@ class PlannedCommand:
                 "inverse": self.inverse, "undo": self.undo.value, "changes": self.changes}
 
 
+@dataclass(frozen=True, slots=True)
+class LockedEntity:
+    """An entity of the plan that another run holds: apply would wait for it (up to its
+    lock timeout) or exit 4."""
+
+    entity: str
+    run_id: str
+    holder: str  # "alive", "dead (…s ago)", "kept for leftovers", "kept until resumed"
+    message: str  # what apply would say, with what to do about it
+
+
 @dataclass(frozen=True)
 class PlanPreview:
     """What applying a plan would do, and what the rollback of a failed apply would undo."""
@@ -171,6 +188,7 @@ class PlanPreview:
     rollback: tuple[str, ...]  # commands whose inverse would run, in rollback order
     leftovers: tuple[str, ...]  # commands that would change what no inverse undoes
     description: str | None = None  # the plan's own
+    locked: tuple[LockedEntity, ...] = ()  # entities of the plan another run holds now
 
     @property
     def changes(self) -> tuple[PlannedCommand, ...]:
@@ -199,16 +217,20 @@ class PlanPreview:
             "changes": len(self.changes), "failures": len(self.failures),
             "commands": [c.to_dict() for c in self.commands],
             "rollback": list(self.rollback), "leftovers": list(self.leftovers),
+            "locked": [dataclasses.asdict(lock) for lock in self.locked],
         }
 
 
 def preview_plan(loaded: LoadedPlan, *, secrets: Mapping[str, str] | None = None,
-                 max_parallel: int | None = None) -> PlanPreview:
+                 max_parallel: int | None = None,
+                 locks: Iterable[tuple[LockRecord, str | None]] = ()) -> PlanPreview:
     """What applying ``loaded`` would do, asking only its `exists` probes; writes nothing.
 
     ``secrets`` default to the plan's, resolved as apply resolves them (UsageError when a
     required one is missing). Probes run concurrently, up to ``max_parallel`` (default: the
-    plan's), on a fresh event loop.
+    plan's), on a fresh event loop. ``locks`` are the locks of a state store with their
+    runs' statuses (``read_locks(path)``, or ``store.list_locks()`` and the runs): those on
+    the plan's entities are reported in ``locked``.
     """
     if secrets is None:
         secrets = resolve_secrets(loaded)
@@ -225,7 +247,14 @@ def preview_plan(loaded: LoadedPlan, *, secrets: Mapping[str, str] | None = None
 
     with runner.importable():
         asyncio.run(main())
-    return previewer.result()
+    preview = previewer.result()
+    entities = {c.entity for c in preview.commands if c.entity}
+    now, lease = time.time(), lock_lease()
+    locked = tuple(
+        LockedEntity(lock.entity, lock.run_id, lock_state(lock, now, lease, status),
+                     _locked_message(lock, now, lease, status))
+        for lock, status in locks if lock.entity in entities)
+    return dataclasses.replace(preview, locked=locked) if locked else preview
 
 
 @dataclass(frozen=True)
@@ -539,4 +568,8 @@ def format_preview(preview: PlanPreview) -> str:
                      f"{', '.join(preview.leftovers)}\n")
     elif preview.changes:
         lines.append("\na rollback would leave nothing behind\n")
+    if preview.locked:
+        lines.append("\nlocked now by other runs (apply would wait up to its lock timeout, "
+                     "then exit 4):\n")
+        lines.extend(f"  - {lock.message}\n" for lock in preview.locked)
     return "".join(lines)

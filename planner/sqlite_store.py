@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
@@ -470,3 +471,37 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def read_locks(path: str | os.PathLike[str]) -> list[tuple[LockRecord, str | None]]:
+    """The entity locks of the store at ``path``, each with its run's status, read without
+    writing anything: no file is made when there is none (then there are no locks), no
+    schema is created or upgraded. For `planctl plan`, which promises to write nothing."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return []
+    # Without a -wal file no connection is open and everything is in the main file: read
+    # it as immutable, which makes no -wal or -shm file (a read-only connection would).
+    # With one, a run may be writing: read through the WAL, whose files exist already.
+    quiet = not os.path.exists(path + "-wal")
+    for immutable in (True, False) if quiet else (False,):
+        try:
+            return _read_locks(path, immutable)
+        except sqlite3.DatabaseError as exc:
+            problem = exc  # with immutable: a run may have started meanwhile; read again
+    raise StateError(f"{path}: not a usable planctl state store: {problem}") from None
+
+
+def _read_locks(path: str, immutable: bool) -> list[tuple[LockRecord, str | None]]:
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    db = sqlite3.connect(uri + ("&immutable=1" if immutable else ""), uri=True, timeout=5.0)
+    try:
+        if not db.execute("PRAGMA user_version").fetchone()[0]:
+            return []  # an empty file: no schema yet
+        rows = db.execute(
+            "SELECT l.entity, l.run_id, l.host, l.pid, l.acquired_at, l.heartbeat_at,"
+            " r.status FROM locks l LEFT JOIN runs r ON r.id = l.run_id"
+            " ORDER BY l.entity").fetchall()
+    finally:
+        db.close()
+    return [(LockRecord(*row[:6]), row[6]) for row in rows]

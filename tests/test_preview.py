@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,70 @@ def test_plan_and_show_print_the_plans_description(tmp_path: Path) -> None:
     bare = planctl(tmp_path, "plan", "bare.yaml")
     assert bare.stdout.startswith("plan bare (bare.yaml)\n\nCOMMAND"), bare.stdout
     assert as_json(planctl(tmp_path, "plan", "bare.yaml", "-o", "json"))["description"] is None
+
+
+LOCKING = """\
+    name: locking
+    commands:
+      - id: hold
+        entity: "file/held"
+        run: {command: [sh, -c, 'touch started; sleep 30']}
+        inverse: {command: ["true"]}
+      - id: other
+        entity: "file/other"
+        run: {command: ["true"]}
+        inverse: {command: ["true"]}
+    """
+
+
+def test_plan_reports_entities_another_run_holds_and_still_writes_nothing(
+        tmp_path: Path) -> None:
+    """An apply in flight holds the plan's entities: `planctl plan` lists them as locked by
+    that run (alive), in text and JSON, exits as it would otherwise, and leaves the state
+    file as it found it. Once the run has ended (killed: its locks are dead) and with no
+    state file at all, nothing is reported and no file is made."""
+    write(tmp_path, LOCKING)
+    fresh = planctl(tmp_path, "plan", "plan.yaml")
+    assert fresh.returncode == 0 and "locked now" not in fresh.stdout
+    assert not (tmp_path / ".planctl").exists()
+
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    running = subprocess.Popen([sys.executable, "-m", "planner", "apply", "plan.yaml"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and running.poll() is None
+            time.sleep(0.05)
+        before = state_files(tmp_path / ".planctl")
+        done = planctl(tmp_path, "plan", "plan.yaml", "--detailed-exitcode")
+        assert done.returncode == 10, done.stdout + done.stderr
+        locked = done.stdout.split("locked now by other runs", 1)[1]
+        assert re.search(r"entity file/held is locked by run \S+ \(pid \d+ on ", locked)
+        assert "entity file/other is locked" in locked
+        data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))
+        assert [(lock["entity"], lock["holder"]) for lock in data["locked"]] == [
+            ("file/held", "alive"), ("file/other", "alive")]
+        assert state_files(tmp_path / ".planctl").keys() == before.keys()
+    finally:
+        running.kill()
+        running.wait()
+    # `planctl locks` opens the store (its close folds the killed run's WAL in, and
+    # removes it), so the plan below reads a file no connection has open.
+    assert "dead" in planctl(tmp_path, "locks").stdout
+    after = state_files(tmp_path / ".planctl")
+    assert list(after) == ["state.db"]
+    data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))
+    assert {lock["holder"].split(" ")[0] for lock in data["locked"]} == {"dead"}
+    assert state_files(tmp_path / ".planctl") == after  # no -wal or -shm made
+
+
+def test_plan_with_an_unusable_state_file_exits_3(tmp_path: Path) -> None:
+    write(tmp_path, LOCKING)
+    (tmp_path / "junk.db").write_text("not a database")
+    done = planctl(tmp_path, "plan", "plan.yaml", "--state", "junk.db")
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1] == \
+        "planctl: error: junk.db: not a usable planctl state store: file is not a database"
+    assert done.stdout == ""
