@@ -1386,6 +1386,10 @@ def _heap_frozen() -> Iterator[None]:
 _gc_lock = threading.Lock()
 _gc_runs = 0  # runs going on in this process (threads), under _gc_lock
 _gc_saved = (0, 0, 0)  # the thresholds before the first of them
+_gc_since = 0.0  # when full collections were paused, or last forced while runs overlap
+# Runs that keep overlapping (a service applying plans on several threads) would never
+# let a full collection happen: one is made at the end of a run at most this often.
+FULL_COLLECTION_EVERY = 60.0
 
 
 @contextlib.contextmanager
@@ -1394,21 +1398,29 @@ def _full_collections_paused() -> Iterator[None]:
     (in-flight tasks, statuses) grow with it, so each full collection scans more, and
     they found nothing to free (a run's few reference cycles die young, in the young
     generations, which still collect). With 10,000 polled tasks in flight this was
-    0.45-0.6 s of a 1.5 s run. The last run to end puts the thresholds back."""
-    global _gc_runs, _gc_saved
+    0.45-0.6 s of a 1.5 s run. The last run to end puts the thresholds back; while runs
+    overlap without a break, the end of one collects in full once a minute."""
+    global _gc_runs, _gc_saved, _gc_since
     with _gc_lock:
         if not _gc_runs:
             _gc_saved = gc.get_threshold()
+            _gc_since = time.monotonic()
             if _gc_saved[0]:  # 0: collection is off already
                 gc.set_threshold(_gc_saved[0], _gc_saved[1], 1 << 30)
         _gc_runs += 1
     try:
         yield
     finally:
+        collect = False
         with _gc_lock:
             _gc_runs -= 1
-            if not _gc_runs and _gc_saved[0]:
-                gc.set_threshold(*_gc_saved)
+            if not _gc_runs:
+                if _gc_saved[0]:
+                    gc.set_threshold(*_gc_saved)
+            elif _gc_saved[0] and time.monotonic() - _gc_since >= FULL_COLLECTION_EVERY:
+                collect, _gc_since = True, time.monotonic()
+        if collect:
+            gc.collect()
 
 
 class _PidfdWatcher(asyncio.AbstractChildWatcher):

@@ -225,3 +225,35 @@ def test_overlapping_runs_in_threads_give_the_gc_thresholds_back_once_both_end()
         assert gc.get_threshold() == (600, 8, 12)
     finally:
         gc.set_threshold(*before)
+
+
+def test_runs_that_keep_overlapping_still_get_a_full_collection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service whose runs never all end at once would never collect in full: the end of
+    a run that overlaps another collects once the pause is FULL_COLLECTION_EVERY old."""
+    import gc
+
+    import planner.executor as executor
+
+    full: list[int] = []
+
+    def heard(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(heard)
+    try:
+        monkeypatch.setattr(executor, "FULL_COLLECTION_EVERY", 3600.0)
+        first, second = executor._full_collections_paused(), executor._full_collections_paused()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert not full  # the pause is young: no full collection yet
+        third = executor._full_collections_paused()
+        third.__enter__()
+        monkeypatch.setattr(executor, "FULL_COLLECTION_EVERY", 0.0)
+        second.__exit__(None, None, None)
+        assert full == [1]  # third still runs: the end of second collected
+        third.__exit__(None, None, None)
+    finally:
+        gc.callbacks.remove(heard)
