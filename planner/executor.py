@@ -287,11 +287,34 @@ def _locked_message(lock: LockRecord, now: float, lease: float,
     return text + "; wait for it with --lock-timeout"
 
 
+SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle held one
+
+
+def unmask(text: str, secrets: Mapping[str, str]) -> str:
+    """A stored task handle with its secret placeholders replaced by the secrets' values
+    (a placeholder whose secret is not resolved stays as it is)."""
+    if "\u00absecret:" not in text:
+        return text
+    for name, value in secrets.items():
+        text = text.replace(SECRET_MARK.format(name), value)
+    return text
+
+
 class _Redactor:
     """Replaces secret values with ``***`` in anything about to be stored or shown."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
         self.values = sorted((v for v in secrets.values() if v), key=len, reverse=True)
+        self.names = sorted(((v, k) for k, v in secrets.items() if v),
+                            key=lambda pair: len(pair[0]), reverse=True)
+
+    def naming(self, text: str) -> str:
+        """``text`` with each secret value replaced by a placeholder naming the secret,
+        for a task handle: stored without the secret, and made whole again on resume
+        (``unmask``) from the secrets resolved then."""
+        for secret, name in self.names:
+            text = text.replace(secret, SECRET_MARK.format(name))
+        return text
 
     def __call__(self, value: Any) -> Any:
         if not self.values:
@@ -740,8 +763,9 @@ class Runner:
         task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
                           self._entities.get(iid), self.redact({"poll": poll_args}),
                           started, started)
-        # A handle holding a secret is stored masked: this process polls the real one.
-        self.batch.tasks.append(dataclasses.replace(task, handle=self.redact(handle))
+        # A handle holding a secret is stored with a placeholder naming it: this process
+        # polls the real one, a resume puts the secret back (``unmask``).
+        self.batch.tasks.append(dataclasses.replace(task, handle=self.redact.naming(handle))
                                 if self.redacting else task)
         if reason == REGULAR_FLOW:
             self.handles[iid] = handle
@@ -814,7 +838,8 @@ class Runner:
             due = max(due + interval, now)  # a poll slower than the interval: the next at once
         now = self.clock()
         self.batch.tasks.append(TaskRecord(
-            task.run_id, iid, reason, self.redact(task.handle) if self.redacting else task.handle,
+            task.run_id, iid, reason,
+            self.redact.naming(task.handle) if self.redacting else task.handle,
             outcome, task.entity, task.spec, task.started_at, now, polls))
         self._event("task", iid, handle=task.handle, task_status=outcome, polls=polls,
                     execution_reason=reason)
@@ -1098,6 +1123,8 @@ class Runner:
             if record.error:
                 runner.errors[iid] = record.error
         for task in store.get_tasks(run_id):
+            if runner.redacting:  # a handle stored with secret placeholders: made whole
+                task = dataclasses.replace(task, handle=unmask(task.handle, runner.secrets))
             runner.tasks[(task.command_id, task.execution_reason)] = task
             if task.execution_reason == REGULAR_FLOW:
                 runner.handles[task.command_id] = task.handle

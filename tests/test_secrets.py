@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_secrets_reach_commands_but_no_file_or_output_of_planctl(
     assert commands["echo"].outputs == {"said": "token=*** key=***"}
     assert commands["job"].outputs == {"polled": "finished *** for job-***"}
     assert "***" in (commands["denied"].error or "")
-    assert {t.handle for t in tasks} == {"job-***"}
+    assert {t.handle for t in tasks} == {"job-\u00absecret:key\u00bb"}  # named, not kept
 
 
 def test_a_crash_log_leaves_resolved_secrets_out(tmp_path: Path,
@@ -231,3 +232,67 @@ def test_the_redactor_masks_keys_and_values_kept_as_text() -> None:
     assert masked["***"] == 1 and masked["n"] == 3 and masked["none"] is None
     assert masked["l"] == ["a***"]
     assert redact(TOKEN.upper()) == TOKEN.upper()  # a transformed value is not recognised
+
+
+SECRET_HANDLE = """\
+name: secret-handle
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: job
+    run:
+      command: [sh, -c, 'echo "job-$1"', sh, "{{ token }}"]
+      async:
+        handle: "{{ result.stdout | trim }}"
+        poll:
+          command: [sh, -c, 'echo "$1" >> polled.txt; if [ -e done ]; then echo finished; fi',
+                    sh, "{{ handle }}"]
+        until: "{{ 'finished' in poll.stdout }}"
+        interval: 0.05s
+        max_interval: 0.05s
+    inverse: {command: ["true"]}
+"""
+
+
+def test_a_handle_holding_a_secret_is_stored_without_it_and_resumed_with_it(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """A task handle that contains a secret is stored with a placeholder naming the secret,
+    never the value; after a kill -9, `planctl resume` (given the secret again) re-attaches
+    and polls the real handle until the task ends."""
+    root, env = audit
+    (root / "handle.yaml").write_text(SECRET_HANDLE, encoding="utf-8")
+    applying = subprocess.Popen([sys.executable, "-m", "planner", "apply", "handle.yaml"],
+                                cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / "polled.txt").exists():
+            assert time.monotonic() < deadline and applying.poll() is None
+            time.sleep(0.02)
+    finally:
+        applying.kill()
+        applying.wait()
+    stored = b"".join(p.read_bytes() for p in (root / ".planctl").glob("state.db*"))
+    assert not leaks(stored)
+    shown = planctl(root, "show", "--last", env=env)
+    assert "job-\u00absecret:token\u00bb" in shown.stdout and not leaks(shown.stdout)
+
+    (root / "done").touch()
+    (root / "polled.txt").unlink()
+    resumed = planctl(root, "resume", "--last", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "REATTACHED" in resumed.stdout and not leaks(resumed.stdout + resumed.stderr)
+    assert (root / "polled.txt").read_text().split() == [f"job-{TOKEN}"]
+    stored = b"".join(p.read_bytes() for p in (root / ".planctl").glob("state.db*"))
+    assert not leaks(stored)
+
+
+def test_handle_placeholders_name_the_longest_secret_and_survive_a_missing_one() -> None:
+    from planner.executor import unmask
+
+    redactor = _Redactor({"short": "abc", "long": "abcdef", "empty": ""})
+    stored = redactor.naming("id-abcdef-abc")
+    assert stored == "id-\u00absecret:long\u00bb-\u00absecret:short\u00bb"
+    assert unmask(stored, {"short": "abc", "long": "abcdef"}) == "id-abcdef-abc"
+    assert unmask(stored, {"short": "abc"}) == "id-\u00absecret:long\u00bb-abc"
+    assert unmask("plain-id", {"short": "abc"}) == "plain-id"
