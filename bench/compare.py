@@ -47,6 +47,8 @@ SECONDS = 0.5  # how long each W2 job takes: the critical path
 WARMUP_N = 10  # size of the untimed first run of each tool on each workload
 BASELINE = "planctl"
 LIMIT = "sqlite-limit"
+ASYNC_LIMIT = "asyncio-limit"
+LIMITS = (LIMIT, ASYNC_LIMIT)  # floors, not peers: no whole-process ratio
 
 Sizes = dict[str, tuple[int, ...]]
 
@@ -75,6 +77,9 @@ TOOLS: tuple[Tool, ...] = (
     Tool(LIMIT, "bare sqlite3 replaying planctl's transactions of the same run (engine only)",
          {"W1": (100, _K, _10K, _100K), "W3": (100, _K, _10K, _100K)},
          {"W1": (100, _K), "W3": (100, _K)}),
+    Tool(ASYNC_LIMIT, "bare asyncio running W2's jobs with planctl's polling (the same "
+         "grid, status function and interval), no state: the floor without durability",
+         {"W2": (100, _K, _10K)}, {"W2": (10, 100)}),
     Tool("taskflow-serial-memory", _TASKFLOW_WHAT.format(engine="serial", store="memory"),
          {"W1": (100, _K, _10K), "W3": (100, _K), "L": (100, _K, _10K)},
          {"W1": (100,), "W3": (100,), "L": (100,)}, peer=True),
@@ -167,6 +172,10 @@ def make_case(tool: str, workload: str, n: int, work: Path, ctx: Context) -> Cas
         return _planctl_case(tool, workload, n, work)
     if tool == LIMIT:
         return _limit_case(workload, n, work)
+    if tool == ASYNC_LIMIT:
+        return Case(tool, workload, n, work,
+                    [sys.executable, str(HERE / "asyncio_limit.py"), str(n), str(SECONDS)],
+                    harness.env(), figures=_json_figures)
     if ctx.peers_python is None:
         raise Stop(f"peers unavailable: {ctx.peers_error}")
     if tool.startswith("taskflow-"):
@@ -416,6 +425,8 @@ def table_rows(series: Sequence[Series]) -> list[tuple[str, ...]]:
                          f"forward {duration(s.median('forward_per_command'))}/command")
         if s.tool == LIMIT and s.samples:
             notes.append(f"{s.median('transactions'):,.0f} transactions replayed")
+        if s.tool == ASYNC_LIMIT and s.samples:
+            notes.append(f"{s.median('polls'):,.0f} polls")
         if s.median("threads") and (s.median("threads") or 0) > 1:
             notes.append(f"{s.median('threads'):,.0f} threads")
         if s.stopped:
@@ -426,7 +437,7 @@ def table_rows(series: Sequence[Series]) -> list[tuple[str, ...]]:
             f"{_per(s.workload, s.n, wall)} / {_per(s.workload, s.n, engine)}"
             if s.samples else "—",
             "—" if s.median("rss") is None else f"{s.median('rss'):.0f}",
-            "—" if s.tool == LIMIT or b is None else ratio(b.median("wall"), wall),
+            "—" if s.tool in LIMITS or b is None else ratio(b.median("wall"), wall),
             "—" if b is None else ratio(b.median("engine"), engine),
             "; ".join(notes).replace("|", "/"),
         ))
@@ -510,6 +521,13 @@ def targets(series: Sequence[Series]) -> list[str]:
             say(f"W2 N={n:,} over the {SECONDS:g} s critical path",
                 f"engine ×{engine / SECONDS:.2f}, whole process ×{wall / SECONDS:.2f}",
                 engine / SECONDS <= limit_x, f"engine ≤ {limit_x}×")
+    for s in _find(series, BASELINE, "W2"):
+        floor = _find(series, ASYNC_LIMIT, "W2", s.n)
+        if floor and floor[0].median("engine"):
+            mine, bare = s.median("engine") or 0, floor[0].median("engine") or 1
+            say(f"W2 N={s.n:,}, planctl engine over bare asyncio (no durability)",
+                f"{mine / bare:.2f}× ({mine:.3f} s vs {bare:.3f} s: ×{bare / SECONDS:.2f} of "
+                f"the critical path)", None, "")
     for s in _find(series, BASELINE, "W3"):
         w1n = _find(series, BASELINE, "W1", s.n)
         back = s.median("rollback_per_inverse")
