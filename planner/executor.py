@@ -288,12 +288,13 @@ def _locked_message(lock: LockRecord, now: float, lease: float,
 
 
 SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle held one
+_SECRET_MARK_START = SECRET_MARK.partition("{")[0]
 
 
 def unmask(text: str, secrets: Mapping[str, str]) -> str:
     """A stored task handle with its secret placeholders replaced by the secrets' values
     (a placeholder whose secret is not resolved stays as it is)."""
-    if "\u00absecret:" not in text:
+    if _SECRET_MARK_START not in text:
         return text
     for name, value in secrets.items():
         text = text.replace(SECRET_MARK.format(name), value)
@@ -304,9 +305,10 @@ class _Redactor:
     """Replaces secret values with ``***`` in anything about to be stored or shown."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        self.values = sorted((v for v in secrets.values() if v), key=len, reverse=True)
+        # Longest first, so that a secret holding another is replaced whole.
         self.names = sorted(((v, k) for k, v in secrets.items() if v),
                             key=lambda pair: len(pair[0]), reverse=True)
+        self.values = [value for value, _ in self.names]
 
     def naming(self, text: str) -> str:
         """``text`` with each secret value replaced by a placeholder naming the secret,

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from jinja2 import nodes
@@ -196,10 +196,6 @@ def analyze(source: str) -> TemplateInfo:
     return TemplateInfo(names, _refs(chains))
 
 
-def _lookup(context: Mapping[str, Any], dotted: str) -> Any:
-    return _getter(dotted)(context)
-
-
 @lru_cache(maxsize=65536)
 def _getter(dotted: str) -> Callable[[Mapping[str, Any]], Any]:
     """A function reading ``dotted`` (``a.b.c``) out of a context, split once."""
@@ -232,18 +228,50 @@ def _expression(expr: str) -> Any:
 
 def render(source: str, context: Mapping[str, Any], *, shell: bool = False) -> str:
     """Render a template to text; plain strings come back unchanged."""
+    return _text_renderer(source, shell)(context)
+
+
+@lru_cache(maxsize=65536)
+def _text_renderer(source: str, shell: bool) -> Callable[[Mapping[str, Any]], str]:
+    """How ``render`` renders this string, decided once per distinct text: unchanged,
+    literal pieces around ``{{ dotted.name }}`` getters, or Jinja."""
     if not is_template(source):
-        return source
+        return lambda _context: source
     if not shell and "{%" not in source and "{#" not in source:
         found = _SIMPLE.findall(source)
         if found and source.count("{{") == len(found):
-            return _SIMPLE.sub(lambda m: _text(_lookup(context, m.group(1))), source)
-    try:
-        return str(_compiled(source, shell).render(context))
-    except _j.TemplateSyntaxError as exc:
+            pieces = _SIMPLE.split(source)  # literal, name, literal, ..., literal
+            literals, getters = pieces[0:-1:2], [_getter(d) for d in pieces[1::2]]
+            last = pieces[-1]
+
+            def substitute(context: Mapping[str, Any]) -> str:
+                out = []
+                for literal, get in zip(literals, getters, strict=True):
+                    out.append(literal)
+                    out.append(_text(get(context)))
+                out.append(last)
+                return "".join(out)
+
+            return substitute
+
+    def jinja(context: Mapping[str, Any]) -> str:
+        try:
+            return str(_compiled(source, shell).render(context))
+        except Exception as exc:  # noqa: BLE001 - sorted out by _reraise
+            _reraise(exc)
+
+    return jinja
+
+
+def _reraise(exc: Exception) -> NoReturn:
+    """Raise what a failure of Jinja while rendering stands for: a TemplateError for what
+    the template did wrong; anything else (a bug) as it is."""
+    if isinstance(exc, _j.TemplateSyntaxError):
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    except (_j.UndefinedError, _j.SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+    if isinstance(exc, _j.UndefinedError | _j.SecurityError | TypeError | ValueError
+                  | ArithmeticError):
         raise TemplateError(str(exc)) from None
+    raise exc
 
 
 def _text(value: Any) -> str:
@@ -271,8 +299,6 @@ def render_value(source: Any, context: Mapping[str, Any]) -> Any:
 def _renderer(source: str) -> Callable[[Mapping[str, Any]], Any]:
     """How ``render_value`` renders this string, decided once per distinct text: plans
     repeat the same few templates for thousands of commands and polls."""
-    if not is_template(source):
-        return lambda _context: source
     single = _SINGLE.match(source)
     if single and "{{" not in single["expr"] and "}}" not in single["expr"]:
         expr = single["expr"].strip()
@@ -285,28 +311,8 @@ def _renderer(source: str) -> Callable[[Mapping[str, Any]], Any]:
                 if isinstance(value, _j.Undefined):
                     value._fail_with_undefined_error()
                 return value
-            except _j.TemplateSyntaxError as exc:
-                raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-            except (_j.UndefinedError, _j.SecurityError, TypeError, ValueError,
-                    ArithmeticError) as exc:
-                raise TemplateError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - sorted out by _reraise
+                _reraise(exc)
 
         return evaluate
-    if "{%" not in source and "{#" not in source:
-        found = _SIMPLE.findall(source)
-        if found and source.count("{{") == len(found):
-            # Text around ``{{ dotted.name }}``s: literal pieces and getters, alternating.
-            pieces = _SIMPLE.split(source)
-            literals, getters = pieces[0:-1:2], [_getter(d) for d in pieces[1::2]]
-            last = pieces[-1]
-
-            def substitute(context: Mapping[str, Any]) -> str:
-                out = []
-                for literal, get in zip(literals, getters, strict=True):
-                    out.append(literal)
-                    out.append(_text(get(context)))
-                out.append(last)
-                return "".join(out)
-
-            return substitute
-    return lambda context: render(source, context)
+    return _text_renderer(source, False)

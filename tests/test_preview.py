@@ -9,13 +9,12 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from seedplan import make_seed
+from seedplan import make_seed, wait_for
 
 import planner
 from planner.preview import EXIT_CHANGES, EXIT_WOULD_FAIL
@@ -419,13 +418,11 @@ def test_plan_reports_entities_another_run_holds_and_still_writes_nothing(
 
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
     running = subprocess.Popen([sys.executable, "-m", "planner", "apply", "plan.yaml"],
-                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists():
-            assert time.monotonic() < deadline and running.poll() is None
-            time.sleep(0.05)
+        wait_for("the apply to start `hold`", (tmp_path / "started").exists, timeout=30,
+                 proc=running)
         before = state_files(tmp_path / ".planctl")
         done = planctl(tmp_path, "plan", "plan.yaml", "--detailed-exitcode")
         assert done.returncode == 10, done.stdout + done.stderr
@@ -438,7 +435,7 @@ def test_plan_reports_entities_another_run_holds_and_still_writes_nothing(
         assert state_files(tmp_path / ".planctl").keys() == before.keys()
     finally:
         running.kill()
-        running.wait()
+        running.communicate()
     # `planctl locks` opens the store (its close folds the killed run's WAL in, and
     # removes it), so the plan below reads a file no connection has open.
     assert "dead" in planctl(tmp_path, "locks").stdout

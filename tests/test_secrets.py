@@ -15,11 +15,11 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from seedplan import wait_for
 
 import planner
 from planner import cli
@@ -262,16 +262,14 @@ def test_a_handle_holding_a_secret_is_stored_without_it_and_resumed_with_it(
     root, env = audit
     (root / "handle.yaml").write_text(SECRET_HANDLE, encoding="utf-8")
     applying = subprocess.Popen([sys.executable, "-m", "planner", "apply", "handle.yaml"],
-                                cwd=root, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                cwd=root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (root / "polled.txt").exists():
-            assert time.monotonic() < deadline and applying.poll() is None
-            time.sleep(0.02)
+        wait_for("the task to be polled", (root / "polled.txt").exists, timeout=30,
+                 proc=applying)
     finally:
         applying.kill()
-        applying.wait()
+        applying.communicate()
     stored = b"".join(p.read_bytes() for p in (root / ".planctl").glob("state.db*"))
     assert not leaks(stored)
     shown = planctl(root, "show", "--last", env=env)
