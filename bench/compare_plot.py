@@ -42,11 +42,12 @@ def main(argv: list[str]) -> int:
     fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 5 * rows), squeeze=False)
     for ax, workload in zip(axes.flat, workloads, strict=False):
         for tool in tools:
-            if tool not in ("sqlite-limit", "asyncio-limit"):
+            floor = tool.endswith("-limit")  # a floor has no whole process to plot
+            if not floor:
                 ns, ts = points(series, tool, workload, "wall")
                 if ns:
                     ax.plot(ns, ts, "o-", color=colours[tool], label=tool)
-            if tool in ("planctl", "sqlite-limit", "asyncio-limit"):
+            if tool == "planctl" or floor:
                 ns, ts = points(series, tool, workload, "engine")
                 if ns:
                     ax.plot(ns, ts, "s--", color=colours[tool], label=f"{tool} (engine)")

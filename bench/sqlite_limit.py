@@ -1,8 +1,9 @@
 """The floor under planctl's durable runs: its exact SQLite writes, replayed with bare sqlite3.
 
-``record`` runs a W1 (or W3) chain in process with the real ``SQLiteStore`` whose
-connection is wrapped so that every statement and its bound values are noted, grouped by
-transaction, and writes them to a trace file with the store's schema and pragmas.
+``record`` runs a W1 (or W3) chain, or W2's fan-out, in process with the real
+``SQLiteStore`` whose connection is wrapped so that every statement and its bound values
+are noted, grouped by transaction, and writes them to a trace file with the store's
+schema and pragmas (``asyncio_limit.py`` replays W2's between its jobs and polls).
 ``replay`` (run as its own process, importing nothing but ``sqlite3``) opens a fresh
 file with the same schema and pragmas and runs the same transactions: the same
 statements in the same order, prepared, with values already encoded, one ``BEGIN
@@ -73,7 +74,7 @@ class _Recorder:
 def record(workload: str, n: int, out: Path) -> None:
     """Run the chain in process with a recording store; write the trace to ``out``."""
     import harness
-    from workloads import chain
+    from workloads import chain, fanout
 
     import planner
     from planner.sqlite_store import SQLiteStore
@@ -93,7 +94,8 @@ def record(workload: str, n: int, out: Path) -> None:
                 self.recorder.in_commit = False
 
     expect = "ROLLBACK_FAILED" if workload == "W3" else "SUCCEEDED"
-    with harness.plan_dir(chain(n, fail_last=workload == "W3")) as root:
+    text = fanout(n) if workload == "W2" else chain(n, fail_last=workload == "W3")
+    with harness.plan_dir(text) as root:
         loaded = harness.load(root)
         store = RecordingStore(root / "state.db")
         try:
@@ -114,31 +116,63 @@ def record(workload: str, n: int, out: Path) -> None:
                      "units": units}, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def replay(trace: Path, path: Path) -> dict[str, Any]:
-    """Replay a trace into a fresh SQLite file; returns the figures."""
-    with open(trace, "rb") as handle:
-        data = pickle.load(handle)
-    units: list[Unit] = data["units"]
-    db = sqlite3.connect(path, isolation_level=None)
-    for pragma in data["pragmas"]:
-        db.execute(pragma)
-    db.execute("BEGIN")
-    for sql in data["schema"]:
-        db.execute(sql)
-    db.execute(f"PRAGMA user_version={int(data['user_version'])}")
-    db.execute("COMMIT")
-    execute, executemany = db.execute, db.executemany
-    cpu = time.process_time()
-    start = time.perf_counter()
-    for _, statements in units:
-        for sql, rows, many in statements:
+class Replayer:
+    """A trace's transactions, replayed into a fresh SQLite file with the trace's schema
+    and pragmas, all at once (``replay``) or in parts (``asyncio_limit.py``)."""
+
+    def __init__(self, trace: Path, path: Path) -> None:
+        with open(trace, "rb") as handle:
+            data = pickle.load(handle)
+        self.units: list[Unit] = data["units"]
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        self.db = db = sqlite3.connect(path, isolation_level=None)
+        for pragma in data["pragmas"]:
+            db.execute(pragma)
+        db.execute("BEGIN")
+        for sql in data["schema"]:
+            db.execute(sql)
+        db.execute(f"PRAGMA user_version={int(data['user_version'])}")
+        db.execute("COMMIT")
+        self.next = 0  # the next unit to replay
+        self.step_commits = 0  # commits of the run's steps replayed so far
+
+    def _play(self, unit: Unit) -> None:
+        execute, executemany = self.db.execute, self.db.executemany
+        for sql, rows, many in unit[1]:
             if many:
                 executemany(sql, rows)
             else:
                 execute(sql, rows[0])
+
+    def until_step_commit(self, count: int) -> None:
+        """Replay up to and including the ``count``-th commit of the run's steps."""
+        while self.step_commits < count and self.next < len(self.units):
+            unit = self.units[self.next]
+            self._play(unit)
+            self.next += 1
+            if unit[0] and unit[1][0][0].upper().startswith("BEGIN"):
+                self.step_commits += 1
+
+    def rest(self) -> None:
+        for unit in self.units[self.next:]:
+            self._play(unit)
+        self.next = len(self.units)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def replay(trace: Path, path: Path) -> dict[str, Any]:
+    """Replay a trace into a fresh SQLite file; returns the figures."""
+    replayer = Replayer(trace, path)
+    units = replayer.units
+    cpu = time.process_time()
+    start = time.perf_counter()
+    replayer.rest()
     inner = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    db.close()
+    replayer.close()
     return {"inner": inner, "cpu": cpu, "transactions": sum(
         1 for _, statements in units if statements[0][0].upper().startswith("BEGIN")),
         "step_commits": sum(1 for in_commit, _ in units if in_commit)}
@@ -147,8 +181,8 @@ def replay(trace: Path, path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    rec = sub.add_parser("record", help="run the chain in process, write its trace")
-    rec.add_argument("workload", choices=["W1", "W3"])
+    rec = sub.add_parser("record", help="run the workload in process, write its trace")
+    rec.add_argument("workload", choices=["W1", "W2", "W3"])
     rec.add_argument("n", type=int)
     rec.add_argument("trace", type=Path)
     rep = sub.add_parser("replay", help="replay a trace into a fresh file, print JSON")
@@ -158,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "record":
         record(args.workload, args.n, args.trace)
     else:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         print(json.dumps(replay(args.trace, args.db)))
     return 0
 
