@@ -42,7 +42,16 @@ from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
 from .status import DONE_OK, REGULAR_FLOW, TRANSITIONS, CommandStatus, RunStatus, check_transition
-from .store import Batch, CommandRecord, EventRecord, LockRecord, RunRecord, Store, TaskRecord
+from .store import (
+    Batch,
+    CommandRecord,
+    EventRecord,
+    LockRecord,
+    RunRecord,
+    Store,
+    TaskEnd,
+    TaskRecord,
+)
 from .templates import TemplateError, render_value
 
 __all__ = [
@@ -838,11 +847,7 @@ class Runner:
             interval = min(interval * spec.backoff, spec.max_interval)
             now = ticker.loop.time()
             due = max(due + interval, now)  # a poll slower than the interval: the next at once
-        now = self.clock()
-        self.batch.tasks.append(TaskRecord(
-            task.run_id, iid, reason,
-            self.redact.naming(task.handle) if self.redacting else task.handle,
-            outcome, task.entity, task.spec, task.started_at, now, polls))
+        self.batch.task_ends.append(TaskEnd(iid, reason, outcome, self.clock(), polls))
         self._event("task", iid, handle=task.handle, task_status=outcome, polls=polls,
                     execution_reason=reason)
         if outcome != "SUCCEEDED":
@@ -977,7 +982,8 @@ class Runner:
             failure.attempts = attempts
             raise
         self.results[instance.id] = result.data
-        return self._succeeded(instance, context, {"attempts": attempts, "result": result.data})
+        # The result went into the command's row with the handle (RUNNING): not again.
+        return self._succeeded(instance, context, {"attempts": attempts})
 
     def _acted(self, instance: CommandInstance, context: dict[str, Any], result: ActionResult,
                attempts: int) -> bool:

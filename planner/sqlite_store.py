@@ -307,6 +307,14 @@ class SQLiteStore:
                     for t in batch.tasks
                 ],
             )
+        if batch.task_ends:
+            _execute(
+                db,
+                "UPDATE async_tasks SET status = ?, updated_at = ?, polls = ?"
+                " WHERE run_id = ? AND command_id = ? AND execution_reason = ?",
+                [(t.status, t.updated_at, t.polls, run_id, t.command_id, t.execution_reason)
+                 for t in batch.task_ends],
+            )
         if batch.events:
             _execute(
                 db,

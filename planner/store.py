@@ -85,6 +85,17 @@ class TaskRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """The end of a task recorded earlier (its row is kept, these fields change)."""
+
+    command_id: str
+    execution_reason: str
+    status: str  # SUCCEEDED, FAILED, TIMED_OUT, CANCELLED
+    updated_at: float
+    polls: int
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """One entry of a run's append-only log; ``seq`` counts from 1 within the run."""
 
@@ -111,12 +122,13 @@ class Batch:
     """Writes committed together, in one transaction."""
 
     commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    tasks: list[TaskRecord] = field(default_factory=list)
+    tasks: list[TaskRecord] = field(default_factory=list)  # written whole (after commands)
+    task_ends: list[TaskEnd] = field(default_factory=list)  # after tasks
     events: list[EventRecord] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.commands or self.tasks or self.events or self.run)
+        return bool(self.commands or self.tasks or self.task_ends or self.events or self.run)
 
 
 class Store(Protocol):
@@ -169,6 +181,11 @@ class MemoryStore:
             rows[command_id] = replace(rows[command_id], **fields)
         for task in batch.tasks:
             self.tasks[(task.run_id, task.command_id, task.execution_reason)] = task
+        for end in batch.task_ends:
+            key = (run_id, end.command_id, end.execution_reason)
+            if key in self.tasks:  # as an UPDATE: no row, nothing changes
+                self.tasks[key] = replace(self.tasks[key], status=end.status,
+                                          updated_at=end.updated_at, polls=end.polls)
         self.events.extend(batch.events)
         if batch.run:
             self.runs[run_id] = replace(self.runs[run_id], **batch.run)

@@ -21,6 +21,7 @@ from planner.store import (
     MemoryStore,
     RunRecord,
     Store,
+    TaskEnd,
     TaskRecord,
 )
 
@@ -146,6 +147,27 @@ def test_commit_upserts_tasks_keyed_by_run_command_and_reason(run: Store) -> Non
     run.commit("run-1", Batch(tasks=[later, undo]))
     tasks = sorted(run.get_tasks("run-1"), key=lambda t: t.execution_reason)
     assert tasks == [later, undo]
+
+
+def test_commit_records_the_end_of_a_task_without_rewriting_it(run: Store) -> None:
+    """A TaskEnd changes status, updated_at and polls of the task's row, and only those;
+    in one batch it comes after the batch's whole tasks."""
+    spec = {"poll": ["./store", "task-status", "t-1"]}
+    first = TaskRecord("run-1", "clone[disk0]", "REGULAR_FLOW", "t-1", "RUNNING",
+                       "image/vm-42-disk0", spec, 10.0, 10.0, 0)
+    undo = TaskRecord("run-1", "clone[disk0]", "ROLLBACK_FLOW", "t-9", "RUNNING",
+                      None, None, 13.0, 13.0, 0)
+    run.commit("run-1", Batch(tasks=[first]))
+    run.commit("run-1", Batch(tasks=[undo], task_ends=[
+        TaskEnd("clone[disk0]", "REGULAR_FLOW", "SUCCEEDED", 12.5, 7),
+        TaskEnd("clone[disk0]", "ROLLBACK_FLOW", "TIMED_OUT", 14.0, 3)]))
+    tasks = sorted(run.get_tasks("run-1"), key=lambda t: t.execution_reason)
+    assert tasks == [
+        TaskRecord("run-1", "clone[disk0]", "REGULAR_FLOW", "t-1", "SUCCEEDED",
+                   "image/vm-42-disk0", spec, 10.0, 12.5, 7),
+        TaskRecord("run-1", "clone[disk0]", "ROLLBACK_FLOW", "t-9", "TIMED_OUT",
+                   None, None, 13.0, 14.0, 3),
+    ]
 
 
 def test_commit_appends_events_with_their_seq(run: Store) -> None:
