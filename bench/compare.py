@@ -596,6 +596,7 @@ def write_results(out: Path, stem: str, series: Sequence[Series], meta: dict[str
         "Per command is the median divided by N (W2: as a multiple of the 0.5 s critical "
         "path). Ratios below 1 mean planctl took less time.\n\n"
         f"{legend}\n\n## Targets (issue 6)\n\n" + "\n".join(goals) + "\n")
+    (out / f"{stem}.png").unlink(missing_ok=True)  # an earlier run's, not this one's
     if ctx.peers_python is None:
         print(f"no plot: {ctx.peers_error}")
         return
@@ -674,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             "tools": {t.name: t.what for t in tools}}
     stem = "compare-quick" if args.quick else "compare"
     publish(args.out, stem, series, meta, ctx)
-    print(f"\nwrote {args.out / stem}.json, .md, .png in {time.time() - start:.0f} s")
+    kinds = ".json, .md" + (", .png" if (args.out / f"{stem}.png").exists() else "")
+    print(f"\nwrote {args.out / stem}{kinds} in {time.time() - start:.0f} s")
     return 0
 
 
