@@ -51,6 +51,7 @@ def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = N
     lines = [
         f"### {_ICONS.get(status, 'ℹ️')} planctl {verb} {_cell(name)}: {status}",
         "",
+        *([f"> {_cell(finished.description)}", ""] if finished.description else []),
         f"Run `{run_id}` ended **{status}** (exit {finished.exit_code}) in "
         f"{format_duration(finished.duration)}: {counts}.",
         "",

@@ -58,6 +58,7 @@ class Reporting:
         self.verb = verb
         self.plan = loaded.plan.name
         self.plan_file = loaded.plan.file
+        self.snapshot = {"description": loaded.plan.description}  # what the reports read
         self.junit = junit
         self.book = HistoryBook()  # this invocation's events, as command histories
         self.environ = environ
@@ -110,9 +111,9 @@ class Reporting:
                                outcome.statuses.get(iid, "PENDING"), changed=changed.get(iid))
             for iid, instance in self.instances.items()
         }
-        # Only what finished_run reads of a run record: the plan snapshot stays unread.
-        run = RunRecord(outcome.run_id, self.plan, self.plan_file, outcome.status, 0.0, {}, {},
-                        socket.gethostname())
+        # Only what finished_run reads of a run record: of the plan snapshot, the description.
+        run = RunRecord(outcome.run_id, self.plan, self.plan_file, outcome.status, 0.0,
+                        self.snapshot, {}, socket.gethostname())
         finished = finished_run(
             run, commands, book,
             exit_code=outcome.exit_code if exit_code is None else exit_code,

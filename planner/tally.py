@@ -194,6 +194,7 @@ class FinishedRun:
     host: str = ""
     first_event: float | None = None
     last_event: float | None = None
+    description: str | None = None  # the plan's, as recorded with the run
 
     @property
     def span(self) -> float:
@@ -218,7 +219,14 @@ def finished_run(run: RunRecord, commands: Mapping[str, CommandRecord],
     return FinishedRun(
         run.id, run.plan_name, run.plan_file, status or run.status,
         book.histories(commands), exit_code, duration, tuple(leftovers),
-        frozenset(read_only), run.host, book.first_ts, book.last_ts)
+        frozenset(read_only), run.host, book.first_ts, book.last_ts,
+        _description(run.snapshot))
+
+
+def _description(snapshot: Any) -> str | None:
+    """The plan's description on one line, if it has one."""
+    about = snapshot.get("description") if isinstance(snapshot, Mapping) else None
+    return (" ".join(str(about).split()) or None) if about else None
 
 
 def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: float,

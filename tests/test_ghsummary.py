@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def test_cells_cannot_break_the_table_or_inject_html() -> None:
     ], status="STOPPED", exit_code=2)
     row = next(line for line in markdown(finished).splitlines() if line.startswith("| a "))
     assert row.endswith("| x \\| y &lt;b&gt;'z'&lt;/b&gt; more |")
+
+
+def test_the_plans_description_is_quoted_under_the_heading_when_it_has_one() -> None:
+    lines = markdown(FAILED_AND_REVERTED).splitlines()
+    assert lines[1:3] == ["", lines[2]] and lines[2].startswith("Run `")
+    described = dataclasses.replace(FAILED_AND_REVERTED,
+                                    description="Blue | green <i>deploy</i>")
+    lines = markdown(described).splitlines()
+    assert lines[1:4] == ["", "> Blue \\| green &lt;i&gt;deploy&lt;/i&gt;", ""]
+    assert lines[4].startswith("Run `")
 
 
 def test_a_huge_run_shows_troubled_rows_first(monkeypatch: pytest.MonkeyPatch) -> None:

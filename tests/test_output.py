@@ -431,6 +431,9 @@ def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path)
     assert re.search(r"^\| add_vm \| vm/vm-42 \| SUCCEEDED \| SUCCEEDED \| [\d.]+s \|  \|  \|",
                      text, re.M)
     assert "(exit 1)" in text and "(exit 0)" in text
+    # The plan's description, under each heading.
+    assert re.findall(r"^### .*\n\n> (.*)$", text, re.M) == [
+        "Create a VM from a template, one cloned image per template disk."] * 2
     assert "3 changed, 0 unchanged, 2 failed, 3 reverted, 0 left over" in text
 
 
