@@ -703,6 +703,40 @@ class Runner:
             return self._judge(op, started, context)
         return self._finish(op, started, context)
 
+    def _repeatable(self, op: Operation, args: Any, call: ActionContext,
+                    context: Mapping[str, Any]
+                    ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
+        """``_start`` of the same call, to be made many times: an action that can prepare
+        it (``prepare``, with ``starts-sync``) does so once, when ``failed_when`` does not
+        need to judge each result."""
+        action = actions.get(op.action)
+        prepare = getattr(action, "prepare", None)
+        if prepare is not None and op.failed_when is None \
+                and actions.STARTS_SYNC in getattr(action, "capabilities", ()):
+            try:
+                prepared = prepare(args, call)
+            except Exception:  # noqa: BLE001 - a plugin's bug: the plain way reports it
+                prepared = None
+            if prepared is not None:
+                return self._guarded(op, prepared)
+        return partial(self._start, op, args, call, context)
+
+    def _guarded(self, op: Operation,
+                 prepared: Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]
+                 ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
+        """``prepared``, with a plugin's exception as the result, as ``_start`` has it."""
+        if op.action in actions.BUILTIN:
+            return prepared  # built-ins turn every failure into a result themselves
+
+        def call() -> ActionResult | Coroutine[Any, Any, ActionResult]:
+            try:
+                started = prepared()
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step
+                return _raised(op, exc)
+            return started if isinstance(started, ActionResult) else self._finish(
+                op, started, {})
+        return call
+
     async def _finish(self, op: Operation, started: Coroutine[Any, Any, ActionResult],
                       context: Mapping[str, Any]) -> ActionResult:
         try:
@@ -799,7 +833,8 @@ class Runner:
         abandon = spec.cancel is not None and reason == REGULAR_FLOW \
             and self.options.cancel_inflight
         names = dict(context)  # the template names of until/failed_when, with `poll`
-        uniform, start, op = self.rng.uniform, self._start, spec.poll
+        uniform, op = self.rng.uniform, spec.poll
+        poll = self._repeatable(op, poll_args, poll_call, context)
         ticker = self.ticker
         if ticker is None or ticker.loop is not asyncio.get_running_loop():
             ticker = self.ticker = _Ticker(asyncio.get_running_loop())
@@ -821,7 +856,7 @@ class Runner:
                     break
             else:
                 await ticker.sleep(pause)
-            result = start(op, poll_args, poll_call, context)
+            result = poll()
             if not isinstance(result, ActionResult):
                 result = await result
             polls += 1

@@ -30,6 +30,12 @@ def explode(message: str = "bad disk") -> None:
     raise ValueError(message)
 
 
+async def explode_later(message: str = "lost the job") -> None:
+    """Raise ValueError(message) after yielding to the loop once."""
+    await asyncio.sleep(0)
+    raise ValueError(message)
+
+
 def own_timeout() -> None:
     """Raise a TimeoutError of its own (not the action's timeout)."""
     raise TimeoutError("remote side timed out")

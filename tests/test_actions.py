@@ -612,6 +612,33 @@ def test_python_async_timeout(tmp_path: Path) -> None:
     assert result == ActionResult(False, {"timed_out": True}, "timed out after 0.1s")
 
 
+@pytest.mark.parametrize("args", [
+    {"function": f"{HELPERS}:slow_echo", "kwargs": {"value": [1, 2]}},  # async
+    {"function": f"{HELPERS}:make_vm", "kwargs": {"name": "vm-42"}},  # sync
+    {"function": f"{HELPERS}:explode_later", "kwargs": {"message": "gone"}},  # async raises
+    f"{HELPERS}:explode",  # sync raises
+    f"{HELPERS}:missing",  # cannot be found
+    {"function": f"{HELPERS}:slow_echo", "kwargs": {"value": 1, "delay": 30}},  # timed out
+])
+def test_python_prepared_call_does_what_start_does_each_time(tmp_path: Path, args: Any
+                                                             ) -> None:
+    """``prepare`` (the polls of an async task) gives a call that returns what ``start``
+    does with the same arguments, each time it is made."""
+    ctx = context(tmp_path, timeout=0.2)
+    if "delay" not in str(args):
+        ctx = context(tmp_path)  # no timeout: the async function is awaited directly
+
+    async def settle(started: ActionResult | Any) -> ActionResult:
+        return started if isinstance(started, ActionResult) else await started
+
+    async def main() -> tuple[list[ActionResult], ActionResult]:
+        call = PYTHON.prepare(args, ctx)
+        return [await settle(call()) for _ in range(3)], await settle(PYTHON.start(args, ctx))
+
+    made, started = asyncio.run(main())
+    assert made == [started] * 3
+
+
 @pytest.mark.parametrize(
     ("path", "error"),
     [

@@ -3,8 +3,10 @@ installed distribution, their argument schema enforced by the core, run like bui
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -29,6 +31,30 @@ class Upper:
     async def run(self, args, context):
         Path(args["into"]).write_text(args["word"].upper() + "\\n")
         return ActionResult(True, {"written": args["into"], "reason": context.execution_reason})
+
+
+class Status:
+    """Polls a job: ``prepare`` as the built-in python action has it, a buggy one if asked."""
+    name = "status"
+    schema = {"type": "object", "properties": {"buggy": {"type": "boolean"}}}
+    capabilities = frozenset({"starts-sync"})
+
+    def __init__(self):
+        self.prepared = 0
+
+    async def run(self, args, context):
+        return self.start(args, context)
+
+    def start(self, args, context):
+        return ActionResult(True, {"done": True, "prepared": self.prepared})
+
+    def prepare(self, args, context):
+        self.prepared += 1
+        if args.get("buggy"):
+            def call():
+                raise RuntimeError("status service exploded")
+            return call
+        return lambda: self.start(args, context)
 '''
 
 
@@ -39,7 +65,8 @@ def _site(tmp: Path) -> dict[str, str]:
     (site / "planctl_upper.py").write_text(PLUGIN)
     info = site / "planctl_upper-1.0.dist-info"
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: planctl-upper\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[planctl.actions]\nupper = planctl_upper:Upper\n")
+    (info / "entry_points.txt").write_text("[planctl.actions]\nupper = planctl_upper:Upper\n"
+                                           "status = planctl_upper:Status\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PLANCTL_STATE"] = str(tmp / "state.db")
@@ -94,6 +121,50 @@ def test_planctl_schema_includes_plugin_actions(tmp_path: Path) -> None:
     assert schema["$defs"]["operation"]["properties"]["upper"] == {
         "$ref": "#/$defs/action.upper"}
     assert "command" in schema["$defs"]["operation"]["properties"]
+
+
+def test_a_plugins_prepared_poll_is_used_and_its_bug_fails_the_step(tmp_path: Path) -> None:
+    """A plugin with ``prepare`` (and starts-sync) has its polls prepared once; a prepared
+    call that raises fails the step with the error, like any plugin bug, not the run."""
+    env = _site(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(textwrap.dedent("""\
+        name: plugin-polls
+        commands:
+          - id: good
+            changes: false
+            run:
+              command: ["true"]
+              async:
+                handle: job-1
+                poll: {status: {}}
+                until: "{{ poll.done }}"
+                interval: 0.01s
+            outputs: {prepared: "{{ poll.prepared }}"}
+          - id: buggy
+            needs: [good]
+            changes: false
+            run:
+              command: ["true"]
+              async:
+                handle: job-2
+                poll: {status: {buggy: true}}
+                until: "{{ poll.done }}"
+                interval: 0.01s
+        """))
+    done = _planctl(["apply", str(plan), "--output", "json"], env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    ended = {e["command_id"]: e for e in events
+             if e["kind"] == "command" and e["status"] in ("SUCCEEDED", "FAILED")}
+    assert ended["good"]["status"] == "SUCCEEDED"
+    assert ended["buggy"]["status"] == "FAILED"
+    error = ended["buggy"]["error"]
+    assert error.startswith("poll failed ") and error.endswith(
+        " in a row: status raised RuntimeError: status service exploded"), error
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        (outputs,) = db.execute("SELECT outputs FROM commands WHERE id = 'good'").fetchone()
+    assert json.loads(outputs) == {"prepared": 1}  # prepared once, polled with it
 
 
 def test_without_the_plugin_the_action_is_unknown(tmp_path: Path) -> None:

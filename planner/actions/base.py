@@ -90,3 +90,7 @@ class SyncStart(Protocol):
         """Do what ``run`` does: return its result when the work ended at once, else the
         coroutine that finishes it (awaited exactly once, like ``run``)."""
         ...
+
+    # Optional: ``prepare(args, context)`` returns a function of no arguments that does
+    # what ``start(args, context)`` does, for a call made many times (the polls of an async
+    # task), doing once what does not change between calls.

@@ -98,6 +98,32 @@ class PythonAction:
         return _success(value)
 
 
+    def prepare(self, args: Any, context: ActionContext
+                ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
+        """``start`` with these arguments, made again and again (the polls of an async
+        task): the function is found and its arguments read once."""
+        if type(args) is dict or isinstance(args, Mapping):
+            path, kwargs = str(args["function"]), dict(args.get("kwargs") or {})
+        else:
+            path, kwargs = str(args), {}
+        try:
+            function, is_async = _resolve(path)
+        except ResolveError:
+            return lambda: self.start(args, context)  # fails the same way each time
+        if is_async and context.timeout is None:
+            return lambda: _await_call(function, kwargs)
+        return lambda: self.start(args, context)
+
+
+async def _await_call(function: Callable[..., Any], kwargs: dict[str, Any]) -> ActionResult:
+    """A coroutine function's result, with no timeout (``_await`` with one)."""
+    try:
+        value = await function(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the function's error is the result
+        return _failure(exc)
+    return _success(value)
+
+
 # Return values that are surely not awaitable (``inspect.isawaitable`` costs more).
 _PLAIN = frozenset({type(None), bool, int, float, str, dict, list, tuple})
 
