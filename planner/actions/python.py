@@ -97,7 +97,6 @@ class PythonAction:
             return _await(lambda: value, context.timeout)  # a sync wrapper returning one
         return _success(value)
 
-
     def prepare(self, args: Any, context: ActionContext
                 ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
         """``start`` with these arguments, made again and again (the polls of an async
