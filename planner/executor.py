@@ -710,9 +710,10 @@ class Runner:
         it (``prepare``, with ``starts-sync``) does so once, when ``failed_when`` does not
         need to judge each result."""
         action = actions.get(op.action)
+        assert action is not None
         prepare = getattr(action, "prepare", None)
         if prepare is not None and op.failed_when is None \
-                and actions.STARTS_SYNC in getattr(action, "capabilities", ()):
+                and actions.STARTS_SYNC in action.capabilities:
             try:
                 prepared = prepare(args, call)
             except Exception:  # noqa: BLE001 - a plugin's bug: the plain way reports it

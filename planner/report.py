@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from .sink import Sink
 from .status import ROLLBACK_FLOW
 from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
-from .tally import FinishedRun, one_line, plural, summary_text
+from .tally import FinishedRun, one_line, plan_description, plural, summary_text
 from .tally import format_duration as _duration
 
 __all__ = ["LineReporter", "format_run", "format_runs"]
@@ -117,8 +117,7 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
     lines = [
         f"run      {run.id}",
         f"plan     {run.plan_name} ({run.plan_file})",
-        *([f"         {' '.join(str(about).split())}"]
-          if (about := (run.snapshot or {}).get("description")) else []),
+        *([f"         {about}"] if (about := plan_description(run.snapshot)) else []),
         f"status   {run.status}",
         f"started  {_when(run.started_at)} on {run.host} (pid {run.pid})",
         f"ended    {_when(run.ended_at)}",

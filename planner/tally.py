@@ -18,6 +18,7 @@ __all__ = [
     "format_duration",
     "histories",
     "one_line",
+    "plan_description",
     "plural",
     "read_finished_run",
     "summary_text",
@@ -220,10 +221,10 @@ def finished_run(run: RunRecord, commands: Mapping[str, CommandRecord],
         run.id, run.plan_name, run.plan_file, status or run.status,
         book.histories(commands), exit_code, duration, tuple(leftovers),
         frozenset(read_only), run.host, book.first_ts, book.last_ts,
-        _description(run.snapshot))
+        plan_description(run.snapshot))
 
 
-def _description(snapshot: Any) -> str | None:
+def plan_description(snapshot: Any) -> str | None:
     """The plan's description on one line, if it has one."""
     about = snapshot.get("description") if isinstance(snapshot, Mapping) else None
     return (" ".join(str(about).split()) or None) if about else None

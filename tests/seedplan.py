@@ -58,9 +58,7 @@ class Seed:
     def spawn(self, *args: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen[str]:
         """Start `planctl ARGS` in the background (stdout/stderr captured)."""
-        return subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=self.root,
-                                env=self._env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return spawn(self.root, *args, env=self._env(env))
 
     def apply(self, *args: str, env: dict[str, str] | None = None
               ) -> subprocess.CompletedProcess[str]:
@@ -157,6 +155,12 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0,
             raise AssertionError(f"{what}: planctl ended first ({proc.returncode}):\n{out}{err}")
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def spawn(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `planctl ARGS` in ``cwd`` in the background (stdout/stderr captured)."""
+    return subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:

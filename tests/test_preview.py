@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from seedplan import make_seed, wait_for
+from seedplan import make_seed, spawn, wait_for
 
 import planner
 from planner.preview import EXIT_CHANGES, EXIT_WOULD_FAIL
@@ -417,9 +417,7 @@ def test_plan_reports_entities_another_run_holds_and_still_writes_nothing(
     assert not (tmp_path / ".planctl").exists()
 
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    running = subprocess.Popen([sys.executable, "-m", "planner", "apply", "plan.yaml"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    running = spawn(tmp_path, "apply", "plan.yaml", env=env)
     try:
         wait_for("the apply to start `hold`", (tmp_path / "started").exists, timeout=30,
                  proc=running)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from seedplan import wait_for
+from seedplan import spawn, wait_for
 
 import planner
 from planner import cli
@@ -261,9 +261,7 @@ def test_a_handle_holding_a_secret_is_stored_without_it_and_resumed_with_it(
     and polls the real handle until the task ends."""
     root, env = audit
     (root / "handle.yaml").write_text(SECRET_HANDLE, encoding="utf-8")
-    applying = subprocess.Popen([sys.executable, "-m", "planner", "apply", "handle.yaml"],
-                                cwd=root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    applying = spawn(root, "apply", "handle.yaml", env=env)
     try:
         wait_for("the task to be polled", (root / "polled.txt").exists, timeout=30,
                  proc=applying)

@@ -77,12 +77,7 @@ class PythonAction:
               ) -> ActionResult | Coroutine[Any, Any, ActionResult]:
         """Call a plain function now; a coroutine function (or a plain one returning an
         awaitable) gives the coroutine that awaits it under the timeout."""
-        if type(args) is str:
-            path, kwargs = args, {}
-        elif type(args) is dict or isinstance(args, Mapping):
-            path, kwargs = str(args["function"]), dict(args.get("kwargs") or {})
-        else:
-            path, kwargs = str(args), {}
+        path, kwargs = _call(args)
         try:
             function, is_async = _resolve(path)
         except ResolveError as exc:
@@ -101,10 +96,7 @@ class PythonAction:
                 ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
         """``start`` with these arguments, made again and again (the polls of an async
         task): the function is found and its arguments read once."""
-        if type(args) is dict or isinstance(args, Mapping):
-            path, kwargs = str(args["function"]), dict(args.get("kwargs") or {})
-        else:
-            path, kwargs = str(args), {}
+        path, kwargs = _call(args)
         try:
             function, is_async = _resolve(path)
         except ResolveError:
@@ -112,6 +104,15 @@ class PythonAction:
         if is_async and context.timeout is None:
             return lambda: _await_call(function, kwargs)
         return lambda: self.start(args, context)
+
+
+def _call(args: Any) -> tuple[str, dict[str, Any]]:
+    """The function's ``module:function`` and keyword arguments, from either form."""
+    if type(args) is str:
+        return args, {}
+    if type(args) is dict or isinstance(args, Mapping):
+        return str(args["function"]), dict(args.get("kwargs") or {})
+    return str(args), {}
 
 
 async def _await_call(function: Callable[..., Any], kwargs: dict[str, Any]) -> ActionResult:
