@@ -55,7 +55,10 @@ class _Jinja:
 
 _j: Any = _Jinja()
 
-_SIMPLE = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
+# ``{{ name }}`` or ``{{ a.b.c }}``: looked up without Jinja. Jinja's literals (``true``,
+# ``none``, ...) are not names: they go to Jinja.
+_SIMPLE = re.compile(r"\{\{\s*(?!(?:true|false|none|True|False|None)\b)"
+                     r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
 

@@ -91,6 +91,8 @@ def test_a_dynamic_id_is_not_a_reference() -> None:
         "{{ commands.vm.status }} {{ commands.other }}",
         "{{ commands.vm.outputs.a.b }}",
         "{{ result.stdout }}{{ result.rc }}",
+        "{{ true }}-{{ none }}-{{ False }}",
+        "{{ trueish }}{{ none_left.x }}",
     ],
 )
 def test_the_fast_path_agrees_with_jinja(source: str) -> None:
@@ -166,6 +168,18 @@ def test_render_value_keeps_native_types() -> None:
     assert render_value("{{ m }}", context) == {"k": None}
     assert render_value("{{ s | trim == 'ok' }}", context) is True
     assert render_value(" {{ n }} ", context) == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [("{{ true }}", True), ("{{ True }}", True), ("{{ false }}", False),
+     ("{{ False }}", False), ("{{ none }}", None), ("{{ None }}", None),
+     ("{{ trueish }}", "a name"), ("x{{ false }}y", "xFalsey")],
+)
+def test_jinja_literals_are_values_not_names(source: str, value: Any) -> None:
+    """`{{ true }}` is Jinja's literal, not a variable called `true`; `trueish` is a name."""
+    assert analyze(source).names == ({"trueish"} if "trueish" in source else set())
+    assert render_value(source, {"trueish": "a name"}) == value
 
 
 def test_render_value_renders_mixed_strings_as_text() -> None:
