@@ -519,11 +519,13 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
     """
     import time
 
-    from .executor import lock_lease, lock_state
+    from .executor import RUN_KEY, lock_lease, lock_state
 
     store = _store(state, must_exist=True)
     try:
-        held = store.list_locks()
+        # The lock a run holds on itself is how its executor shows it is alive, not an
+        # entity: not listed.
+        held = [lock for lock in store.list_locks() if not lock.entity.startswith(RUN_KEY)]
         runs = {run_id: store.get_run(run_id) for run_id in {lock.run_id for lock in held}}
     finally:
         store.close()

@@ -56,6 +56,7 @@ from .templates import TemplateError, render_value
 
 __all__ = [
     "OPTIONS_KEY",
+    "RUN_KEY",
     "ApplyOptions",
     "Leftover",
     "Listener",
@@ -73,6 +74,7 @@ __all__ = [
     "resolve_secrets",
     "resume_run",
     "rollback_run",
+    "run_key",
 ]
 
 S = CommandStatus
@@ -257,6 +259,17 @@ def _pid_alive(pid: int) -> bool:
     # The state follows the command name, which may hold spaces and parentheses.
     state = stat.rpartition(b")")[2].split()[:1]
     return state not in ([b"Z"], [b"X"])
+
+
+# A run holds a lock on itself too, under this prefix and its id, entities or not: that is
+# how `resume` and `rollback` see that the run's own executor is still alive. No entity of
+# a plan may start with it.
+RUN_KEY = "planctl:run/"
+
+
+def run_key(run_id: str) -> str:
+    """The key of the lock a run holds on itself while an executor drives it."""
+    return RUN_KEY + run_id
 
 
 def lock_kept(lock: LockRecord) -> bool:
@@ -558,10 +571,16 @@ class Runner:
     # -- entity locks ---------------------------------------------------------------------
 
     async def _lock(self) -> None:
-        """Hold every entity of the run before anything touches one; renew with a heartbeat."""
+        """Hold the run and every entity of it before anything touches one; renew with a
+        heartbeat. The run's own key makes a second executor of the same run (a `resume`
+        or `rollback` while this one is alive) stop at once, whether it has entities or not."""
         if self.heartbeat is not None:
             return
         entities = sorted({e for e in self._entities.values() if e})
+        for entity in entities:
+            if entity.startswith(RUN_KEY):
+                raise UsageError(f"entity {entity}: the prefix {RUN_KEY} is reserved")
+        keys = [*entities, run_key(self.run_id)]
         host, pid, lease = socket.gethostname(), os.getpid(), lock_lease()
         timeout = self.options.lock_timeout
         if timeout is None:
@@ -575,8 +594,7 @@ class Runner:
                 raise LockedError(
                     f"run {self.run_id} is still running (pid {own[0].pid} on {own[0].host}, "
                     f"heartbeat {now - own[0].heartbeat_at:.0f}s ago)")
-            others = self.store.acquire_locks(self.run_id, entities, host, pid, now) \
-                if entities else []
+            others = self.store.acquire_locks(self.run_id, keys, host, pid, now)
             if not others:
                 break
             if now >= deadline:
@@ -584,8 +602,7 @@ class Runner:
                 raise LockedError(_locked_message(others[0], now, lease,
                                                   holder.status if holder else None))
             await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
-        if entities:
-            self.heartbeat = asyncio.create_task(self._beat(lease / 3))
+        self.heartbeat = asyncio.create_task(self._beat(lease / 3))
 
     async def _beat(self, every: float) -> None:
         while True:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner.executor import RUN_KEY
 from planner.sqlite_store import SQLiteStore
 from planner.store import CommandRecord, EventRecord, LockRecord, RunRecord, TaskRecord
 
@@ -120,6 +121,10 @@ class Seed:
             return store.get_tasks(run_id or self.last_run().id)
 
     def locks(self) -> list[LockRecord]:
+        """The entity locks (not the lock each live run holds on itself)."""
+        return [lock for lock in self.all_locks() if not lock.entity.startswith(RUN_KEY)]
+
+    def all_locks(self) -> list[LockRecord]:
         if not self.state.exists():
             return []
         with self.db() as store:

@@ -259,6 +259,71 @@ def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> Non
     assert seed.planctl("apply", str(other)).returncode == 0
 
 
+NO_ENTITY_PLAN = """\
+name: no-entities
+commands:
+  - id: a
+    run: {command: [touch, a]}
+    inverse: {command: [rm, a]}
+    exists: {command: [test, -e, a]}
+  - id: b
+    needs: [a]
+    run: {command: [sh, -c, "while [ ! -e go ]; do sleep 0.05; done; touch b"]}
+    inverse: {command: [rm, b]}
+    exists: {command: [test, -e, b]}
+"""
+
+
+def _status(seed: Seed, command: str) -> str | None:
+    if not seed.state.exists():
+        return None
+    with seed.db() as store:
+        run_id = store.last_run_id()
+        record = store.get_commands(run_id).get(command) if run_id else None
+    return record.status if record else None
+
+
+def test_a_live_run_without_entities_cannot_be_resumed_or_rolled_back(seed: Seed) -> None:
+    """A run holds a lock on itself whether its commands name entities or not: while its
+    apply is alive, `resume` and `rollback` of it exit 4 at once and touch nothing (before,
+    a rollback removed `a` under the running apply, which then created `b` anyway). The
+    run's own lock is not an entity: `planctl locks` does not list it."""
+    plan = seed.root / "no-entities.yaml"
+    plan.write_text(NO_ENTITY_PLAN)
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("command b to start", lambda: _status(seed, "b") == "STARTING", proc=proc)
+        run_id = seed.last_run().id
+        assert seed.planctl("locks").stdout == "no locks held\n"
+        for verb in ("rollback", "resume"):
+            done = seed.planctl(verb, run_id)
+            assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
+            assert "still running" in done.stderr and f"pid {proc.pid}" in done.stderr
+        assert (seed.root / "a").exists()
+        (seed.root / "go").touch()
+        code, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 0, out + err
+    assert (seed.root / "b").exists()
+    assert seed.last_run().status == "SUCCEEDED"
+    assert seed.all_locks() == []
+
+
+def test_the_run_lock_prefix_is_not_an_entity(seed: Seed) -> None:
+    """An entity may not take the form of a run's own lock: exit 3 before anything runs."""
+    plan = seed.root / "reserved.yaml"
+    plan.write_text("name: reserved\ncommands:\n  - id: a\n    entity: planctl:run/x\n"
+                    "    run: {command: [touch, a]}\n")
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "entity planctl:run/x: the prefix planctl:run/ is reserved" in done.stderr
+    assert not (seed.root / "a").exists()
+    assert seed.all_locks() == []
+
+
 def test_locks_kept_for_leftovers_say_so_instead_of_an_age(seed: Seed) -> None:
     """A run that stopped with leftovers keeps their locks with no holder: `planctl locks`
     shows them as kept for leftovers (no heartbeat age), and a second apply exits 4 saying
