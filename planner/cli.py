@@ -69,10 +69,10 @@ def _fail(error: PlanctlError) -> NoReturn:
 
 
 def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[str, Any]:
-    from .loader import parse_var
+    from .loader import GivenVars, parse_var
     from .source import read_document
 
-    result: dict[str, Any] = {}
+    result = GivenVars()
     for file in files or []:
         try:
             data = read_document(file.read_bytes(), str(file)).data
@@ -81,9 +81,11 @@ def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[
         if not isinstance(data, dict):
             raise UsageError(f"--vars-file {file}: expected a mapping of names to values")
         result.update(data)
+        result.origins.update(dict.fromkeys(data, f"--vars-file {file}:"))
     for assignment in assignments or []:
         name, value = parse_var(assignment)
         result[name] = value
+        result.origins.pop(name, None)
     return result
 
 
@@ -347,7 +349,12 @@ def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-def _run_id(store: SQLiteStore, run: str | None, last: bool) -> str:
+def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = None) -> str:
+    """The run named by RUN (a prefix will do) or --last. Without either: the most recent
+    run for a command that only reads (``verb`` None), a usage error for one that acts."""
+    if run is None and not last and verb is not None:
+        raise UsageError(f"which run? give its id (see `planctl runs`) or --last: "
+                         f"`planctl {verb} --last`")
     if last or run is None:
         if run is not None:
             raise UsageError("give a RUN id or --last, not both")
@@ -445,7 +452,7 @@ def rollback(
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:
-        run_id = _run_id(store, run, last)
+        run_id = _run_id(store, run, last, "rollback")
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
                                             "rollback")
         if runner.nothing_to_undo():
@@ -488,7 +495,7 @@ def resume(
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:
-        run_id = _run_id(store, run, last)
+        run_id = _run_id(store, run, last, "resume")
         record = store.get_run(run_id)
         if record is not None and record.status not in ("RUNNING", "INTERRUPTED",
                                                         "ROLLING_BACK"):
@@ -618,7 +625,8 @@ def show(
     last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
 ) -> None:
-    """Show a run: its commands as a tree with status, times, execution reason, attempts.
+    """Show a run (without RUN: the most recent one): its commands as a tree with status,
+    times, execution reason, attempts.
 
     Example:
 

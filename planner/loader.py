@@ -432,6 +432,15 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
+class GivenVars(dict[str, Any]):
+    """Variables given to a plan, with where each came from (``--vars-file FILE``), for
+    the message naming one the plan does not declare; ``--var`` when not said."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: dict[str, str] = {}
+
+
 def _override_vars(
     declared: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -439,8 +448,10 @@ def _override_vars(
     if unknown:
         name = unknown[0]
         hint = schema.did_you_mean(name, declared)
+        origin = overrides.origins.get(name, "--var") if isinstance(overrides, GivenVars) \
+            else "--var"
         raise UsageError(
-            f"--var {name}: the plan declares no variable `{name}`"
+            f"{origin} {name}: the plan declares no variable `{name}`"
             + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
         )
     return {**declared, **overrides}

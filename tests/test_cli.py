@@ -222,6 +222,20 @@ def test_an_unknown_var_is_a_usage_error(good: Path, capsys: pytest.CaptureFixtu
                    "did you mean `disks`?\n")
 
 
+def test_an_unknown_var_from_a_file_names_the_file(
+        good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A variable the plan does not declare, given in a --vars-file, is reported with that
+    file, not as a --var; the same name given again with --var is reported as the --var."""
+    values = tmp_path / "vars.json"
+    values.write_text('{"disk": "x"}', encoding="utf-8")
+    assert main(["validate", str(good), "--vars-file", str(values)]) == 3
+    assert capsys.readouterr().err == (
+        f"planctl: error: --vars-file {values}: disk: the plan declares no variable `disk`; "
+        "did you mean `disks`?\n")
+    assert main(["validate", str(good), "--vars-file", str(values), "--var", "disk=y"]) == 3
+    assert capsys.readouterr().err.startswith("planctl: error: --var disk: ")
+
+
 def test_vars_files_are_read(good: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     """`--vars-file` supplies variables from YAML; a non-mapping file is a usage error."""

@@ -176,6 +176,22 @@ def test_json_output_of_a_usage_error(seed: Seed) -> None:
     assert "unknown run" in done.stderr
 
 
+def test_rollback_and_resume_act_only_on_a_run_named(seed: Seed) -> None:
+    """Without RUN or --last, `rollback` and `resume` exit 3 saying how to name one and
+    undo nothing; `show`, which only reads, shows the most recent run."""
+    assert seed.apply(*QUICK).returncode == 0
+    run_id = seed.last_run().id
+    before = seed.store("list").stdout
+    for verb in ("rollback", "resume"):
+        done = seed.planctl(verb)
+        assert done.returncode == 3, f"{verb}: {done.stdout}{done.stderr}"
+        assert f"or --last: `planctl {verb} --last`" in done.stderr
+    assert seed.store("list").stdout == before and before
+    assert seed.last_run().status == "SUCCEEDED"
+    shown = seed.planctl("show")
+    assert shown.returncode == 0 and run_id in shown.stdout
+
+
 def test_json_output_of_rollback_then_of_nothing_to_undo(seed: Seed) -> None:
     """`planctl rollback --output json` of a succeeded run streams its ROLLBACK_FLOW events
     and an outcome with exit code 0; a second one writes only an outcome saying there is
