@@ -152,6 +152,8 @@ def format_rollback_plan(runner: Any) -> str:
     """``rollback --dry-run``: what would be undone, in the order it would be."""
     import asyncio
 
+    import networkx as nx
+
     from .rollback import Reverter
     from .status import ROLLBACK_FLOW
 
@@ -180,6 +182,15 @@ def format_rollback_plan(runner: Any) -> str:
     verdicts = asyncio.run(main())
     if not order:
         return "nothing to undo\n"
+    # What may still be there keeps what it depends on (its parent, what it needs), as in
+    # the rollback itself: those come later in the order.
+    blocked: dict[str, str] = {}
+    for n, (instance, verdict) in enumerate(zip(order, verdicts, strict=True)):
+        if instance.id in blocked:
+            verdicts[n] = f"kept: {blocked[instance.id]} may still be there"
+        elif not verdict.startswith(("would run", "absent")):
+            for step in nx.ancestors(graph.graph, instance.id):
+                blocked.setdefault(graph.steps[step].command, instance.id)
     rows = [[str(n + 1), i.id, runner.status[i.id], runner._entities.get(i.id) or "", v]
             for n, (i, v) in enumerate(zip(order, verdicts, strict=True))]
     return _table(["#", "COMMAND", "STATUS", "ENTITY", "ROLLBACK"], rows)

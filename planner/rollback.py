@@ -66,9 +66,10 @@ class Reverter:
         known = runner.changed.get(iid) is True or runner.status[iid] == S.REVERTING
         if not known and spec.exists is None:
             # The run failed part-way and nothing can say whether it left something:
-            # never remove what the run may not have created.
+            # never remove what the run may not have created, nor, as it may still be
+            # there, what it depends on (its parent, what it needs).
             self.unsure[iid] = "run failed part-way and no `exists` probe can tell"
-            return True
+            return False
         return self._undo(instance)
 
     def _undo(self, instance: CommandInstance) -> Admitted:

@@ -238,6 +238,48 @@ def test_rollback_of_a_succeeded_run_undoes_everything_children_first(seed: Seed
     assert seed.last_run().status == "ROLLED_BACK"
     assert {c.status for i, c in seed.commands().items() if i != "start_vm"} == {"REVERTED"}
 
+PART_WAY_PLAN = """\
+name: part-way
+commands:
+  - id: base
+    run: {command: [sh, -c, "echo made > base"]}
+    inverse: {command: [sh, -c, "echo base >> undone; rm base"]}
+  - id: vm
+    run: {command: [mkdir, vm]}
+    exists: {command: [test, -d, vm]}
+    inverse: {command: [sh, -c, "echo vm >> undone; rm -rf vm"]}
+    children:
+      - id: img
+        needs: [base]
+        run: {command: [sh, -c, "touch vm/img; exit 1"]}
+        inverse: {command: [rm, vm/img]}
+"""
+
+
+def test_what_a_part_way_failure_may_have_left_keeps_its_parent_and_needs(seed: Seed) -> None:
+    """`img` failed part-way and has no `exists`: it may still be there, so neither its
+    parent `vm` nor `base`, which it needs, is undone (they are leftovers, exit 2), and
+    `rollback --dry-run` says so before."""
+    plan = seed.root / "part-way.yaml"
+    plan.write_text(PART_WAY_PLAN)
+    done = seed.planctl("apply", str(plan), "--no-rollback")
+    assert done.returncode == 2, done.stdout + done.stderr
+    dry = seed.planctl("rollback", "--last", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    verdicts = {row.split()[1]: row for row in dry.stdout.splitlines()[1:]}
+    assert "left alone" in verdicts["img"]
+    assert "kept: img may still be there" in verdicts["vm"]
+    assert "kept: img may still be there" in verdicts["base"]
+
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 2, undo.stdout + undo.stderr
+    assert not (seed.root / "undone").exists()
+    assert (seed.root / "vm" / "img").exists() and (seed.root / "base").exists()
+    assert seed.last_run().status == "ROLLBACK_FAILED"
+    for command in ("img", "vm", "base"):
+        assert f"- {command}" in undo.stdout + undo.stderr, undo.stdout + undo.stderr
+
+
 
 @pytest.mark.parametrize("how", ["on_failure: stop", "--no-rollback"])
 def test_stopped_run_leaves_everything_for_a_later_rollback(seed: Seed, how: str) -> None:
