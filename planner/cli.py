@@ -431,6 +431,10 @@ def rollback(
     last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List what would be undone, in order; asks only `exists`.")] = False,
+    gone: Annotated[list[str] | None, typer.Option(
+        "--gone", metavar="COMMAND",
+        help="A leftover you removed by hand (repeatable): recorded REVERT_SKIPPED without "
+             "its inverse, so what it kept can be undone.")] = None,
     state: StateOption = Path(DEFAULT_STATE),
     lock_timeout: LockTimeoutOption = None,
     output: OutputOption = OutputFormat.text,
@@ -442,9 +446,11 @@ def rollback(
     or partly rolled back (it picks up where the last rollback stopped). A second call
     does nothing. Exit 0 when nothing is left, 2 when leftovers remain.
 
-    Example:
+    Examples:
 
         planctl rollback --last --dry-run
+
+        planctl rollback 20261122-073521 --gone 'clone[disk1]'
     """
     from .executor import execute
     from .report import format_rollback_plan
@@ -454,7 +460,8 @@ def rollback(
     try:
         run_id = _run_id(store, run, last, "rollback")
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
-                                            "rollback")
+                                            "rollback", gone=tuple(gone or ()))
+        runner.check_gone()
         if runner.nothing_to_undo():
             record = store.get_run(run_id)
             reporter.nothing_to_do(store, run_id, f"run {run_id} "
@@ -584,15 +591,15 @@ def unlock(
 
 
 def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None,
-                     output: OutputFormat, junit: Path | None, verb: str
-                     ) -> tuple[Any, Reporting]:
+                     output: OutputFormat, junit: Path | None, verb: str,
+                     gone: tuple[str, ...] = ()) -> tuple[Any, Reporting]:
     """The Runner of a recorded run (its plan loaded once), reporting as --output asks."""
     from .executor import ApplyOptions, Runner, load_run, resolve_secrets
 
     loaded = load_run(store, run_id)
     runner = Runner.from_store(store, run_id, loaded=loaded,
                                secrets=resolve_secrets(loaded),
-                               options=ApplyOptions(lock_timeout=lock_timeout))
+                               options=ApplyOptions(lock_timeout=lock_timeout, gone=gone))
     # The view starts from the statuses as recorded; the runner reports from now on.
     runner.listener = reporter = _reporting(output, junit, verb, loaded, runner)
     return runner, reporter

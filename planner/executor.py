@@ -142,6 +142,9 @@ class ApplyOptions:
     run_id: str | None = None
     lock_timeout: float | None = None  # overrides the plan's settings.lock_timeout
     cancel_inflight: bool = False  # on failure, cancel polled tasks that declare `cancel`
+    # Rollback: commands the user says are gone (removed by hand): REVERT_SKIPPED without
+    # asking `exists` or running the inverse. Not kept for a resume.
+    gone: tuple[str, ...] = ()
 
 
 # The key, in a run's recorded variables, of the options of its apply that its resume
@@ -1280,10 +1283,17 @@ class Runner:
         failed = await self._drive(self._scheduler(), self._admit, stop_on_failure=stop)
         return await self._after_forward(failed)
 
+    def check_gone(self) -> None:
+        """``options.gone`` names commands of this run (UsageError otherwise)."""
+        unknown = [iid for iid in self.options.gone if iid not in self.graph.instances]
+        if unknown:
+            raise UsageError(f"--gone {unknown[0]}: run {self.run_id} has no such command")
+
     async def rollback(self) -> RunOutcome:
         """ROLLBACK_FLOW over the whole run: inverses in reverse topological order."""
         from .rollback import Reverter
 
+        self.check_gone()
         if self.wake is None:
             self.wake = asyncio.Event()
         await self._lock()

@@ -164,6 +164,8 @@ def format_rollback_plan(runner: Any) -> str:
 
     async def probe(instance: Any) -> str:
         spec = instance.spec
+        if instance.id in runner.options.gone:
+            return "absent (--gone): skip"
         if spec.inverse is None:
             return "LEFTOVER (no inverse)"
         if spec.exists is None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .actions import ActionContext, ActionResult
 from .graph import END, CommandInstance, Step
 from .model import Operation
-from .status import ROLLBACK_FLOW, CommandStatus
+from .status import NO_INVERSE, ROLLBACK_FLOW, UNSURE, CommandStatus
 
 if TYPE_CHECKING:
     from .executor import Admitted, Leftover, Runner
@@ -60,15 +60,19 @@ class Reverter:
         if not self.must_undo(instance):
             return True
         iid, spec = instance.id, instance.spec
+        if iid in runner.options.gone:  # removed by hand, the user says: nothing to undo
+            runner._set(iid, S.REVERT_SKIPPED, execution_reason=ROLLBACK_FLOW,
+                        ended_at=runner.clock(), error="removed by hand (--gone)")
+            return True
         if spec.inverse is None:
-            self.unsure[iid] = "no inverse declared"
+            self.unsure[iid] = NO_INVERSE
             return False  # still there: what it depends on stays too
         known = runner.changed.get(iid) is True or runner.status[iid] == S.REVERTING
         if not known and spec.exists is None:
             # The run failed part-way and nothing can say whether it left something:
             # never remove what the run may not have created, nor, as it may still be
             # there, what it depends on (its parent, what it needs).
-            self.unsure[iid] = "run failed part-way and no `exists` probe can tell"
+            self.unsure[iid] = UNSURE
             return False
         return self._undo(instance)
 

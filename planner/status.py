@@ -7,9 +7,11 @@ from collections.abc import Mapping
 __all__ = [
     "CHANGED_STATUSES",
     "DONE_OK",
+    "NO_INVERSE",
     "REGULAR_FLOW",
     "ROLLBACK_FLOW",
     "TRANSITIONS",
+    "UNSURE",
     "CommandStatus",
     "IllegalTransition",
     "RunStatus",
@@ -52,6 +54,11 @@ S = CommandStatus
 DONE_OK = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED})
 # The forward run may have left something behind that only an inverse removes.
 CHANGED_STATUSES = frozenset({S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN, S.STARTING})
+
+# Why a rollback left something that no later rollback can undo by itself: once it is
+# removed by hand, `planctl rollback RUN --gone ID` says so and lets the rollback go on.
+NO_INVERSE = "no inverse declared"
+UNSURE = "run failed part-way and no `exists` probe can tell"
 
 _REVERTIBLE = {S.REVERTING, S.REVERT_SKIPPED}
 TRANSITIONS: Mapping[str, frozenset[str]] = {

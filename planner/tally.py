@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .status import ROLLBACK_FLOW, CommandStatus
+from .status import NO_INVERSE, ROLLBACK_FLOW, UNSURE, CommandStatus
 from .store import CommandRecord, EventRecord, RunRecord, Store
 
 __all__ = [
@@ -300,5 +301,14 @@ def summary_text(finished: FinishedRun, paint: Callable[[str, str], str] = lambd
         lines.append(f"continue with: planctl resume {run_id}"
                      f"  (or undo with: planctl rollback {run_id})\n")
     elif finished.leftovers:
-        lines.append(f"undo them with: planctl rollback {run_id}\n")
+        # What no rollback can undo by itself keeps what depends on it, too.
+        by_hand = [str(item.get("command")) for item in finished.leftovers
+                   if item.get("reason") in (NO_INVERSE, UNSURE)]
+        if not by_hand:
+            lines.append(f"undo them with: planctl rollback {run_id}\n")
+        else:
+            said = " ".join("--gone " + shlex.quote(c) for c in by_hand)
+            lines.append(f"planctl cannot undo {', '.join(by_hand)}: remove "
+                         f"{'it' if len(by_hand) == 1 else 'them'} by hand, then: planctl "
+                         f"rollback {run_id} {said}\n")
     return "".join(lines)

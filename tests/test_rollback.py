@@ -259,7 +259,8 @@ commands:
 def test_what_a_part_way_failure_may_have_left_keeps_its_parent_and_needs(seed: Seed) -> None:
     """`img` failed part-way and has no `exists`: it may still be there, so neither its
     parent `vm` nor `base`, which it needs, is undone (they are leftovers, exit 2), and
-    `rollback --dry-run` says so before."""
+    `rollback --dry-run` says so before. Once img is removed by hand, `rollback --gone img`
+    records it REVERT_SKIPPED and undoes the other two."""
     plan = seed.root / "part-way.yaml"
     plan.write_text(PART_WAY_PLAN)
     done = seed.planctl("apply", str(plan), "--no-rollback")
@@ -278,6 +279,18 @@ def test_what_a_part_way_failure_may_have_left_keeps_its_parent_and_needs(seed: 
     assert seed.last_run().status == "ROLLBACK_FAILED"
     for command in ("img", "vm", "base"):
         assert f"- {command}" in undo.stdout + undo.stderr, undo.stdout + undo.stderr
+    assert f"then: planctl rollback {seed.last_run().id} --gone img" in undo.stdout
+
+    # Removed by hand and said so: the rollback records img gone and undoes the rest.
+    assert seed.planctl("rollback", "--last", "--gone", "nope").returncode == 3
+    (seed.root / "vm" / "img").unlink()
+    undo = seed.planctl("rollback", "--last", "--gone", "img")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert sorted((seed.root / "undone").read_text().split()) == ["base", "vm"]
+    assert not (seed.root / "vm").exists() and not (seed.root / "base").exists()
+    statuses = {i: c.status for i, c in seed.commands().items()}
+    assert statuses == {"img": "REVERT_SKIPPED", "vm": "REVERTED", "base": "REVERTED"}
+    assert seed.last_run().status == "ROLLED_BACK"
 
 
 

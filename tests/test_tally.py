@@ -85,6 +85,25 @@ def test_summary_lists_leftovers_and_what_to_do_next() -> None:
     assert f"continue with: planctl resume {stopped.run_id}" in summary_text(stopped)
 
 
+def test_summary_says_what_only_a_removal_by_hand_can_undo() -> None:
+    """A leftover with no inverse, or that no probe can tell about, keeps what depends on
+    it; the summary says to remove it by hand and name it with --gone (shell-quoted)."""
+    leftovers = [
+        {"command": "vm", "entity": None, "status": "FAILED",
+         "reason": "not undone: something that depends on it was not undone"},
+        {"command": "img[0]", "entity": None, "status": "FAILED",
+         "reason": "run failed part-way and no `exists` probe can tell"},
+        {"command": "note", "entity": None, "status": "SUCCEEDED",
+         "reason": "no inverse declared"},
+    ]
+    finished = make_finished({"vm": ("FAILED", True, None)}, [], status="ROLLBACK_FAILED",
+                             exit_code=2, leftovers=leftovers)
+    last = summary_text(finished).splitlines()[-1]
+    assert last == (f"planctl cannot undo img[0], note: remove them by hand, then: planctl "
+                    f"rollback {finished.run_id} --gone 'img[0]' --gone note")
+    assert "undo them with" not in summary_text(finished)
+
+
 def test_one_line_and_durations() -> None:
     """Text for one line loses its breaks and control codes; durations read naturally."""
     assert one_line("a\r\nb\tc\x07\x7f") == "a  b c\\x07\\x7f"
