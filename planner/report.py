@@ -155,7 +155,7 @@ def format_rollback_plan(runner: Any) -> str:
     import networkx as nx
 
     from .rollback import Reverter
-    from .status import ROLLBACK_FLOW
+    from .status import REGULAR_FLOW, ROLLBACK_FLOW
 
     reverter = Reverter(runner)
     graph = runner.graph
@@ -166,6 +166,10 @@ def format_rollback_plan(runner: Any) -> str:
         spec = instance.spec
         if instance.id in runner.options.gone:
             return "absent (--gone): skip"
+        task = runner.tasks.get((instance.id, REGULAR_FLOW))
+        if task is not None and task.status == "RUNNING" and spec.run is not None \
+                and spec.run.async_ is not None:
+            return f"would follow task {task.handle} to its end first, then decide"
         if spec.inverse is None:
             return "LEFTOVER (no inverse)"
         if spec.exists is None:
@@ -190,7 +194,7 @@ def format_rollback_plan(runner: Any) -> str:
     for n, (instance, verdict) in enumerate(zip(order, verdicts, strict=True)):
         if instance.id in blocked:
             verdicts[n] = f"kept: {blocked[instance.id]} may still be there"
-        elif not verdict.startswith(("would run", "absent")):
+        elif not verdict.startswith(("would", "absent")):
             for step in nx.ancestors(graph.graph, instance.id):
                 blocked.setdefault(graph.steps[step].command, instance.id)
     rows = [[str(n + 1), i.id, runner.status[i.id], runner._entities.get(i.id) or "", v]

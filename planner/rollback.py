@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .actions import ActionContext, ActionResult
 from .graph import END, CommandInstance, Step
 from .model import Operation
-from .status import NO_INVERSE, ROLLBACK_FLOW, UNSURE, CommandStatus
+from .status import NO_INVERSE, REGULAR_FLOW, ROLLBACK_FLOW, UNSURE, CommandStatus
+from .store import TaskRecord
 
 if TYPE_CHECKING:
     from .executor import Admitted, Leftover, Runner
@@ -64,6 +65,10 @@ class Reverter:
             runner._set(iid, S.REVERT_SKIPPED, execution_reason=ROLLBACK_FLOW,
                         ended_at=runner.clock(), error="removed by hand (--gone)")
             return True
+        task = runner.tasks.get((iid, REGULAR_FLOW))
+        if task is not None and task.status == "RUNNING" and spec.run is not None \
+                and spec.run.async_ is not None:
+            return self._follow_then_undo(step, instance, task)
         if spec.inverse is None:
             self.unsure[iid] = NO_INVERSE
             return False  # still there: what it depends on stays too
@@ -75,6 +80,33 @@ class Reverter:
             self.unsure[iid] = UNSURE
             return False
         return self._undo(instance)
+
+    async def _follow_then_undo(self, step: Step, instance: CommandInstance,
+                                task: TaskRecord) -> bool:
+        """The forward task of an interrupted (or killed) run may still be running: follow
+        it to its end first, as `resume` would, so that nothing it makes appears after its
+        `exists` said absent. Then decide as for any command."""
+        from .executor import _StepFailed
+
+        runner = self.runner
+        iid, run = instance.id, instance.spec.run
+        assert run is not None and run.async_ is not None
+        del runner.tasks[(iid, REGULAR_FLOW)]  # followed once, whatever its end
+        runner._event("task", iid, handle=task.handle, task_status="REATTACHED",
+                      execution_reason=REGULAR_FLOW)
+        context = runner._context(instance)
+        context.update(result=dict(runner.results.get(iid) or {}), handle=task.handle)
+        try:
+            args, call = runner._prepare(run.async_.poll, context, iid, REGULAR_FLOW)
+            await runner._poll(task, run.async_, context, args, call)
+            runner.changed[iid] = True  # it ended well: this run made it
+        except _StepFailed:
+            pass  # it failed: whether it left something is for `exists` to say
+        admitted = self.admit(step)
+        if callable(admitted):  # its REVERTING goes in the next commit first
+            await runner._barrier()
+            admitted = admitted()
+        return admitted if isinstance(admitted, bool) else await admitted
 
     def _undo(self, instance: CommandInstance) -> Admitted:
         """Without an ``exists`` probe to ask first, REVERTING is recorded here, in the

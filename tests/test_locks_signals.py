@@ -259,6 +259,30 @@ def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> Non
     assert seed.planctl("apply", str(other)).returncode == 0
 
 
+def test_a_rollback_of_a_killed_run_follows_its_tasks_before_it_asks_exists(
+        seed: Seed) -> None:
+    """kill -9 while the copies run, then rollback: the copies still run remotely, so the
+    rollback follows each recorded task to its end before it asks `exists` (which would
+    say absent and let the image appear afterwards, never removed), then removes them all.
+    `--dry-run` says so before."""
+    proc = seed.spawn("apply", str(seed.plan), *SLOW)
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    dry = seed.planctl("rollback", "--last", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.count("to its end first, then decide") == 3, dry.stdout
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert undo.stdout.count("REATTACHED") == 3, undo.stdout
+    assert seed.last_run().status == "ROLLED_BACK"
+    time.sleep(0.5)  # a copy left running would land now
+    assert seed.listing() == []
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+
+
 NO_ENTITY_PLAN = """\
 name: no-entities
 commands:
