@@ -1273,7 +1273,10 @@ class Runner:
         lasting = _lasting(self.options)
         if lasting:
             variables[OPTIONS_KEY] = lasting
-        run = RunRecord(self.run_id, self.plan.name, self.plan.file, RunStatus.RUNNING,
+        # The plan's path is kept absolute: a rollback or resume from another directory
+        # (a CI job that downloaded the state) runs the commands where they ran.
+        run = RunRecord(self.run_id, self.plan.name, os.path.abspath(self.plan.file),
+                        RunStatus.RUNNING,
                         self.clock(), dict(self.plan.source), variables,
                         socket.gethostname(), os.getpid())
         self.store.create_run(run, self._records())
@@ -1316,6 +1319,7 @@ class Runner:
         failed = False
         steps = self.graph.steps
         completed: deque[tuple[str, bool | None]] = deque()
+        bugs: list[BaseException] = []
         unawaited = 0  # rounds since the event loop last had a turn
 
         def finished(task: asyncio.Task[bool], key: str) -> None:
@@ -1323,7 +1327,10 @@ class Runner:
             if task.cancelled():
                 completed.append((key, None))  # interrupted: neither done nor failed
             else:
-                completed.append((key, task.exception() is None and task.result()))
+                error = task.exception()
+                if error is not None:  # a bug in planctl: the step failed, the run ends
+                    bugs.append(error)  # with it below, once the others are done
+                completed.append((key, error is None and task.result()))
             wake.set()
 
         while True:
@@ -1378,6 +1385,8 @@ class Runner:
             await wake.wait()
             wake.clear()
         self._flush()
+        if bugs:
+            raise bugs[0]  # never reported as a plain failure: exit 70, with its traceback
         return failed
 
     def _end_with_failure(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
@@ -116,7 +117,7 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
         children.setdefault(record.parent, []).append(record)
     lines = [
         f"run      {run.id}",
-        f"plan     {run.plan_name} ({run.plan_file})",
+        f"plan     {run.plan_name} ({_near(run.plan_file)})",
         *([f"         {about}"] if (about := plan_description(run.snapshot)) else []),
         f"status   {run.status}",
         f"started  {_when(run.started_at)} on {run.host} (pid {run.pid})",
@@ -146,6 +147,15 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
     header = ["COMMAND", "STATUS", "REASON", "TRIES", "TIME", "ENTITY"]
     table = _table([*header, *(["NAME"] if names else []), "NOTES"], rows)
     return "\n".join(lines) + table
+
+
+def _near(path: str) -> str:
+    """A recorded (absolute) path, relative to the working directory when it is below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith(os.pardir) else relative
 
 
 def format_rollback_plan(runner: Any) -> str:

@@ -187,8 +187,12 @@ class Reverter:
                 runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())
                 return True
-            if spec.exists is not None and not await runner._probe(
-                    spec.exists, context, iid, ROLLBACK_FLOW):
+            try:
+                absent = spec.exists is not None and not await runner._probe(
+                    spec.exists, context, iid, ROLLBACK_FLOW)
+            except _StepFailed as failure:  # "exists probe could not answer: ..."
+                return self._failed(iid, failure, prefix="")
+            if absent:
                 # Absent: removed by our own earlier inverse, or never created.
                 done = S.REVERTED if was == S.REVERTING else S.REVERT_SKIPPED
                 runner._set(iid, done, execution_reason=ROLLBACK_FLOW,
@@ -240,11 +244,11 @@ class Reverter:
         runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW, ended_at=runner.clock())
         return True
 
-    def _failed(self, iid: str, failure: Exception) -> bool:
+    def _failed(self, iid: str, failure: Exception, prefix: str = "inverse failed: ") -> bool:
         runner = self.runner
         runner.errors[iid] = str(failure)
         runner._set(iid, S.REVERT_FAILED, execution_reason=ROLLBACK_FLOW,
-                    error=f"inverse failed: {failure}", ended_at=runner.clock())
+                    error=f"{prefix}{failure}", ended_at=runner.clock())
         return False
 
     def leftovers(self) -> list[Leftover]:

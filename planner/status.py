@@ -60,7 +60,9 @@ CHANGED_STATUSES = frozenset({S.SUCCEEDED, S.RUNNING, S.FAILED, S.UNKNOWN, S.STA
 NO_INVERSE = "no inverse declared"
 UNSURE = "run failed part-way and no `exists` probe can tell"
 
-_REVERTIBLE = {S.REVERTING, S.REVERT_SKIPPED}
+# A rollback may also fail before its REVERTING (a probe that cannot answer, an inverse
+# that does not render, the cap on attempts): REVERT_FAILED straight away.
+_REVERTIBLE = {S.REVERTING, S.REVERT_SKIPPED, S.REVERT_FAILED}
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     # A probe may settle a command before it starts; a render error fails it at once.
     S.PENDING: frozenset({S.STARTING, S.RUNNING, S.UNCHANGED, S.SKIPPED, S.FAILED}),
@@ -76,7 +78,7 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     S.FAILED: frozenset(_REVERTIBLE),
     S.UNKNOWN: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, *_REVERTIBLE}),
     S.REVERTING: frozenset({S.REVERTED, S.REVERT_FAILED, S.REVERT_SKIPPED}),
-    S.REVERT_FAILED: frozenset({S.REVERTING, S.REVERT_SKIPPED}),
+    S.REVERT_FAILED: frozenset({S.REVERTING, S.REVERT_SKIPPED, S.REVERT_FAILED}),
     S.REVERTED: frozenset(),
     S.REVERT_SKIPPED: frozenset(),
 }

@@ -1409,3 +1409,80 @@ def test_apply_restores_the_callers_signal_handlers(tmp_path: Path) -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# -- a rollback elsewhere; a probe that cannot answer; a bug in a step ---------------------
+
+
+def test_a_run_is_rolled_back_from_another_directory(tmp_path: Path) -> None:
+    """The run keeps its plan's absolute path: `planctl rollback` from another working
+    directory (a CI job that downloaded the state) runs the inverses where the run ran."""
+    project = tmp_path / "project"
+    (project / "plans").mkdir(parents=True)
+    (project / "plans" / "p.yaml").write_text(
+        "name: p\ncommands:\n  - id: a\n    run: {command: [touch, made]}\n"
+        "    inverse: {command: [rm, made]}\n    exists: {command: [test, -e, made]}\n")
+    env = {**os.environ, "PLANCTL_STATE": str(tmp_path / "state.db"), "NO_COLOR": "1",
+           "PYTHONPATH": str(REPO)}
+    cli = [PY, "-m", "planner"]
+    done = subprocess.run([*cli, "apply", "plans/p.yaml"], cwd=project, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (project / "plans" / "made").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    undo = subprocess.run([*cli, "rollback", "--last"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True)
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert not (project / "plans" / "made").exists()
+    run, _, _, _ = read_state(tmp_path / "state.db")
+    assert run.plan_file == str(project / "plans" / "p.yaml")
+
+
+def test_a_probe_that_cannot_answer_in_a_rollback_is_a_revert_failure(tmp_path: Path) -> None:
+    """Before an inverse, an `exists` that cannot answer (here: it times out) marks the
+    command REVERT_FAILED with the probe's error, and nothing is removed (this broke a
+    status rule and the step failed with no trace)."""
+    rec = apply(tmp_path, """\
+        name: p
+        commands:
+          - id: a
+            run: {command: [touch, made]}
+            exists: {command: [sh, -c, "[ -e hang ] && sleep 5; test -e made"], timeout: 0.3s}
+            inverse: {command: [rm, made]}
+        """)
+    assert rec.outcome.status == "SUCCEEDED"
+    (tmp_path / "hang").touch()
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        done = planner.rollback_run(store, rec.run.id, secrets={}, handle_signals=False)
+    finally:
+        store.close()
+    assert done.status == "ROLLBACK_FAILED"
+    assert (tmp_path / "made").exists()
+    [left] = done.leftovers
+    assert (left.command, left.status) == ("a", "REVERT_FAILED")
+    assert left.reason.startswith("exists probe could not answer: ")
+    _, commands, _, _ = read_state(tmp_path / "state.db")
+    assert commands["a"].status == "REVERT_FAILED"
+    assert commands["a"].error == left.reason
+
+
+def test_a_bug_in_a_step_is_not_reported_as_a_plain_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception no step should raise (a bug in planctl) ends the run with that
+    exception, after the other steps, instead of passing for the step's failure."""
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("a bug")
+
+    from planner.executor import Runner
+
+    monkeypatch.setattr(Runner, "_acted", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        apply(tmp_path, """\
+            name: p
+            commands:
+              - id: a
+                changes: false
+                run: {command: [sh, -c, "sleep 0.01"]}
+            """)
