@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -275,10 +276,35 @@ def plan_command(
     raise typer.Exit(preview.exit_code(detailed=detailed_exitcode))
 
 
+def _state_path(value: str | Path) -> Path:
+    """--state: a path, or a URL of the SQLite file: ``sqlite:///relative.db``,
+    ``sqlite:////absolute.db`` (as SQLAlchemy writes them) or ``file:///absolute.db``."""
+    text = str(value)
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):(?=//)", text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    rest = text[match.end():]
+    if scheme == "sqlite" and rest.startswith("///") and len(rest) > 3:
+        return Path(rest[3:])
+    if scheme == "file" and rest.startswith("//"):
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(text)
+        if parts.netloc in ("", "localhost") and parts.path:
+            return Path(unquote(parts.path))
+    if scheme in ("sqlite", "file"):
+        raise UsageError(f"--state {text}: expected sqlite:///RELATIVE/PATH, "
+                         f"sqlite:////ABSOLUTE/PATH or file:///ABSOLUTE/PATH")
+    raise UsageError(f"--state {text}: planctl keeps its state in SQLite: give a path, "
+                     f"or a sqlite:// or file:// URL (not {scheme}:)")
+
+
 StateOption = Annotated[
     Path,
-    typer.Option("--state", "-s", metavar="PATH", envvar="PLANCTL_STATE",
-                 help="SQLite state file.", show_default=True),
+    typer.Option("--state", "-s", metavar="PATH|URL", envvar="PLANCTL_STATE",
+                 parser=_state_path, help="SQLite state file: a path, sqlite:///PATH or "
+                 "file:///PATH.", show_default=True),
 ]
 
 

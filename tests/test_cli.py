@@ -279,3 +279,39 @@ def test_an_internal_error_is_logged_not_shown(
     assert "planctl: internal error: RuntimeError: kaput" in err
     (log,) = tmp_path.glob("planctl-crash-*.log")
     assert "Traceback" in log.read_text(encoding="utf-8")
+
+
+HELLO = Path(__file__).resolve().parents[1] / "plans" / "hello-world.yaml"
+
+
+@pytest.mark.parametrize("form", ["{path}", "sqlite:///{rel}", "sqlite:///{path}",
+                                  "file://{path}"])
+def test_state_may_be_a_path_or_a_url(form: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--state takes a path, sqlite:///RELATIVE, sqlite:////ABSOLUTE or file:///ABSOLUTE;
+    each names the same SQLite file, which `runs` then reads back."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "dir" / "state.db"
+    state = form.format(path=db, rel="dir/state.db")
+    assert main(["apply", str(HELLO), "--var", f"file={tmp_path / 'h.txt'}",
+                 "--state", state]) == 0
+    assert db.exists()
+    capsys.readouterr()
+    assert main(["runs", "--state", state]) == 0
+    assert "hello-world" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ("postgres://db/planctl", "planctl keeps its state in SQLite"),
+    ("sqlite://state.db", "expected sqlite:///RELATIVE/PATH"),
+])
+def test_a_state_url_of_another_kind_is_a_usage_error(
+        state: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL planctl cannot store state in is exit 3 before anything runs or is written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["apply", str(HELLO), "--var", f"file={tmp_path / 'h.txt'}",
+                 "--state", state]) == 3
+    assert f"planctl: error: --state {state}: {message}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
