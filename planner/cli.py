@@ -494,6 +494,15 @@ def rollback(
                                    f"({record.status if record else '?'}): nothing to undo")
             raise typer.Exit(0)
         if dry_run:
+            import time
+
+            from .executor import live_holder, lock_lease, still_running
+
+            now = time.time()
+            holder = live_holder(store, run_id, now, lock_lease())
+            if holder is not None:
+                reporter.warn(f"{still_running(holder, now)}: a rollback now would exit 4; "
+                              f"below is what it would undo as things stand")
             reporter.say(format_rollback_plan(runner))
             raise typer.Exit(0)
         outcome = execute(runner, runner.rollback)

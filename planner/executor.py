@@ -64,6 +64,7 @@ __all__ = [
     "Runner",
     "apply_plan",
     "execute",
+    "live_holder",
     "load_run",
     "lock_alive",
     "lock_kept",
@@ -75,6 +76,7 @@ __all__ = [
     "resume_run",
     "rollback_run",
     "run_key",
+    "still_running",
 ]
 
 S = CommandStatus
@@ -273,6 +275,21 @@ RUN_KEY = "planctl:run/"
 def run_key(run_id: str) -> str:
     """The key of the lock a run holds on itself while an executor drives it."""
     return RUN_KEY + run_id
+
+
+def live_holder(store: Store, run_id: str, now: float, lease: float,
+                besides: tuple[int, str] | None = None) -> LockRecord | None:
+    """A lock by which a live executor (other than pid, host ``besides``) holds ``run_id``."""
+    for lock in store.list_locks():
+        if lock.run_id == run_id and (lock.pid, lock.host) != besides \
+                and lock_alive(lock, now, lease):
+            return lock
+    return None
+
+
+def still_running(holder: LockRecord, now: float) -> str:
+    return (f"run {holder.run_id} is still running (pid {holder.pid} on {holder.host}, "
+            f"heartbeat {now - holder.heartbeat_at:.0f}s ago)")
 
 
 def lock_kept(lock: LockRecord) -> bool:
@@ -591,12 +608,9 @@ class Runner:
         deadline = self.clock() + timeout
         while True:
             now = self.clock()
-            own = [lock for lock in self.store.list_locks() if lock.run_id == self.run_id
-                   and (lock.pid, lock.host) != (pid, host) and lock_alive(lock, now, lease)]
-            if own:
-                raise LockedError(
-                    f"run {self.run_id} is still running (pid {own[0].pid} on {own[0].host}, "
-                    f"heartbeat {now - own[0].heartbeat_at:.0f}s ago)")
+            alive = live_holder(self.store, self.run_id, now, lease, besides=(pid, host))
+            if alive is not None:
+                raise LockedError(still_running(alive, now))
             others = self.store.acquire_locks(self.run_id, keys, host, pid, now)
             if not others:
                 break

@@ -146,7 +146,7 @@ class Reporting:
             try:
                 write_junit(self.junit, finished, plan=self.plan)
             except OSError as exc:
-                self._warn(f"cannot write the JUnit report {self.junit}: "
+                self.warn(f"cannot write the JUnit report {self.junit}: "
                            f"{exc.strerror or exc}")
         summary = self.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
@@ -156,10 +156,11 @@ class Reporting:
                 append_step_summary(Path(summary), finished, verb=self.verb, plan=self.plan,
                                     message=message)
             except OSError as exc:
-                self._warn(f"cannot append to GITHUB_STEP_SUMMARY {summary}: "
+                self.warn(f"cannot append to GITHUB_STEP_SUMMARY {summary}: "
                            f"{exc.strerror or exc}")
 
-    def _warn(self, text: str) -> None:
+    def warn(self, text: str) -> None:
+        """A warning, on stderr."""
         self.stderr.write(f"planctl: warning: {text}\n")
 
     def close(self) -> None:

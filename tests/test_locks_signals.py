@@ -311,7 +311,7 @@ def test_a_live_run_without_entities_cannot_be_resumed_or_rolled_back(seed: Seed
     """A run holds a lock on itself whether its commands name entities or not: while its
     apply is alive, `resume` and `rollback` of it exit 4 at once and touch nothing (before,
     a rollback removed `a` under the running apply, which then created `b` anyway). The
-    run's own lock is not an entity: `planctl locks` does not list it."""
+    run's own lock is not an entity: `planctl locks` does not list it. A dry run warns."""
     plan = seed.root / "no-entities.yaml"
     plan.write_text(NO_ENTITY_PLAN)
     proc = seed.spawn("apply", str(plan))
@@ -319,6 +319,10 @@ def test_a_live_run_without_entities_cannot_be_resumed_or_rolled_back(seed: Seed
         wait_for("command b to start", lambda: _status(seed, "b") == "STARTING", proc=proc)
         run_id = seed.last_run().id
         assert seed.planctl("locks").stdout == "no locks held\n"
+        dry = seed.planctl("rollback", run_id, "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert f"warning: run {run_id} is still running (pid {proc.pid}" in dry.stderr
+        assert "a rollback now would exit 4" in dry.stderr
         for verb in ("rollback", "resume"):
             done = seed.planctl(verb, run_id)
             assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
