@@ -925,6 +925,17 @@ class Runner:
             raise _StepFailed(message, changed=None)
         return {"handle": task.handle, "poll": last}
 
+    async def _reattach(self, task: TaskRecord, spec: AsyncSpec, context: Mapping[str, Any]
+                        ) -> dict[str, Any]:
+        """Follow a task an earlier executor started (its handle committed) to its end, as
+        ``_follow`` would have; raises _StepFailed as it does."""
+        iid, reason = task.command_id, task.execution_reason
+        self._event("task", iid, handle=task.handle, task_status="REATTACHED",
+                    execution_reason=reason)
+        context = {**context, "handle": task.handle}
+        poll_args, poll_call = self._prepare(spec.poll, context, iid, reason)
+        return await self._poll(task, spec, context, poll_args, poll_call)
+
     async def _cancel(self, spec: AsyncSpec, context: dict[str, Any], iid: str, reason: str
                       ) -> str:
         """Run the task's ``cancel`` operation, if declared; a note for the error message."""
@@ -1128,14 +1139,8 @@ class Runner:
         task = self.tasks.get((iid, REGULAR_FLOW))
         if run.async_ is not None and task is not None and task.status == "RUNNING":
             # The handle was committed: re-attach to the remote task and keep polling.
-            self._event("task", iid, handle=task.handle, task_status="REATTACHED",
-                        execution_reason=REGULAR_FLOW)
-            poll_context = {**context, "handle": task.handle}
-            poll_args, poll_call = self._prepare(run.async_.poll, poll_context, iid,
-                                                 REGULAR_FLOW)
             self.handles[iid] = task.handle
-            context.update(await self._poll(task, run.async_, poll_context, poll_args,
-                                            poll_call))
+            context.update(await self._reattach(task, run.async_, context))
             return self._succeeded(instance, context, {})
         if spec.exists is not None:
             probe = await self._ask(spec.exists, context, iid, REGULAR_FLOW)

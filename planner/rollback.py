@@ -92,13 +92,10 @@ class Reverter:
         iid, run = instance.id, instance.spec.run
         assert run is not None and run.async_ is not None
         del runner.tasks[(iid, REGULAR_FLOW)]  # followed once, whatever its end
-        runner._event("task", iid, handle=task.handle, task_status="REATTACHED",
-                      execution_reason=REGULAR_FLOW)
         context = runner._context(instance)
-        context.update(result=dict(runner.results.get(iid) or {}), handle=task.handle)
+        context["result"] = dict(runner.results.get(iid) or {})
         try:
-            args, call = runner._prepare(run.async_.poll, context, iid, REGULAR_FLOW)
-            await runner._poll(task, run.async_, context, args, call)
+            await runner._reattach(task, run.async_, context)
             runner.changed[iid] = True  # it ended well: this run made it
         except _StepFailed:
             pass  # it failed: whether it left something is for `exists` to say
@@ -178,12 +175,7 @@ class Reverter:
             if was == S.REVERTING and task is not None and task.status == "RUNNING" \
                     and inverse.async_ is not None:
                 # Resume: the inverse's task was started and its handle kept; follow it.
-                runner._event("task", iid, handle=task.handle, task_status="REATTACHED",
-                              execution_reason=ROLLBACK_FLOW)
-                poll_context = {**context, "handle": task.handle}
-                poll_args, poll_call = runner._prepare(inverse.async_.poll, poll_context, iid,
-                                                       ROLLBACK_FLOW)
-                await runner._poll(task, inverse.async_, poll_context, poll_args, poll_call)
+                await runner._reattach(task, inverse.async_, context)
                 runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())
                 return True

@@ -108,6 +108,25 @@ def _polling(seed: Seed, copies: int = 3) -> bool:
     return sum(t.status == "RUNNING" for t in tasks) == copies
 
 
+def _refused_while_alive(seed: Seed, run_id: str, proc: subprocess.Popen[str]) -> None:
+    """`resume` and `rollback` of a run whose apply ``proc`` is alive exit 4 naming it."""
+    for verb in ("resume", "rollback"):
+        done = seed.planctl(verb, run_id)
+        assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
+        assert "still running" in done.stderr and f"pid {proc.pid}" in done.stderr
+
+
+def _kill_while_polling(seed: Seed) -> None:
+    """Start a slow apply of the seed plan and kill -9 it once it polls every copy."""
+    proc = seed.spawn("apply", str(seed.plan), *SLOW)
+    try:
+        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _spawn_holder(seed: Seed, copy_seconds: float) -> tuple[subprocess.Popen[str], str]:
     """Start an apply of the seed plan and wait until it holds its entities."""
     proc = seed.spawn("apply", str(seed.plan), "--var", f"copy_seconds={copy_seconds}")
@@ -154,10 +173,7 @@ def test_a_second_run_on_held_entities_exits_4_naming_the_holder(
     assert f"pid {proc.pid}" in second.stderr
     assert f"on {socket.gethostname()}" in second.stderr
     assert "--lock-timeout" in second.stderr
-    for verb in ("resume", "rollback"):
-        done = seed.planctl(verb, run_id)
-        assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
-        assert "still running" in done.stderr and f"pid {proc.pid}" in done.stderr
+    _refused_while_alive(seed, run_id, proc)
     with seed.db() as store:
         assert [r.id for r in store.list_runs()] == [run_id]
     assert seed.mutations()["create-vm vm-42"] == 1
@@ -222,13 +238,7 @@ def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> Non
     """After kill -9 of an apply its entities stay locked: another plan touching one exits 4
     saying the holder is not alive and how to recover; `planctl unlock` releases that entity,
     and `planctl resume --last` takes the run's locks over and finishes it."""
-    proc = seed.spawn("apply", str(seed.plan), *SLOW)
-    try:
-        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    _kill_while_polling(seed)
     run_id = seed.last_run().id
     assert sorted(x.entity for x in seed.locks()) == ENTITIES
     assert {x.run_id for x in seed.locks()} == {run_id}
@@ -265,12 +275,7 @@ def test_a_rollback_of_a_killed_run_follows_its_tasks_before_it_asks_exists(
     rollback follows each recorded task to its end before it asks `exists` (which would
     say absent and let the image appear afterwards, never removed), then removes them all.
     `--dry-run` says so before."""
-    proc = seed.spawn("apply", str(seed.plan), *SLOW)
-    try:
-        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
-    finally:
-        proc.kill()
-        proc.communicate()
+    _kill_while_polling(seed)
     dry = seed.planctl("rollback", "--last", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert dry.stdout.count("to its end first, then decide") == 3, dry.stdout
@@ -323,10 +328,7 @@ def test_a_live_run_without_entities_cannot_be_resumed_or_rolled_back(seed: Seed
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert f"warning: run {run_id} is still running (pid {proc.pid}" in dry.stderr
         assert "a rollback now would exit 4" in dry.stderr
-        for verb in ("rollback", "resume"):
-            done = seed.planctl(verb, run_id)
-            assert done.returncode == 4, f"{verb}: {done.stdout}{done.stderr}"
-            assert "still running" in done.stderr and f"pid {proc.pid}" in done.stderr
+        _refused_while_alive(seed, run_id, proc)
         assert (seed.root / "a").exists()
         (seed.root / "go").touch()
         code, out, err = finish(proc)
