@@ -18,9 +18,12 @@ from ._version import __version__
 from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .loader import LoadedPlan
     from .reporters import Reporting
     from .sqlite_store import SQLiteStore
+    from .store import CommandRecord
 
 __all__ = ["app", "main"]
 
@@ -664,23 +667,107 @@ def runs(
 def show(
     run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]
     = None,
+    command: Annotated[str | None, typer.Argument(
+        metavar="COMMAND", help="A command of the run, e.g. 'clone[disk1]': show it in full.")]
+    = None,
     last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
 ) -> None:
     """Show a run (without RUN: the most recent one): its commands as a tree with status,
-    times, execution reason, attempts.
+    times, execution reason, attempts. With COMMAND, that command in full: its rendered
+    parameters, result (stdout, stderr, rc...), outputs, error, async tasks and history.
 
-    Example:
+    Examples:
 
         planctl show --last
+
+        planctl show --last 'clone[disk1]'
     """
-    from .report import format_run
+    from .report import format_command, format_run
+
+    if last and command is None:  # `show --last COMMAND`: the one argument is the command
+        run, command = None, run
+    store = _store(state, must_exist=True)
+    try:
+        try:
+            run_id = _run_id(store, run, last)
+        except UsageError as error:
+            raise UsageError(f"{error}{_command_hint(store, run)}") from None
+        record = store.get_run(run_id)
+        assert record is not None  # _run_id found it
+        if command is None:
+            typer.echo(format_run(record, store.get_commands(run_id), store.get_tasks(run_id),
+                                  _names(store, run_id)), nl=False)
+            return
+        commands = store.get_commands(run_id)
+        found = commands.get(command)
+        if found is None:
+            raise UsageError(_unknown_command(run_id, command, commands))
+        typer.echo(format_command(record, found, store.get_tasks(run_id),
+                                  store.get_events(run_id),
+                                  _names(store, run_id).get(command)), nl=False)
+    finally:
+        store.close()
+
+
+def _command_hint(store: SQLiteStore, word: str | None) -> str:
+    """When RUN is no run but a command of the most recent one, how to show that."""
+    import shlex
+
+    last = store.last_run_id()
+    if word is None or last is None or word not in store.get_commands(last):
+        return ""
+    return f"; to show command {word} of the most recent run: " \
+           f"`planctl show --last {shlex.quote(word)}`"
+
+
+def _unknown_command(run_id: str, word: str, commands: Mapping[str, CommandRecord]) -> str:
+    """Why ``word`` names no command of the run, and what it may have meant."""
+    from .schema import did_you_mean
+
+    instances = [c.id for c in commands.values() if c.spec_id == word]
+    if instances:
+        return (f"{word}: a loop in run {run_id}; give one of its commands: "
+                f"{', '.join(instances)}")
+    hint = did_you_mean(word, commands) or f"`planctl show {run_id}` lists them"
+    return f"{word}: run {run_id} has no such command ({hint})"
+
+
+@app.command()
+def events(
+    run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The most recent run.")] = False,
+    command: Annotated[str | None, typer.Option(
+        "--command", "-c", metavar="ID", help="Only the events of this command.")] = None,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Print a run's recorded event log (without RUN: the most recent run's), one JSON
+    object per line, as `apply --output json` streamed it: every invocation of the run
+    (apply, rollback, resume) in order, without their `outcome` objects.
+
+    Examples:
+
+        planctl events --last > events.ndjson
+
+        planctl events --last --command 'clone[disk1]'
+    """
+    from .ndjson import JsonReporter
 
     store = _store(state, must_exist=True)
     try:
         run_id = _run_id(store, run, last)
-        typer.echo(format_run(store.get_run(run_id), store.get_commands(run_id),
-                              store.get_tasks(run_id), _names(store, run_id)), nl=False)
+        record = store.get_run(run_id)
+        assert record is not None  # _run_id found it
+        commands = store.get_commands(run_id)
+        if command is not None and command not in commands:
+            raise UsageError(f"--command {_unknown_command(run_id, command, commands)}")
+        # The same reporter as `--output json`, fed the log from its start, so each object
+        # is the one the run streamed (entities of task events learnt from command events).
+        reporter = JsonReporter(sys.stdout, plan=record.plan_name, commands=len(commands))
+        for event in store.get_events(run_id):
+            if command is None or event.command_id == command:
+                reporter(event)
     finally:
         store.close()
 

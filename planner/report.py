@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from .sink import Sink
-from .status import ROLLBACK_FLOW
+from .status import REGULAR_FLOW, ROLLBACK_FLOW
 from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
 from .tally import FinishedRun, one_line, plan_description, plural, summary_text
 from .tally import format_duration as _duration
 
-__all__ = ["LineReporter", "format_run", "format_runs"]
+__all__ = ["LineReporter", "format_command", "format_run", "format_runs"]
 
 _COLORS = {
     "SUCCEEDED": "32", "REVERTED": "32", "UNCHANGED": "2", "SKIPPED": "2",
@@ -149,6 +151,128 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
     return "\n".join(lines) + table
 
 
+def format_command(run: RunRecord, record: CommandRecord, tasks: Iterable[TaskRecord],
+                   events: Sequence[EventRecord], name: str | None = None) -> str:
+    """`planctl show RUN COMMAND`: one command of a run as recorded: status, times, the
+    rendered `run` operation, its result and outputs, its async tasks (forward and
+    inverse) and its history of events (``events``: the whole run's, in order)."""
+    took = (record.ended_at - record.started_at
+            if record.ended_at and record.started_at else None)
+    changed = {True: "yes", False: "no", None: "-"}[record.changed]
+    lines = [
+        f"run               {run.id} ({run.plan_name}, {run.status})",
+        f"command           {record.id}",
+        *([f"name              {one_line(name)}"] if name else []),
+        *([f"spec              {record.spec_id}"] if record.spec_id != record.id else []),
+        f"parent            {record.parent or '-'}",
+        f"entity            {record.entity or '-'}",
+        f"status            {record.status}",
+        f"execution_reason  {record.execution_reason}",
+        f"changed           {changed}",
+        f"attempts          {record.attempts}",
+        f"revert_attempts   {record.revert_attempts}",
+        f"started           {_when(record.started_at)}",
+        f"ended             {_when(record.ended_at)}"
+        + (f" ({_duration(took)})" if took is not None else ""),
+    ]
+    lines += _field("error", record.error)
+    lines += _field("params", record.params)
+    lines += _field("result", record.result)
+    lines += _field("outputs", record.outputs)
+    order = {REGULAR_FLOW: 0, ROLLBACK_FLOW: 1}
+    mine = sorted((t for t in tasks if t.command_id == record.id),
+                  key=lambda t: (order.get(t.execution_reason, 2), t.started_at))
+    lines.append("tasks" if mine else "tasks             -")
+    for task in mine:
+        took = task.updated_at - task.started_at if task.updated_at else None
+        lines.append(f"  {task.execution_reason:<15}task {task.handle} {task.status} "
+                     f"({plural(task.polls, 'poll')}"
+                     + (f" in {_duration(took)}" if took is not None else "") + ")")
+        if task.entity and task.entity != record.entity:
+            lines.append(f"    entity: {_scalar(task.entity)}")
+        if isinstance(task.spec, Mapping) and task.spec:
+            lines += _value_lines(task.spec, "    ")
+    history = [e for e in events if e.command_id == record.id]
+    lines.append("history" if history else "history           -")
+    if history:
+        # Seconds since the run's first event, as the run's plain lines counted them.
+        reporter = LineReporter(io.StringIO())  # only its lines
+        reporter.started = events[0].ts
+        lines += [reporter.line(e).rstrip("\n") for e in history]
+    return "\n".join(lines) + "\n"
+
+
+# Control characters in a command's output are shown as escapes, as in plain lines; its
+# line breaks and tabs are kept, so that multi-line text reads as it was printed.
+_BLOCK_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f] if chr(c) not in "\n\t"}
+
+
+def _field(label: str, value: Any) -> list[str]:
+    """One recorded field of `show RUN COMMAND`: ``-`` when there is none, a scalar on
+    the label's line, a mapping or list below it, multi-line text as a block."""
+    if value is None or value == "":
+        return [f"{label:<18}-"]
+    if isinstance(value, Mapping | list):
+        if not value:
+            return [f"{label:<18}{json.dumps(value)}"]
+        return [label, *_value_lines(value, "  ")]
+    if isinstance(value, str) and "\n" in value:
+        marker, *body = _block(value, "  ")
+        return [f"{label:<18}{marker}", *body]
+    return [f"{label:<18}{_scalar(value)}"]
+
+
+def _scalar(value: Any) -> str:
+    """A value on one line: text as it is when that cannot be misread, else JSON."""
+    if isinstance(value, str):
+        if value and value == value.strip() and value.translate(_BLOCK_CONTROLS) == value \
+                and "\n" not in value and "\t" not in value \
+                and not value.startswith(("[", "{", '"', "|", "-", "'")):
+            try:
+                json.loads(value)  # 3, true, null: quoted, not to be read as numbers
+            except ValueError:
+                return value
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _block(text: str, indent: str) -> list[str]:
+    """A YAML literal block: its marker (``|``; ``|-`` without a final line break, ``|+``
+    with several), then the text's lines at ``indent``."""
+    body = text.rstrip("\n")
+    marker = "|-" if body == text else "|" if text == body + "\n" else "|+"
+    return [marker, *(f"{indent}{line}" if line else ""
+                      for line in body.translate(_BLOCK_CONTROLS).split("\n"))]
+
+
+def _value_lines(value: Mapping[str, Any] | list[Any], indent: str) -> list[str]:
+    """A recorded mapping or list as YAML-like lines at ``indent``: a list of plain values
+    on one line (as JSON), nested ones below their key, multi-line text as a block."""
+    items: list[tuple[str, Any]] = (
+        [(f"{key}:", item) for key, item in value.items()] if isinstance(value, Mapping)
+        else [("-", item) for item in value])
+    lines: list[str] = []
+    for key, item in items:
+        head = f"{indent}{key}"
+        if isinstance(item, str) and "\n" in item:
+            marker, *body = _block(item, indent + "  ")
+            lines += [f"{head} {marker}", *body]
+        elif isinstance(item, Mapping | list) and item:
+            inline = json.dumps(item, ensure_ascii=False, default=str)
+            flat = isinstance(item, list) and not any(
+                isinstance(i, Mapping | list) or (isinstance(i, str) and "\n" in i)
+                for i in item)
+            if flat and len(head) + len(inline) < 100:
+                lines.append(f"{head} {inline}")
+            else:
+                lines += [head, *_value_lines(item, indent + "  ")]
+        elif isinstance(item, Mapping | list):
+            lines.append(f"{head} {json.dumps(item)}")
+        else:
+            lines.append(f"{head} {_scalar(item)}")
+    return lines
+
+
 def _near(path: str) -> str:
     """A recorded (absolute) path, relative to the working directory when it is below it."""
     try:
@@ -165,8 +289,6 @@ def format_rollback_plan(runner: Any) -> str:
     import networkx as nx
 
     from .rollback import Reverter
-    from .status import REGULAR_FLOW, ROLLBACK_FLOW
-
     reverter = Reverter(runner)
     graph = runner.graph
     order = sorted((i for i in graph.instances.values() if reverter.must_undo(i)),
