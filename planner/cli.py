@@ -685,10 +685,13 @@ def show(
     """
     from .report import format_command, format_run
 
-    if last and command is None:  # `show --last COMMAND`: the one argument is the command
-        run, command = None, run
     store = _store(state, must_exist=True)
     try:
+        if last and command is None and run is not None:
+            # `show --last COMMAND`: the one argument is the command, unless it is a run.
+            if store.get_run(run) is not None:
+                raise UsageError("give a RUN id or --last, not both")
+            run, command = None, run
         try:
             run_id = _run_id(store, run, last)
         except UsageError as error:
