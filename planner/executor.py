@@ -101,25 +101,31 @@ def new_run_id(now: float | None = None) -> str:
 
 def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
                     ) -> dict[str, str]:
-    """Secret values from the environment or files; raises UsageError naming what is missing."""
+    """Secret values from the environment or files; raises UsageError naming what is missing
+    or why a file cannot be read."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     for name, spec in loaded.plan.secrets.items():
         value: str | None = None
         if spec.env is not None:
             value = environ.get(spec.env)
-            source = f"environment variable {spec.env}"
+            missing = f"environment variable {spec.env} is not set"
         else:
             path = os.path.join(loaded.plan.base_dir, os.path.expanduser(spec.file or ""))
-            source = f"file {spec.file}"
             try:
                 with open(path, encoding="utf-8") as handle:
                     value = handle.read().rstrip("\r\n")
-            except OSError:
-                value = None
+            except FileNotFoundError as exc:  # missing: empty when optional
+                missing = f"cannot read file {spec.file}: {exc.strerror}"
+            except OSError as exc:  # there but unusable (a directory, no permission): say so
+                raise UsageError(f"secret `{name}`: cannot read file {spec.file}: "
+                                 f"{exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"secret `{name}`: file {spec.file} is not UTF-8 text"
+                                 ) from None
         if value is None:
             if not spec.optional:
-                raise UsageError(f"secret `{name}`: {source} is not set")
+                raise UsageError(f"secret `{name}`: {missing}")
             value = ""
         values[name] = value
     _RESOLVED.update(v for v in values.values() if v)

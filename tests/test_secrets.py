@@ -292,3 +292,50 @@ def test_handle_placeholders_name_the_longest_secret_and_survive_a_missing_one()
     assert unmask(stored, {"short": "abc", "long": "abcdef"}) == "id-abcdef-abc"
     assert unmask(stored, {"short": "abc"}) == "id-\u00absecret:long\u00bb-abc"
     assert unmask("plain-id", {"short": "abc"}) == "plain-id"
+
+
+FILE_SECRET = """\
+name: file-secret
+secrets:
+  token: {env: PLANCTL_FILE_SECRET_TOKEN}
+  key: {file: secret.txt}
+  extra: {file: extra.txt, optional: true}
+commands:
+  - id: a
+    run: {command: [touch, made.txt]}
+    changes: false
+"""
+
+
+def test_a_secret_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    """A secret file that is missing, a directory or not UTF-8 stops `apply` with exit 3 and
+    one line saying why it cannot be read; a missing variable says it is not set. Nothing
+    runs and no state store is made. A missing optional file is empty."""
+    (tmp_path / "plan.yaml").write_text(FILE_SECRET, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLANCTL_", "GITHUB_"))}
+    env.update(NO_COLOR="1", PYTHONPATH=str(ROOT))
+
+    def error(**more: str) -> str:
+        done = planctl(tmp_path, "apply", "plan.yaml", env={**env, **more})
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert not (tmp_path / "made.txt").exists() and not (tmp_path / ".planctl").exists()
+        return done.stderr
+
+    token = {"PLANCTL_FILE_SECRET_TOKEN": TOKEN}
+    assert error() == ("planctl: error: secret `token`: environment variable "
+                       "PLANCTL_FILE_SECRET_TOKEN is not set\n")
+    assert error(**token) == ("planctl: error: secret `key`: cannot read file secret.txt: "
+                              "No such file or directory\n")
+    (tmp_path / "secret.txt").mkdir()
+    assert error(**token) == ("planctl: error: secret `key`: cannot read file secret.txt: "
+                              "Is a directory\n")
+    (tmp_path / "secret.txt").rmdir()
+    (tmp_path / "secret.txt").write_bytes(b"\xff\xfe")
+    assert error(**token) == "planctl: error: secret `key`: file secret.txt is not UTF-8 text\n"
+    (tmp_path / "secret.txt").write_text(KEY + "\n", encoding="utf-8")
+    loaded = planner.load_plan(tmp_path / "plan.yaml")
+    assert resolve_secrets(loaded, token) == {"token": TOKEN, "key": KEY, "extra": ""}
+    (tmp_path / "extra.txt").mkdir()  # there, but not a file: an error even when optional
+    with pytest.raises(planner.UsageError, match=r"^secret `extra`: cannot read file "
+                                                 r"extra.txt: Is a directory$"):
+        resolve_secrets(loaded, token)
