@@ -395,8 +395,11 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
         matches = [r.id for r in store.list_runs(1000) if r.id.startswith(run)]
         if len(matches) == 1:
             return matches[0]
-        raise UsageError(f"unknown run {run!r}" + (f" (ambiguous: {len(matches)} runs match)"
-                                                    if matches else ""))
+        if not matches:
+            raise UsageError(f"unknown run {run!r}")
+        shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise UsageError(f"run id prefix {run!r} is ambiguous: it matches {len(matches)} runs "
+                         f"({shown})")
     return run
 
 

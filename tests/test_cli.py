@@ -315,3 +315,31 @@ def test_a_state_url_of_another_kind_is_a_usage_error(
                  "--state", state]) == 3
     assert f"planctl: error: --state {state}: {message}" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ambiguous_run_prefix_lists_the_runs_it_matches(tmp_path: Path) -> None:
+    """A RUN prefix matching several runs exits 3 saying it is ambiguous and listing up to
+    three of them, newest first; a prefix matching none is an unknown run."""
+    from planner.sqlite_store import SQLiteStore
+    from planner.store import RunRecord
+
+    db = tmp_path / "state.db"
+    store = SQLiteStore(db)
+    ids = ["20261130-100000-aaaaa0", "20261130-100001-aaaaa1", "20261130-100002-aaaaa2",
+           "20261130-110000-bbbbbb"]
+    for n, run_id in enumerate(ids):
+        store.create_run(RunRecord(run_id, "p", "p.yaml", "SUCCEEDED", 1_796_000_000.0 + n,
+                                   {}, {}), [])
+    store.close()
+    done = planctl("show", "20261130-1000", "--state", str(db))
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr == ("planctl: error: run id prefix '20261130-1000' is ambiguous: it "
+                           f"matches 3 runs ({ids[2]}, {ids[1]}, {ids[0]})\n")
+    done = planctl("rollback", "2026", "--state", str(db), "-o", "json")
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["message"] == (
+        "run id prefix '2026' is ambiguous: it matches 4 runs "
+        f"({ids[3]}, {ids[2]}, {ids[1]}, ...)")
+    done = planctl("show", "x", "--state", str(db))
+    assert (done.returncode, done.stderr) == (3, "planctl: error: unknown run 'x'\n")
+    assert planctl("show", "20261130-11", "--state", str(db)).returncode == 0
