@@ -228,7 +228,7 @@ def plan_command(
     var: VarOption = None,
     vars_file: VarsFileOption = None,
     max_parallel: Annotated[
-        int | None, typer.Option("--max-parallel", "-j", min=1,
+        int | None, typer.Option("--max-parallel", "-j", min=1, metavar="N",
                                  help="`exists` probes in flight at once (default: the plan's).")
     ] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
@@ -337,7 +337,9 @@ def _remember_output(value: OutputFormat) -> OutputFormat:
 
 OutputOption = Annotated[
     OutputFormat,
+    # Eager: read before the other options, so that one they refuse is reported as JSON.
     typer.Option("--output", "-o", envvar="PLANCTL_OUTPUT", callback=_remember_output,
+                 is_eager=True,
                  help="text: a live tree on a terminal, else one plain line per event; "
                       "json: one JSON object per event on stdout (see docs/output.md)."),
 ]
@@ -410,7 +412,7 @@ def apply(
     vars_file: VarsFileOption = None,
     state: StateOption = Path(DEFAULT_STATE),
     max_parallel: Annotated[
-        int | None, typer.Option("--max-parallel", "-j", min=1,
+        int | None, typer.Option("--max-parallel", "-j", min=1, metavar="N",
                                  help="Steps in flight at once (default: the plan's, or 16).")
     ] = None,
     no_rollback: Annotated[
@@ -649,7 +651,8 @@ def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None
 @app.command()
 def runs(
     state: StateOption = Path(DEFAULT_STATE),
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, metavar="N",
+                                              help="How many runs.")] = 20,
 ) -> None:
     """List recorded runs, newest first.
 
@@ -803,6 +806,43 @@ def _internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+# click's names of number types, as a message says what was expected instead.
+_NUMBER_WORDS = {"int range": "a whole number", "integer range": "a whole number",
+                 "int": "a whole number", "integer": "a whole number",
+                 "float range": "a number", "float": "a number"}
+
+
+def _usage_message(exc: Exception) -> str:
+    """click's complaint about the command line, as one line that names the option (or
+    argument) it is about, as the user can write it: ``-j/--max-parallel: ...``."""
+    # click is imported by ``main`` (typer's copy or the package), hence getattr.
+    kind_of_error = type(exc).__name__
+    if kind_of_error == "NoSuchOption":
+        possibilities = getattr(exc, "possibilities", None)
+        return f"no such option: {getattr(exc, 'option_name', '?')}" + (
+            f"; did you mean {' or '.join(sorted(possibilities))}?" if possibilities else "")
+    param = getattr(exc, "param", None)
+    if param is None or kind_of_error != "BadParameter":  # missing, extra argument, ...
+        format_message = getattr(exc, "format_message", None)
+        text = str(format_message() if format_message is not None else exc)
+        text = text[:1].lower() + text[1:] if text[1:2].islower() else text
+        return text.removesuffix(".")
+    message = str(getattr(exc, "message", exc)).removesuffix(".")
+    kind = getattr(param.type, "name", "")
+    if kind in _NUMBER_WORDS:
+        message = message.replace(f"is not a valid {kind}", f"is not {_NUMBER_WORDS[kind]}")
+    opts = getattr(param, "opts", None)
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        name = "/".join(sorted(opts, key=lambda opt: opt.startswith("--")))
+    else:
+        name = str(param.human_readable_name)
+    ctx = getattr(exc, "ctx", None)
+    source = ctx.get_parameter_source(param.name) if ctx is not None else None
+    if getattr(source, "name", None) == "ENVIRONMENT" and param.envvar:
+        name += f" (from ${param.envvar})"
+    return f"{name}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:  # typer >= 0.29 carries its own copy of click
@@ -821,16 +861,15 @@ def main(argv: list[str] | None = None) -> int:
         _json_error(exc, 130, "interrupted")
         typer.echo("planctl: interrupted", err=True)
         return 130
-    except click.UsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
-            typer.echo(exc.ctx.get_help())
-            return EXIT_OK
-        _json_error(exc, EXIT_INVALID, "usage")
-        exc.show()
-        return EXIT_INVALID
     except click.ClickException as exc:
-        _json_error(exc, EXIT_INVALID, "usage")
-        exc.show()
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
+            return EXIT_OK
+        message = _usage_message(exc)
+        _json_error(UsageError(message), EXIT_INVALID, "usage")
+        ctx = getattr(exc, "ctx", None)
+        see = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"planctl: error: {message}{see}", err=True)
         return EXIT_INVALID
     except PlanctlError as error:
         _json_error(error, error.exit_code)

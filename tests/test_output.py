@@ -176,6 +176,20 @@ def test_json_output_of_a_usage_error(seed: Seed) -> None:
     assert "unknown run" in done.stderr
 
 
+def test_json_output_of_a_bad_option_value_names_the_option(seed: Seed) -> None:
+    """`apply -j 0 --output json` (whichever comes first) exits 3 with one `error` object
+    (usage) whose message names the option, and nothing runs."""
+    for args in (["-j", "0", "-o", "json"], ["-o", "json", "-j", "0"]):
+        done = seed.apply(*args)
+        assert done.returncode == 3, done.stdout + done.stderr
+        [error] = _objects(done.stdout)
+        assert (error["kind"], error["error"], error["exit_code"]) == ("error", "usage", 3)
+        assert error["message"] == "-j/--max-parallel: 0 is not in the range x>=1"
+        assert done.stderr == ("planctl: error: -j/--max-parallel: 0 is not in the range x>=1 "
+                               "(see: planctl apply --help)\n")
+    assert seed.store("list").stdout == ""
+
+
 def test_rollback_and_resume_act_only_on_a_run_named(seed: Seed) -> None:
     """Without RUN or --last, `rollback` and `resume` exit 3 saying how to name one and
     undo nothing; `show`, which only reads, shows the most recent run."""
