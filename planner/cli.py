@@ -96,7 +96,8 @@ def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[
 VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", "-e", metavar="NAME=VALUE",
-                 help="Override a plan variable; VALUE is read as YAML (3, [a, b], text)."),
+                 help="Override a plan variable; VALUE is read as YAML (3, [a, b], text); "
+                      "one starting with [ or { must be valid YAML."),
 ]
 VarsFileOption = Annotated[
     list[Path] | None,

@@ -52,14 +52,26 @@ class LoadedPlan:
 
 
 def parse_var(assignment: str) -> tuple[str, Any]:
-    """``k=v`` from --var; the value is read as YAML (``n=3`` is a number, ``l=[a,b]`` a list)."""
+    """``k=v`` from --var; the value is read as YAML (``n=3`` is a number, ``l=[a,b]`` a list).
+
+    A value that is not YAML is taken as text, unless it starts like a YAML list or mapping
+    (``[`` or ``{``, but not ``{{``, which reads as a template): then it was meant as one,
+    and its mistake is a usage error rather than a string that fails later, far from the
+    command line.
+    """
     name, sep, raw = assignment.partition("=")
     name = name.strip()
     if not sep or not name:
         raise UsageError(f"--var {assignment!r}: expected NAME=VALUE")
     try:
         value = read_document(raw, "--var").data if raw.strip() else ""
-    except PlanError:
+    except PlanError as error:
+        start = raw.lstrip()
+        if start.startswith(("[", "{")) and not start.startswith("{{"):
+            reason = error.diagnostics[0].message if error.diagnostics else str(error)
+            raise UsageError(
+                f"--var {name}: not valid YAML: {reason.removeprefix('YAML syntax: ')} "
+                f"""(to pass it as text, quote it: --var '{name}="..."')""") from None
         value = raw
     return name, value
 

@@ -271,6 +271,20 @@ def test_an_unknown_var_from_a_file_names_the_file(
     assert capsys.readouterr().err.startswith("planctl: error: --var disk: ")
 
 
+def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
+    """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
+    before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
+    done = planctl("apply", str(good), "--var", "disks=[a[1]]",
+                   "--state", str(good.parent / "state.db"))
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr == ("planctl: error: --var disks: not valid YAML: while parsing a flow "
+                           "sequence did not find expected ',' or ']' (to pass it as text, "
+                           """quote it: --var 'disks="..."')\n""")
+    assert not (good.parent / "state.db").exists()
+    done = planctl("graph", str(good), "-f", "json", "--var", "disks=a[1]")
+    assert done.returncode == 3 and "for_each" in done.stderr  # a string: not a list to loop
+
+
 def test_vars_files_are_read(good: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     """`--vars-file` supplies variables from YAML; a non-mapping file is a usage error."""

@@ -611,6 +611,24 @@ def test_parse_var_reads_the_value_as_yaml(assignment: str, expected: tuple[str,
     assert parse_var(assignment) == expected
 
 
+@pytest.mark.parametrize(("assignment", "reason"), [
+    ("items=[a[1]]", "while parsing a flow sequence did not find expected ',' or ']'"),
+    ("items= [a, b", "while parsing a flow sequence did not find expected ',' or ']'"),
+    ("m={a: 1", "while parsing a flow mapping did not find expected ',' or '}'"),
+])
+def test_parse_var_refuses_a_list_or_mapping_that_is_not_yaml(assignment: str,
+                                                              reason: str) -> None:
+    """A value that starts like a YAML list or mapping but is not YAML is a usage error
+    saying why (it was meant as one), not a string; quoted, it is the string."""
+    name = assignment.partition("=")[0]
+    with pytest.raises(UsageError) as caught:
+        parse_var(assignment)
+    assert str(caught.value) == (f"--var {name}: not valid YAML: {reason} "
+                                 f"""(to pass it as text, quote it: --var '{name}="..."')""")
+    assert parse_var('items="[a[1]]"') == ("items", "[a[1]]")
+    assert parse_var("items=a[1]") == ("items", "a[1]")  # plain words stay text
+
+
 @pytest.mark.parametrize("assignment", ["novalue", "=3", " =x"])
 def test_parse_var_needs_a_name_and_an_equals_sign(assignment: str) -> None:
     """A --var without NAME= is a usage error."""
