@@ -143,24 +143,32 @@ def validate(
 ) -> None:
     """Check plans without running anything: schema, templates, ids, needs, cycles.
 
-    Every problem is reported at its place in the file, as FILE:LINE:COL. Exit 0 when
-    all plans are valid, 3 otherwise.
+    Every problem is reported at its place in the file, as FILE:LINE:COL (a --var the
+    plan does not declare, as FILE), and every plan is checked. Exit 0 when all plans are
+    valid, 3 otherwise.
 
-    Example:
+    Examples:
 
-        planctl validate plans/*.yaml --var vm=vm-7
+        planctl validate plans/*.yaml plans/*/plan.yaml
+
+        planctl validate plans/vm-from-template/plan.yaml --var vm=vm-7
     """
+    from .loader import load_plan
+
+    variables = _variables(var, vars_file)  # a bad --var or --vars-file: for every plan
     failed = False
     for plan in plans:
         try:
-            loaded = _load(plan, var, vars_file)
+            loaded = load_plan(plan, variables=variables)
         except PlanError as error:
             failed = True
             for diagnostic in error.diagnostics:
                 _print_diagnostic(diagnostic)
             continue
-        except UsageError as error:
-            _fail(error)
+        except UsageError as error:  # a variable this plan does not declare
+            failed = True
+            _print_diagnostic(Diagnostic((), str(error), file=str(plan)))
+            continue
         for warning in loaded.warnings:
             _print_diagnostic(warning)
         if strict and loaded.warnings:

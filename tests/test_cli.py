@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -253,8 +254,10 @@ def test_an_unknown_var_is_a_usage_error(good: Path, capsys: pytest.CaptureFixtu
     """`--var disk=x` for a plan declaring `disks` exits 3 suggesting the name."""
     assert main(["validate", str(good), "--var", "disk=x"]) == 3
     err = capsys.readouterr().err
-    assert err == ("planctl: error: --var disk: the plan declares no variable `disk`; "
+    assert err == (f"{good}: error: --var disk: the plan declares no variable `disk`; "
                    "did you mean `disks`?\n")
+    assert main(["graph", str(good), "--var", "disk=x"]) == 3  # one plan: not located
+    assert capsys.readouterr().err.startswith("planctl: error: --var disk: ")
 
 
 def test_an_unknown_var_from_a_file_names_the_file(
@@ -265,10 +268,43 @@ def test_an_unknown_var_from_a_file_names_the_file(
     values.write_text('{"disk": "x"}', encoding="utf-8")
     assert main(["validate", str(good), "--vars-file", str(values)]) == 3
     assert capsys.readouterr().err == (
-        f"planctl: error: --vars-file {values}: disk: the plan declares no variable `disk`; "
+        f"{good}: error: --vars-file {values}: disk: the plan declares no variable `disk`; "
         "did you mean `disks`?\n")
     assert main(["validate", str(good), "--vars-file", str(values), "--var", "disk=y"]) == 3
-    assert capsys.readouterr().err.startswith("planctl: error: --var disk: ")
+    assert capsys.readouterr().err.startswith(f"{good}: error: --var disk: ")
+
+
+def test_entry_validate_reports_an_unknown_var_per_plan_and_checks_them_all(
+        good: Path, bad: Path, tmp_path: Path) -> None:
+    """With several plans, a --var one of them does not declare is reported at that plan
+    (FILE: error: ...), the others are still checked and reported, and the exit is 3."""
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\ncommands:\n  - {id: a, run: {command: [true]}, "
+                     "changes: false}\n", encoding="utf-8")
+    done = planctl("validate", str(other), str(good), str(bad), "--var", "vm=vm-7")
+    assert done.returncode == 3
+    assert done.stdout == f"{good}: valid (4 commands, 5 steps, 1 warning)\n"
+    lines = done.stderr.splitlines()
+    assert lines[0] == (f"{other}: error: --var vm: the plan declares no variable `vm` "
+                        "(declared: none)")
+    assert any(line.startswith(f"{bad}:5:5: error: ") for line in lines), lines
+    assert not any(line.startswith("planctl:") for line in lines), lines
+
+
+def test_entry_the_validate_help_examples_work_from_the_repository() -> None:
+    """The examples of `planctl validate --help`, run by a shell at the repository root,
+    validate its plans."""
+    text = planctl("validate", "--help").stdout
+    examples = [line.strip() for line in text.splitlines()
+                if line.strip().startswith("planctl validate ")]
+    assert len(examples) == 2, text
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    for example in examples:
+        command = example.replace("planctl", f"{shlex.quote(sys.executable)} -m planner", 1)
+        done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"{example}: {done.stdout}{done.stderr}"
+
 
 
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
