@@ -127,7 +127,8 @@ def _root(
     """Run declarative plans that roll back everything a failed run changed.
 
     Exit codes: 0 succeeded · 1 failed and fully rolled back · 2 failed with leftovers ·
-    3 invalid plan or usage · 4 entity locked by another run · 130 interrupted.
+    3 invalid plan or usage · 4 entity locked by another run · 70 internal error (a bug in
+    planctl; the traceback is written to a file named on stderr) · 130 interrupted.
     `plan` adds 10 (something would change, with --detailed-exitcode) and 11 (apply would
     fail).
     """
@@ -440,7 +441,8 @@ def apply(
     """Run a plan: commands concurrently, async tasks polled, every step recorded.
 
     Exit codes: 0 succeeded · 1 failed and fully rolled back · 2 failed with leftovers ·
-    3 invalid plan or usage · 4 entity locked · 130 interrupted (resumable).
+    3 invalid plan or usage · 4 entity locked · 70 internal error (a bug; traceback in a
+    file named on stderr) · 130 interrupted (resumable).
 
     Example:
 

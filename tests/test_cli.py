@@ -220,6 +220,18 @@ def test_no_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(name in out for name in ("validate", "graph", "schema"))
 
 
+def test_the_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """`planctl --help` and `planctl apply --help` list the exit codes, 70 (internal error,
+    traceback in a file) included."""
+    for args in (["--help"], ["apply", "--help"]):
+        assert main(args) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for code in ("0 succeeded", "1 failed", "2 failed", "3 invalid plan or usage",
+                     "4 entity locked", "70 internal error", "130 interrupted"):
+            assert code in text, (args, code)
+        assert "traceback" in text
+
+
 def test_validate_reports_every_plan(good: Path, bad: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """With several plans, each is checked; one broken plan makes the exit code 3."""
