@@ -62,11 +62,9 @@ DEFAULT_STATE = os.path.join(".planctl", "state.db")
 
 
 def _fail(error: PlanctlError) -> NoReturn:
-    if isinstance(error, PlanError):
+    if isinstance(error, PlanError):  # as validate prints it: one line per problem
         for diagnostic in error.diagnostics:
             _print_diagnostic(diagnostic)
-        count = sum(d.severity is Severity.ERROR for d in error.diagnostics)
-        typer.echo(f"{count} error{'s' if count != 1 else ''}", err=True)
     else:
         typer.echo(f"planctl: error: {error}", err=True)
     raise typer.Exit(error.exit_code)

@@ -346,11 +346,32 @@ def test_vars_files_are_read(good: Path, tmp_path: Path,
 
 
 def test_graph_of_a_broken_plan_exits_3(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`planctl graph` of an invalid plan prints the located errors and a count."""
+    """`planctl graph` of an invalid plan prints the located errors, as validate does."""
     assert main(["graph", str(bad)]) == 3
     err = capsys.readouterr().err
     assert f"{bad}:5:5: error:" in err
-    assert err.endswith("1 error\n")
+    assert all(_LOCATED.match(line) for line in err.splitlines()), err  # no count line
+
+
+@pytest.mark.parametrize("errors", [1, 2])
+def test_entry_a_plan_error_is_printed_alike_by_every_command(tmp_path: Path,
+                                                             errors: int) -> None:
+    """validate, plan, apply and graph print an invalid plan's errors the same way: one
+    line each, nothing more, exit 3, nothing run."""
+    plan = tmp_path / "broken.yaml"
+    names = " ".join(f"{{{{ v{n} }}}}" for n in range(errors))
+    plan.write_text(f'name: x\ncommands:\n  - {{id: a, changes: false, '
+                    f'run: {{shell: "touch made {names}"}}}}\n', encoding="utf-8")
+    seen = set()
+    for command in ("validate", "plan", "apply", "graph"):
+        done = planctl(command, str(plan), "--state", str(tmp_path / "state.db")) \
+            if command in ("plan", "apply") else planctl(command, str(plan))
+        assert (done.returncode, done.stdout) == (3, ""), (command, done.stdout)
+        lines = done.stderr.splitlines()
+        assert len(lines) == errors and all(_LOCATED.match(line) for line in lines), lines
+        seen.add(done.stderr)
+    assert len(seen) == 1
+    assert not (tmp_path / "state.db").exists() and not (tmp_path / "made").exists()
 
 
 def test_a_missing_plan_file_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
