@@ -464,11 +464,12 @@ class _Ticker:
 
 
 class _StepFailed(Exception):
-    def __init__(self, message: str, changed: bool | None = None, attempts: int | None = None
-                 ) -> None:
+    def __init__(self, message: str, changed: bool | None = None, attempts: int | None = None,
+                 result: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.changed = changed
         self.attempts = attempts
+        self.result = result  # what the failed `run` returned (stdout, stderr, rc...)
 
 
 class Runner:
@@ -970,6 +971,8 @@ class Runner:
             fields["changed"] = failure.changed
         if failure.attempts is not None:
             fields["attempts"] = failure.attempts
+        if failure.result is not None:  # kept, for `show` (and an inverse's templates)
+            fields["result"] = self.results[iid] = failure.result
         self._set(iid, S.FAILED, **fields)
 
     async def _guard(self, iid: str, work: Coroutine[Any, Any, bool]) -> bool:
@@ -1078,7 +1081,8 @@ class Runner:
         if not result.ok:
             run = instance.spec.run
             assert run is not None
-            raise _StepFailed(result.error or f"{run.action} failed", None, attempts)
+            raise _StepFailed(result.error or f"{run.action} failed", None, attempts,
+                              result.data)
         context["result"] = dict(result.data)
         self.results[instance.id] = result.data
         return self._succeeded(instance, context, {"attempts": attempts, "result": result.data})

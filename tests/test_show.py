@@ -122,6 +122,8 @@ def test_show_command_prints_its_output_result_outputs_and_tasks(seed: Seed) -> 
     assert boom.returncode == 0, boom.stderr
     assert "\nstatus            FAILED\n" in boom.stdout
     assert "\nerror             exit status 2: broken\n" in boom.stdout
+    assert re.search(r"\n  rc: 2\n", boom.stdout), boom.stdout  # its result is kept too
+    assert "\n  stderr: |\n    broken\n" in boom.stdout
     assert '\n  args: ["sh", "-c", "echo broken >&2; exit 2"]\n' in boom.stdout
 
     table = seed.planctl("show", run_id)  # without COMMAND: the run's table, as before
