@@ -394,26 +394,34 @@ class _CommandsView(Mapping[str, Any]):
                 "status": self.runner.status[iid]}
 
     def __getitem__(self, spec_id: str) -> Any:
-        ids = self.runner.graph.by_spec[spec_id]
-        if len(ids) == 1:
-            return self._one(ids[0])
+        """One instance when the reader is inside every loop the command is in (the one
+        with the same loop keys); else lists over its instances in the reader's iteration
+        of the loops they share: the shape follows the plan, never the number of items."""
+        graph = self.runner.graph
+        ids = graph.by_spec.get(spec_id)
+        if ids is None:
+            if spec_id not in self.runner.spec_ids():
+                raise KeyError(spec_id)
+            ids = ()  # a loop over no items: empty lists
+        instances = graph.instances
         scope = self.instance.scope
-        instances = self.runner.graph.instances
+        if ids and all(s in scope for s in instances[ids[0]].scope):
+            for iid in ids:
+                if all(scope[s] == k for s, k in instances[iid].scope.items()):
+                    return self._one(iid)
         same = [i for i in ids if all(instances[i].scope.get(s, k) == k
                                       for s, k in scope.items())]
-        if len(same) == 1:
-            return self._one(same[0])
         return {
-            "instances": {i: self._one(i) for i in ids},
-            "outputs": [self.runner.outputs.get(i, {}) for i in ids],
-            "status": [self.runner.status[i] for i in ids],
+            "instances": {i: self._one(i) for i in same},
+            "outputs": [self.runner.outputs.get(i, {}) for i in same],
+            "status": [self.runner.status[i] for i in same],
         }
 
     def __iter__(self) -> Any:
-        return iter(self.runner.graph.by_spec)
+        return iter(self.runner.spec_ids())
 
     def __len__(self) -> int:
-        return len(self.runner.graph.by_spec)
+        return len(self.runner.spec_ids())
 
 
 def _truthy(value: Any) -> bool:
@@ -505,6 +513,7 @@ class Runner:
         self.outputs: dict[str, Any] = {}
         self.results: dict[str, Any] = {}  # forward results, for inverses' templates
         self.handles: dict[str, str] = {}  # forward async task handles
+        self._spec_ids: frozenset[str] | None = None
         self.revert_attempts: dict[str, int] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}  # persisted tasks, on resume
         self.errors: dict[str, str] = {}
@@ -640,6 +649,12 @@ class Runner:
             self.heartbeat.cancel()
             self.heartbeat = None
         self.store.release_locks(self.run_id, sorted({e for e in keep if e}))
+
+    def spec_ids(self) -> frozenset[str]:
+        """The ids of the plan's commands, looped or not (made once, when asked)."""
+        if self._spec_ids is None:
+            self._spec_ids = frozenset(spec.id for spec in self.plan.walk())
+        return self._spec_ids
 
     def interrupt(self, signame: str) -> None:
         """SIGINT/SIGTERM: start nothing more, cancel what is in flight, stay resumable."""

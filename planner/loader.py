@@ -413,12 +413,20 @@ class _Checker:
                 self.error(path, f"`commands.{ref.id}`: unknown command",
                            hint=schema.did_you_mean(ref.id, self.specs))
                 continue
-            if ref.attr not in (None, "outputs", "status"):
-                self.error(path, f"`commands.{ref.id}.{ref.attr}`: a command has `outputs` "
-                           "and `status`", hint=schema.did_you_mean(ref.attr or "",
-                                                                    ["outputs", "status"]))
-                continue
             target = self.specs[ref.id]
+            looped = target.for_each is not None or any(
+                self.specs[a].for_each is not None for a in self.ancestors(ref.id))
+            if ref.attr == "instances" and not looped:
+                self.error(path, f"`commands.{ref.id}.instances`: `{ref.id}` is in no loop "
+                           "(read its `outputs` and `status`)")
+                continue
+            if ref.attr not in (None, "outputs", "status", "instances"):
+                attrs = ["outputs", "status", *(["instances"] if looped else [])]
+                named = [f"`{a}`" for a in attrs]
+                self.error(path, f"`commands.{ref.id}.{ref.attr}`: a command has "
+                           f"{', '.join(named[:-1])} and {named[-1]}",
+                           hint=schema.did_you_mean(ref.attr or "", attrs))
+                continue
             if ref.attr == "outputs" and ref.key is not None and target.for_each is None \
                     and ref.key not in target.outputs:
                 declared = ", ".join(target.outputs) or "none"

@@ -1022,6 +1022,69 @@ def test_for_each_expands_over_vars_and_needs_waits_for_every_instance(tmp_path:
     assert rec.commands["report"].result["stdout"] == "d0,d1,d2\n"
 
 
+LOOP_READERS = """\
+    name: readers
+    commands:
+      - id: copy
+        for_each: "{{ disks }}"
+        as: disk
+        changes: false
+        run: {command: [echo, "{{ disk }}"]}
+        outputs: {name: "{{ disk }}"}
+      - id: report
+        needs: [copy]
+        changes: false
+        run:
+          command: [echo, "{{ commands.copy.outputs | map(attribute='name') | join(',') }}",
+                    "{{ commands.copy.status | length }}",
+                    "{{ commands.copy.instances | list | join(',') }}"]
+    """
+
+
+@pytest.mark.parametrize(("disks", "printed"), [
+    (["d0", "d1"], "d0,d1 2 copy[d0],copy[d1]\n"),
+    (["d0"], "d0 1 copy[d0]\n"),
+    ([], " 0 \n"),
+])
+def test_a_loop_read_from_outside_gives_lists_whatever_its_length(
+        tmp_path: Path, disks: list[str], printed: str) -> None:
+    """`commands.copy` read from outside its loop is lists (and `instances`) for two
+    items, one and none alike: one item used to give a mapping, none an undefined name."""
+    rec = apply(tmp_path, LOOP_READERS.replace('"{{ disks }}"', json.dumps(disks)))
+    assert rec.outcome.status == "SUCCEEDED", rec.outcome
+    assert rec.commands["report"].result["stdout"] == printed
+
+
+def test_a_sibling_in_an_outer_loop_reads_its_own_iteration_of_an_inner_loop(
+        tmp_path: Path) -> None:
+    """Inside loop `vm`, `report` reads the inner loop `disk` of its own vm only: the
+    lists of that iteration's instances (it got every vm's, some not yet run)."""
+    rec = apply(tmp_path, """\
+        name: nested
+        commands:
+          - id: vm
+            for_each: [a, b]
+            as: v
+            changes: false
+            run: {command: [echo, "{{ v }}"]}
+            children:
+              - id: disk
+                for_each: [k1, k2]
+                as: k
+                changes: false
+                run: {command: [echo, "{{ v }}-{{ k }}"]}
+                outputs: {o: "{{ result.stdout | trim }}"}
+              - id: report
+                needs: disk
+                changes: false
+                run:
+                  command: [echo, "{{ commands.disk.outputs | map(attribute='o') | join(',') }}"]
+        """)
+    assert rec.outcome.status == "SUCCEEDED", rec.outcome
+    reports = {i: c.result["stdout"] for i, c in rec.commands.items() if "report" in i}
+    assert reports == {"report[a]": "a-k1,a-k2\n", "report[b]": "b-k1,b-k2\n"}, reports
+
+
 # -- concurrency -------------------------------------------------------------------------
 
 FANOUT_MODULE = """\

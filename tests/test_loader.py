@@ -293,6 +293,20 @@ def test_a_reference_to_an_unknown_attribute() -> None:
     assert found.hint == "did you mean `outputs`?"
 
 
+def test_instances_is_read_from_a_looped_command_only() -> None:
+    """`commands.<id>.instances` maps a looped command's instances; a command in no loop
+    has none, which is said at load."""
+    looped = refs("{{ commands.disk.instances | length }}").replace(
+        "      - id: disk\n", "      - id: disk\n        for_each: [a, b]\n")
+    load(looped)
+    found = one_error(refs("{{ commands.add_vm.instances }}"))
+    assert found.message == "`commands.add_vm.instances`: `add_vm` is in no loop (read its " \
+        "`outputs` and `status`)"
+    found = one_error(looped.replace("disk.instances", "disk.instance"))
+    assert "a command has `outputs`, `status` and `instances`" in found.message
+    assert found.hint == "did you mean `instances`?"
+
+
 # -- names in templates --------------------------------------------------------------------
 
 
