@@ -624,10 +624,16 @@ class Runner:
         deadline = self.clock() + timeout
         while True:
             now = self.clock()
-            alive = live_holder(self.store, self.run_id, now, lease, besides=(pid, host))
-            if alive is not None:
-                raise LockedError(still_running(alive, now))
-            others = self.store.acquire_locks(self.run_id, keys, host, pid, now)
+            # One transaction checks that no live executor holds this run and takes it:
+            # of two `rollback`s started together, the second stops here.
+            # ``seq``: nor may one that ended after this Runner read the run go unnoticed.
+            others = self.store.acquire_locks(
+                self.run_id, keys, host, pid, now, alive=partial(lock_alive, now=now,
+                                                                 lease=lease),
+                seq=self.seq if self.record is not None else None)
+            twin = next((lock for lock in others if lock.run_id == self.run_id), None)
+            if twin is not None:
+                raise LockedError(still_running(twin, now))
             if not others:
                 break
             if now >= deadline:
@@ -1240,10 +1246,21 @@ class Runner:
         return runner
 
     def nothing_to_undo(self) -> bool:
+        """Nothing this run changed is left to undo, and it ended properly: no executor
+        (live or dead) holds it. A run left RUNNING, INTERRUPTED or ROLLING_BACK, or one
+        whose executor died before it released its locks, still needs its rollback to
+        end it and free them, even with nothing to undo."""
         from .rollback import Reverter
 
         reverter = Reverter(self)
-        return not any(reverter.must_undo(i) for i in self.graph.instances.values())
+        if any(reverter.must_undo(i) for i in self.graph.instances.values()):
+            return False
+        ended = self.record is not None and self.record.status in (
+            RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED,
+            RunStatus.STOPPED)
+        held = any(lock.run_id == self.run_id and not lock_kept(lock)
+                   for lock in self.store.list_locks())
+        return ended and not held
 
     async def resume(self) -> RunOutcome:
         """Continue a run a crash or a signal interrupted, from its persisted state."""

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
@@ -24,6 +24,8 @@ from .store import (
     LockRecord,
     RunRecord,
     TaskRecord,
+    _live_twins,
+    stale_run,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -416,11 +418,20 @@ class SQLiteStore:
     # -- entity locks ---------------------------------------------------------------------
 
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
-                      now: float) -> list[LockRecord]:
-        """Take every entity for ``run_id`` or none; returns the locks held by other runs."""
+                      now: float, alive: Callable[[LockRecord], bool] | None = None,
+                      seq: int | None = None) -> list[LockRecord]:
+        """As the Store protocol says, in one write transaction: two executors of the
+        same run cannot both pass."""
         with self._transaction() as db:
+            if seq is not None and self.last_seq(run_id) != seq:
+                raise stale_run(run_id)
             held = self._locks(db, entities)
             others = [lock for lock in held if lock.run_id != run_id]
+            if alive is not None:
+                own = [LockRecord(*row) for row in db.execute(
+                    "SELECT entity, run_id, host, pid, acquired_at, heartbeat_at FROM locks"
+                    " WHERE run_id = ?", (run_id,))]
+                others += _live_twins(own, run_id, host, pid, alive)
             if others:
                 return others
             db.executemany(

@@ -8,9 +8,11 @@ tests of pure logic, and both pass the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+from .errors import LockedError
 
 __all__ = [
     "COMMAND_FIELDS",
@@ -144,12 +146,33 @@ class Store(Protocol):
     def get_events(self, run_id: str) -> list[EventRecord]: ...
     def last_seq(self, run_id: str) -> int: ...
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
-                      now: float) -> list[LockRecord]: ...
+                      now: float, alive: Callable[[LockRecord], bool] | None = None,
+                      seq: int | None = None) -> list[LockRecord]:
+        """Take every entity for ``run_id`` or none, in one transaction; returns the locks
+        that stop it: those of other runs, and (with ``alive``) a lock of this run held
+        by another executor that ``alive`` says still runs. With ``seq``, the last event
+        the caller read of the run: if more were written since, raises LockedError and
+        takes nothing (what it read is stale)."""
+        ...
     def heartbeat(self, run_id: str, now: float) -> None: ...
     def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None: ...
     def list_locks(self) -> list[LockRecord]: ...
     def unlock(self, entity: str) -> LockRecord | None: ...
     def close(self) -> None: ...
+
+
+def stale_run(run_id: str) -> LockedError:
+    return LockedError(f"run {run_id} changed since this planctl read it (another planctl "
+                       "on it?): try again")
+
+
+def _live_twins(locks: Iterable[LockRecord], run_id: str, host: str, pid: int,
+                alive: Callable[[LockRecord], bool]) -> list[LockRecord]:
+    """The first lock of ``run_id`` held by another executor that is still alive."""
+    for lock in locks:
+        if lock.run_id == run_id and (lock.host, lock.pid) != (host, pid) and alive(lock):
+            return [lock]
+    return []
 
 
 class MemoryStore:
@@ -216,9 +239,14 @@ class MemoryStore:
         return max((e.seq for e in self.events if e.run_id == run_id), default=0)
 
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
-                      now: float) -> list[LockRecord]:
+                      now: float, alive: Callable[[LockRecord], bool] | None = None,
+                      seq: int | None = None) -> list[LockRecord]:
+        if seq is not None and self.last_seq(run_id) != seq:
+            raise stale_run(run_id)
         others = [self.locks[e] for e in entities
                   if e in self.locks and self.locks[e].run_id != run_id]
+        if alive is not None:
+            others += _live_twins(self.locks.values(), run_id, host, pid, alive)
         if others:
             return others
         for entity in entities:

@@ -342,6 +342,49 @@ def test_a_live_run_without_entities_cannot_be_resumed_or_rolled_back(seed: Seed
     assert seed.all_locks() == []
 
 
+PROBING_PLAN = """\
+name: probing
+commands:
+  - id: a
+    entity: file/a
+    exists: {shell: "touch probing; while [ ! -e go ]; do sleep 0.05; done; exit 1"}
+    run: {command: [touch, a]}
+    inverse: {command: [rm, a]}
+"""
+
+
+def test_a_run_interrupted_before_it_changed_anything_is_ended_by_its_rollback(
+        seed: Seed) -> None:
+    """Interrupted while its first probe ran, a run changed nothing but keeps its locks:
+    `rollback` (nothing to undo) still ends it ROLLED_BACK and frees them, so the plan
+    applies again (it said 'nothing to undo', exit 0, and left them held). Meanwhile, a
+    rollback of it while it is alive exits 4 (it said 'nothing to undo', exit 0)."""
+    plan = seed.root / "probing.yaml"
+    plan.write_text(PROBING_PLAN)
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("the probe to start", lambda: (seed.root / "probing").exists(), proc=proc)
+        live = seed.planctl("rollback", "--last")
+        assert live.returncode == 4, live.stdout + live.stderr
+        assert "still running" in live.stderr
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 130, out + err
+    assert [lock.entity for lock in seed.locks()] == ["file/a"]
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert seed.last_run().status == "ROLLED_BACK"
+    assert seed.all_locks() == []
+    (seed.root / "go").touch()
+    again = seed.planctl("apply", str(plan))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (seed.root / "a").exists()
+
+
 def test_the_run_lock_prefix_is_not_an_entity(seed: Seed) -> None:
     """An entity may not take the form of a run's own lock: exit 3 before anything runs."""
     plan = seed.root / "reserved.yaml"

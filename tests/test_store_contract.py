@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from planner.errors import StateError
+from planner.errors import LockedError, StateError
 from planner.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from planner.store import (
     Batch,
@@ -287,6 +287,29 @@ def test_a_run_may_take_its_own_locks_again(store: Store) -> None:
     locks = {lock.entity: lock for lock in store.list_locks()}
     assert locks["vm/a"] == LockRecord("vm/a", "run-1", "host-a", 12, 100.0, 150.0)
     assert locks["vm/b"] == LockRecord("vm/b", "run-1", "host-a", 12, 150.0, 150.0)
+
+
+def test_a_live_other_executor_of_the_same_run_stops_a_takeover(store: Store) -> None:
+    """With ``alive``, a lock of the same run held by another executor that still runs is
+    returned and nothing is taken; a dead one is taken over."""
+    store.acquire_locks("run-1", ["vm/a"], "host-a", 11, 100.0)
+    held = store.acquire_locks("run-1", ["vm/a", "vm/b"], "host-a", 12, 150.0,
+                               alive=lambda lock: lock.pid == 11)
+    assert held == [LockRecord("vm/a", "run-1", "host-a", 11, 100.0, 100.0)]
+    assert store.list_locks() == held
+    assert store.acquire_locks("run-1", ["vm/a", "vm/b"], "host-a", 12, 150.0,
+                               alive=lambda lock: False) == []
+    assert {lock.pid for lock in store.list_locks()} == {12}
+
+
+def test_locks_of_a_run_read_before_others_wrote_to_it_are_refused(run: Store) -> None:
+    """With ``seq``, the last event the caller read of the run: if the run has more, the
+    caller's view is stale: LockedError, and nothing is taken."""
+    run.commit("run-1", Batch(events=[EventRecord("run-1", 1.0, "run", None, {}, 1)]))
+    with pytest.raises(LockedError, match="changed since this planctl read it"):
+        run.acquire_locks("run-1", ["vm/a"], "h", 1, 100.0, seq=0)
+    assert run.list_locks() == []
+    assert run.acquire_locks("run-1", ["vm/a"], "h", 1, 100.0, seq=1) == []
 
 
 def test_heartbeat_refreshes_only_the_runs_own_locks(store: Store) -> None:
