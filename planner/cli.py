@@ -336,6 +336,7 @@ class _Invocation:
     """What the error paths of ``main`` must know about the command being run."""
 
     output = OutputFormat.text
+    reporting: Reporting | None = None  # the run's listener: knows the run id once it exists
 
 
 def _remember_output(value: OutputFormat) -> OutputFormat:
@@ -364,10 +365,12 @@ def _reporting(output: OutputFormat, junit: Path | None, verb: str, loaded: Load
     """The listener of a run and the reports due at its end, as --output asks."""
     from .reporters import Reporting
 
-    return Reporting(output=output.value, verb=verb, loaded=loaded, junit=junit,
-                     stdout=sys.stdout, stderr=sys.stderr, environ=os.environ,
-                     statuses=None if runner is None else runner.status,
-                     entities=None if runner is None else runner._entities)
+    reporting = _Invocation.reporting = Reporting(
+        output=output.value, verb=verb, loaded=loaded, junit=junit, stdout=sys.stdout,
+        stderr=sys.stderr, environ=os.environ,
+        statuses=None if runner is None else runner.status,
+        entities=None if runner is None else runner._entities)
+    return reporting
 
 
 def _json_error(error: BaseException, code: int, kind: str | None = None) -> None:
@@ -377,7 +380,10 @@ def _json_error(error: BaseException, code: int, kind: str | None = None) -> Non
 
         executor = sys.modules.get("planner.executor")  # no secret in a message either
         redact = executor.redact_secrets if executor is not None else str
-        typer.echo(redact(dumps(error_object(error, code, kind=kind))), nl=False)
+        reporting = _Invocation.reporting
+        run_id = reporting.run_id if reporting is not None else None
+        typer.echo(redact(dumps(error_object(error, code, kind=kind, run_id=run_id))),
+                   nl=False)
 
 
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
@@ -861,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     _Invocation.output = OutputFormat.text
+    _Invocation.reporting = None
     try:
         # Without standalone mode, click returns the code of an Exit raised by a command.
         code = command.main(args=argv, prog_name="planctl", standalone_mode=False)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from . import actions
+from . import actions, jsondata
 from .actions import ActionContext, ActionResult
 from .errors import LockedError, StateError, UsageError
 from .graph import END, CommandInstance, PlanGraph, Step
@@ -430,8 +430,8 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _raised(op: Operation, exc: Exception) -> ActionResult:
-    return ActionResult(False, {}, f"{op.action} raised {type(exc).__name__}: {exc}")
+def _raised(op: Operation, exc: BaseException) -> ActionResult:
+    return ActionResult(False, {}, f"{op.action} raised {type(exc).__name__}: {jsondata.text(exc)}")
 
 
 def _settled_at_once(op: Operation, first: ActionResult | Coroutine[Any, Any, ActionResult]

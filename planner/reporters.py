@@ -61,6 +61,7 @@ class Reporting:
         self.snapshot = {"description": loaded.plan.description}  # what the reports read
         self.junit = junit
         self.book = HistoryBook()  # this invocation's events, as command histories
+        self.run_id: str | None = None  # once an event was seen: the run exists
         self.environ = environ
         self.started = time.monotonic()
         self.instances = instances = loaded.graph.instances
@@ -91,6 +92,7 @@ class Reporting:
             self.human = Sink(stdout)
 
     def __call__(self, event: EventRecord) -> None:
+        self.run_id = event.run_id
         self.book.add(event)
         self.listener(event)
 

@@ -7,14 +7,16 @@ at the cost of an fsync per commit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+from . import jsondata
 from .errors import StateError
 from .store import (
     COMMAND_FIELDS,
@@ -23,6 +25,7 @@ from .store import (
     EventRecord,
     LockRecord,
     RunRecord,
+    TaskEnd,
     TaskRecord,
     _live_twins,
     stale_run,
@@ -130,20 +133,9 @@ CREATE VIEW events (run_id, seq, ts, kind, command_id, data) AS
 
 _JSON_COLUMNS = frozenset({"params", "result", "outputs"})
 
-# The C encoder of ``json``, made once: ``json.dumps`` builds a new one on every call, which
-# costs more than encoding the small values a run stores. No check for circular
-# references (one would raise RecursionError instead of ValueError).
-_iterencode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True,
-) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
-_slow_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def _encode(value: Any) -> str:
-    """Compact JSON, as ``json.dumps(value, separators=(",", ":"), default=str)``."""
-    if _iterencode is None:
-        return _slow_encode(value)
-    return "".join(_iterencode(value, 0))
+# Every JSON column and event is written by ``dumps_lossy``: standard JSON, and a value that
+# has none (a plugin's result, say) is stored repaired rather than ending the run.
+_encode = jsondata.dumps_lossy
 
 
 def _dumps(value: Any) -> str | None:
@@ -152,6 +144,31 @@ def _dumps(value: Any) -> str | None:
     if not value and isinstance(value, dict):
         return "{}"
     return _encode(value)
+
+
+def _text(value: Any) -> Any:
+    return jsondata.text(value) if type(value) is str else value
+
+
+_Record = TypeVar("_Record", RunRecord, CommandRecord, TaskRecord, TaskEnd, EventRecord)
+
+
+def _texts(record: _Record) -> _Record:
+    """``record`` with its texts made storable (``jsondata.text``); its JSON values are
+    written ASCII-only, lone surrogates as escapes, already."""
+    return dataclasses.replace(record, **{
+        f.name: _text(getattr(record, f.name)) for f in dataclasses.fields(record)
+        if type(getattr(record, f.name)) is str})
+
+
+def _escaped(batch: Batch) -> Batch:
+    """``batch`` with every text it writes as is made storable."""
+    return Batch(
+        commands=[(_text(c), {k: _text(v) for k, v in fields.items()})
+                  for c, fields in batch.commands],
+        tasks=[_texts(t) for t in batch.tasks], task_ends=[_texts(t) for t in batch.task_ends],
+        events=[_texts(e) for e in batch.events],
+        run={k: _text(v) for k, v in batch.run.items()})
 
 
 def _loads(text: str | None) -> Any:
@@ -236,6 +253,12 @@ class SQLiteStore:
     # -- writes --------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
+        try:
+            self._create_run(run, commands)
+        except UnicodeEncodeError:  # a lone surrogate, as in ``commit``
+            self._create_run(_texts(run), [_texts(c) for c in commands])
+
+    def _create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (id, num, plan_name, plan_file, status, started_at, ended_at,"
@@ -266,7 +289,14 @@ class SQLiteStore:
         base = self._num(run_id) if batch.events else 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            self._write(db, run_id, batch, base)
+            try:
+                self._write(db, run_id, batch, base)
+            except UnicodeEncodeError:
+                # A text with a lone surrogate (in an error a plan's Python code raised):
+                # SQLite takes UTF-8 only. Written escaped rather than ending the run.
+                db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+                self._write(db, run_id, _escaped(batch), base)
         except BaseException:
             db.execute("ROLLBACK")
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 calls: list[dict[str, Any]] = []
@@ -42,3 +43,36 @@ def own_timeout() -> None:
 
 
 not_callable = 42
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def unstorable(kind: str) -> Any:
+    """Return a value the state store cannot write as JSON, of the given ``kind``."""
+    if kind == "tuple-key":
+        return {(1, 2): "b"}
+    if kind == "huge-int":
+        return 10**5000
+    if kind == "itself":
+        value: dict[str, Any] = {}
+        value["self"] = value
+        return value
+    if kind == "unprintable":
+        return [_Unprintable()]
+    if kind == "nan":
+        return {"v": float("nan")}
+    raise AssertionError(kind)
+
+
+async def unstorable_later(kind: str) -> Any:
+    """``unstorable``, from a coroutine function."""
+    await asyncio.sleep(0)
+    return unstorable(kind)
+
+
+def surrogate() -> None:
+    """Raise with a message holding a lone surrogate (a file name that is not UTF-8)."""
+    raise RuntimeError("cannot open " + os.fsdecode(b"disk-\xff.img"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -658,3 +660,56 @@ def test_python_bad_path(tmp_path: Path, path: str, error: str) -> None:
 def test_python_function_is_cached() -> None:
     """A function is imported once and then served from the cache."""
     assert resolve(f"{HELPERS}:add") is resolve(f"{HELPERS}:add") is helpers_actions.add
+
+
+@pytest.mark.parametrize(("kind", "why"), [
+    ("tuple-key", "keys must be str, int, float, bool or None, not tuple"),
+    ("huge-int", "Exceeds the limit (4300 digits) for integer string conversion"),
+    ("itself", "it contains itself, or is nested too deeply"),
+    ("unprintable", "str() of a _Unprintable raised ValueError: no text"),
+    ("nan", "Out of range float values are not JSON compliant"),
+])
+@pytest.mark.parametrize("function", ["unstorable", "unstorable_later"])
+def test_python_value_without_json_form_is_a_failure(tmp_path: Path, kind: str, why: str,
+                                                     function: str) -> None:
+    """A return value the state store cannot write as JSON fails the action, saying why,
+    from a plain function or a coroutine function alike."""
+    path = f"{HELPERS}:{function}"
+    result = run(PYTHON, {"function": path, "kwargs": {"kind": kind}}, context(tmp_path))
+    assert not result.ok and result.data == {}
+    prefix = f"python {path} returned a value planctl cannot store as JSON: "
+    assert result.error is not None and result.error.startswith(prefix + why), result.error
+
+
+def test_python_error_with_a_lone_surrogate_is_escaped(tmp_path: Path) -> None:
+    """An exception message holding a lone surrogate (a file name that is not UTF-8) is
+    reported with it escaped: UTF-8 text, storable and printable."""
+    result = run(PYTHON, f"{HELPERS}:surrogate", context(tmp_path))
+    assert result.error == "RuntimeError: cannot open disk-\\udcff.img"
+
+
+def test_http_json_is_standard_json_only(tmp_path: Path) -> None:
+    """A body with NaN (which Python's parser takes, the state store cannot write) is no
+    `json`, only `text`."""
+    body = b'{"ratio": NaN}'
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        result = run(HTTP, {"url": url}, context(tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok and result.data["text"] == body.decode()
+    assert "json" not in result.data

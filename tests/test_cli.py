@@ -402,6 +402,24 @@ def test_an_internal_error_is_logged_not_shown(
 HELLO = Path(__file__).resolve().parents[1] / "plans" / "hello-world.yaml"
 
 
+def test_an_internal_error_after_the_run_began_names_the_run_in_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """With --output json, the `error` object of a bug that struck once the run existed
+    carries that run's id (null is for an error before any run)."""
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr("planner.reporters.Reporting.finish", boom)
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(tmp_path))
+    assert main(["apply", str(HELLO), "--var", f"file={tmp_path / 'h.txt'}",
+                 "--state", str(tmp_path / "state.db"), "--output", "json"]) == 70
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    error = objects[-1]
+    assert (error["kind"], error["error"], error["exit_code"]) == ("error", "internal", 70)
+    assert error["run_id"] is not None and error["run_id"] == objects[0]["run_id"]
+
+
 @pytest.mark.parametrize("form", ["{path}", "sqlite:///{rel}", "sqlite:///{path}",
                                   "file://{path}"])
 def test_state_may_be_a_path_or_a_url(form: str, tmp_path: Path,

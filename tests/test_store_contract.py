@@ -543,3 +543,34 @@ def test_sqlite_store_of_schema_1_is_upgraded_with_its_events(tmp_path: Path) ->
         # The events view keeps SQL written against schema 1 working.
         assert db.execute("SELECT count(*) FROM events WHERE run_id = 'old-a'").fetchone() \
             == (3,)
+
+
+def test_sqlite_writes_what_has_no_json_form_repaired_and_escapes_lone_surrogates(
+        tmp_path: Path) -> None:
+    """The last line of defence: a result with no JSON form (a plugin's) is written as
+    standard JSON, what has none replaced, and a text with a lone surrogate (which SQLite
+    refuses) escaped; neither ends the commit, nor the run with it."""
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        store.create_run(run_record(), commands())
+        itself: dict[str, Any] = {"n": 1}
+        itself["me"] = itself
+        result = {"nan": float("nan"), (1, 2): "tuple key", "big": 10**5000, "me": itself}
+        error = "cannot open disk-" + os.fsdecode(b"\xff")
+        store.commit("run-1", Batch(
+            commands=[("add_vm", {"status": "FAILED", "result": result, "error": error})],
+            events=[EventRecord("run-1", 1.0, "command", "add_vm",
+                                {"status": "FAILED", "error": error, "inf": float("inf")}, 1)],
+        ))
+        row = store.get_commands("run-1")["add_vm"]
+        (event,) = store.get_events("run-1")
+    finally:
+        store.close()
+    assert row.result == {"nan": None, "[1, 2]": "tuple key",
+                          "big": "<int of 16610 bits>",
+                          "me": {"n": 1, "me": "<circular reference>"}}
+    assert row.error == "cannot open disk-\\udcff"
+    assert event.data["inf"] is None
+    with sqlite3.connect(tmp_path / "s.db") as db:  # standard JSON: SQLite's own parser
+        assert db.execute("SELECT json_valid(result) FROM commands WHERE id = 'add_vm'"
+                          ).fetchone() == (1,)

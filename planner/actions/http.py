@@ -48,12 +48,17 @@ async def aclose_clients() -> None:
         await client.aclose()
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not standard JSON")
+
+
 class HttpAction:
     """Send one request; ok when the status is the expected one (by default any 2xx).
 
     Always sends ``Idempotency-Key`` (the command's key) unless the plan set that header.
     Data: ``status``, ``headers`` (lower-case names), ``text``, and ``json`` when the body
-    parses as JSON. Request headers never appear in the result: they may carry secrets.
+    parses as standard JSON. Request headers never appear in the result: they may carry
+    secrets.
     Connection errors and timeouts give ``ok=False``, never an exception.
     """
 
@@ -97,8 +102,10 @@ class HttpAction:
             "text": text,
         }
         if text.strip():
-            with contextlib.suppress(ValueError):
-                data["json"] = json.loads(text)
+            # Standard JSON only (Python's parser also takes NaN and Infinity, which the
+            # state store cannot write); a body nested too deeply to parse is text only.
+            with contextlib.suppress(ValueError, RecursionError):
+                data["json"] = json.loads(text, parse_constant=_not_json)
         expected = args.get("status")
         if expected is None:
             ok = 200 <= response.status_code < 300

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from ..jsondata import UnstorableError, dumps, text
 from .base import STARTS_SYNC, ActionContext, ActionResult, builtin_schema
 
 __all__ = ["PythonAction", "ResolveError", "resolve"]
@@ -83,14 +84,14 @@ class PythonAction:
         except ResolveError as exc:
             return ActionResult(False, {}, str(exc))
         if is_async:
-            return _await(lambda: function(**kwargs), context.timeout)
+            return _await(lambda: function(**kwargs), context.timeout, path)
         try:
             value = function(**kwargs)
         except Exception as exc:  # noqa: BLE001 - the function's error is the result
             return _failure(exc)
         if type(value) not in _PLAIN and inspect.isawaitable(value):
-            return _await(lambda: value, context.timeout)  # a sync wrapper returning one
-        return _success(value)
+            return _await(lambda: value, context.timeout, path)  # a sync wrapper returning one
+        return _success(value, path)
 
     def prepare(self, args: Any, context: ActionContext
                 ) -> Callable[[], ActionResult | Coroutine[Any, Any, ActionResult]]:
@@ -102,7 +103,7 @@ class PythonAction:
         except ResolveError:
             return lambda: self.start(args, context)  # fails the same way each time
         if is_async and context.timeout is None:
-            return lambda: _await_call(function, kwargs)
+            return lambda: _await_call(function, kwargs, path)
         return lambda: self.start(args, context)
 
 
@@ -115,20 +116,21 @@ def _call(args: Any) -> tuple[str, dict[str, Any]]:
     return str(args), {}
 
 
-async def _await_call(function: Callable[..., Any], kwargs: dict[str, Any]) -> ActionResult:
+async def _await_call(function: Callable[..., Any], kwargs: dict[str, Any], path: str
+                      ) -> ActionResult:
     """A coroutine function's result, with no timeout (``_await`` with one)."""
     try:
         value = await function(**kwargs)
     except Exception as exc:  # noqa: BLE001 - the function's error is the result
         return _failure(exc)
-    return _success(value)
+    return _success(value, path)
 
 
 # Return values that are surely not awaitable (``inspect.isawaitable`` costs more).
 _PLAIN = frozenset({type(None), bool, int, float, str, dict, list, tuple})
 
 
-async def _await(call: Callable[[], Any], timeout: float | None) -> ActionResult:
+async def _await(call: Callable[[], Any], timeout: float | None, path: str) -> ActionResult:
     if timeout is None:
         try:
             value = call()
@@ -136,7 +138,7 @@ async def _await(call: Callable[[], Any], timeout: float | None) -> ActionResult
                 value = await value
         except Exception as exc:  # noqa: BLE001 - the function's error is the result
             return _failure(exc)
-        return _success(value)
+        return _success(value, path)
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
@@ -149,10 +151,17 @@ async def _await(call: Callable[[], Any], timeout: float | None) -> ActionResult
         return ActionResult(False, {"timed_out": True}, f"timed out after {timeout:g}s")
     except Exception as exc:  # noqa: BLE001 - the function's error is the result
         return _failure(exc)
-    return _success(value)
+    return _success(value, path)
 
 
-def _success(value: Any) -> ActionResult:
+def _success(value: Any, path: str) -> ActionResult:
+    # Checked once, here: a value the state store cannot write would otherwise end the
+    # run when the step's outcome is committed.
+    try:
+        dumps(value)
+    except UnstorableError as exc:
+        return ActionResult(False, {}, f"python {path} returned a value planctl cannot "
+                                       f"store as JSON: {exc}")
     data: dict[str, Any] = {}
     if isinstance(value, dict):
         data.update(value)
@@ -165,7 +174,7 @@ def _failure(exc: Exception) -> ActionResult:
 
 
 def _describe(exc: BaseException) -> str:
-    message = str(exc)
+    message = text(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
