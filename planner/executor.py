@@ -745,7 +745,7 @@ class Runner:
         assert action is not None
         try:
             result = await action.run(args, call)
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+        except actions.FAILURES as exc:  # a plugin's bug fails its step, not the run
             return _raised(op, exc)
         return self._judge(op, result, context)
 
@@ -759,7 +759,7 @@ class Runner:
             return self._call(op, args, call, context)
         try:
             started = cast(actions.SyncStart, action).start(args, call)
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+        except actions.FAILURES as exc:  # a plugin's bug fails its step, not the run
             return _raised(op, exc)
         if isinstance(started, ActionResult):
             return self._judge(op, started, context)
@@ -778,7 +778,7 @@ class Runner:
                 and actions.STARTS_SYNC in action.capabilities:
             try:
                 prepared = prepare(args, call)
-            except Exception:  # noqa: BLE001 - a plugin's bug: the plain way reports it
+            except actions.FAILURES:  # a plugin's bug: the plain way reports it
                 prepared = None
             if prepared is not None:
                 return self._guarded(op, prepared)
@@ -794,7 +794,7 @@ class Runner:
         def call() -> ActionResult | Coroutine[Any, Any, ActionResult]:
             try:
                 started = prepared()
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step
+            except actions.FAILURES as exc:  # a plugin's bug fails its step
                 return _raised(op, exc)
             return started if isinstance(started, ActionResult) else self._finish(
                 op, started, {})
@@ -804,7 +804,7 @@ class Runner:
                       context: Mapping[str, Any]) -> ActionResult:
         try:
             result = await started
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug fails its step, not the run
+        except actions.FAILURES as exc:  # a plugin's bug fails its step, not the run
             return _raised(op, exc)
         return self._judge(op, result, context)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 calls: list[dict[str, Any]] = []
@@ -76,3 +77,19 @@ async def unstorable_later(kind: str) -> Any:
 def surrogate() -> None:
     """Raise with a message holding a lone surrogate (a file name that is not UTF-8)."""
     raise RuntimeError("cannot open " + os.fsdecode(b"disk-\xff.img"))
+
+
+def exits(code: int = 5) -> None:
+    """Call ``sys.exit(code)``, as a function using argparse may."""
+    sys.exit(code)
+
+
+async def exits_later(code: int = 6) -> None:
+    """``exits``, from a coroutine function."""
+    await asyncio.sleep(0)
+    sys.exit(code)
+
+
+def interrupts() -> None:
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt

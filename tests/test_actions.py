@@ -713,3 +713,40 @@ def test_http_json_is_standard_json_only(tmp_path: Path) -> None:
         server.server_close()
     assert result.ok and result.data["text"] == body.decode()
     assert "json" not in result.data
+
+
+@pytest.mark.parametrize(("function", "kwargs", "error"), [
+    ("exits", {}, "SystemExit: 5"),
+    ("exits_later", {}, "SystemExit: 6"),
+    ("interrupts", {}, "KeyboardInterrupt"),
+])
+@pytest.mark.parametrize("prepared", [False, True])
+def test_python_system_exit_and_keyboard_interrupt_are_failures(
+        tmp_path: Path, function: str, kwargs: dict[str, Any], error: str,
+        prepared: bool) -> None:
+    """``sys.exit()`` (argparse, say) or KeyboardInterrupt raised by the function fails the
+    action, naming the function, called directly or prepared (the polls of a task)."""
+    path = f"{HELPERS}:{function}"
+    args = {"function": path, "kwargs": kwargs}
+
+    async def main() -> ActionResult:
+        started = PYTHON.prepare(args, context(tmp_path))() if prepared else PYTHON.start(
+            args, context(tmp_path, timeout=5))
+        return started if isinstance(started, ActionResult) else await started
+
+    result = asyncio.run(main())
+    assert result == ActionResult(False, {"exception": error.partition(":")[0]},
+                                  f"python {path} raised {error}")
+
+
+def test_python_module_exiting_at_import_is_a_failure(tmp_path: Path) -> None:
+    """A module that calls ``sys.exit()`` when imported (a script) cannot be resolved."""
+    (tmp_path / "planctl_exits_at_import.py").write_text("import sys\nsys.exit(2)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        result = run(PYTHON, "planctl_exits_at_import:f", context(tmp_path))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("planctl_exits_at_import", None)
+    assert result == ActionResult(False, {},
+                                  "cannot import planctl_exits_at_import: SystemExit: 2")

@@ -33,6 +33,17 @@ class Upper:
         return ActionResult(True, {"written": args["into"], "reason": context.execution_reason})
 
 
+class Quit:
+    """Calls sys.exit(), as a plugin using argparse may."""
+    name = "quit"
+    schema = {"type": "object"}
+    capabilities = frozenset()
+
+    async def run(self, args, context):
+        import sys
+        sys.exit(7)
+
+
 class Status:
     """Polls a job: ``prepare`` as the built-in python action has it, a buggy one if asked."""
     name = "status"
@@ -66,7 +77,8 @@ def _site(tmp: Path) -> dict[str, str]:
     info = site / "planctl_upper-1.0.dist-info"
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: planctl-upper\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[planctl.actions]\nupper = planctl_upper:Upper\n"
-                                           "status = planctl_upper:Status\n")
+                                           "status = planctl_upper:Status\n"
+                                           "quit = planctl_upper:Quit\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PLANCTL_STATE"] = str(tmp / "state.db")
@@ -175,3 +187,29 @@ def test_without_the_plugin_the_action_is_unknown(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert "unknown action or option `upper`" in done.stderr
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_plugin_calling_sys_exit_fails_its_step_not_planctl(tmp_path: Path) -> None:
+    """A plugin action raising SystemExit fails its step like any bug of a plugin: the run
+    rolls back and planctl exits 1, not with the plugin's code."""
+    env = _site(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(textwrap.dedent(f"""\
+        name: plugin-quits
+        commands:
+          - id: shout
+            run: {{upper: {{word: hi, into: "{tmp_path}/out.txt"}}}}
+            inverse: {{command: [rm, -f, "{tmp_path}/out.txt"]}}
+          - id: quits
+            needs: [shout]
+            changes: false
+            run: {{quit: {{}}}}
+        """))
+    done = _planctl(["apply", str(plan), "--output", "json"], env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    failed = [e for e in events if e["kind"] == "command" and e["status"] == "FAILED"]
+    assert [(e["command_id"], e["error"]) for e in failed] == [
+        ("quits", "quit raised SystemExit: 7")]
+    assert events[-1]["status"] == "ROLLED_BACK"
+    assert not (tmp_path / "out.txt").exists()

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 FUNCTIONS = '''\
+import asyncio
 import os
+import sys
 
 
 def made(): return {"id": 1}
@@ -51,6 +53,17 @@ def nan(): return {"v": float("nan")}
 
 
 def surrogate(): raise RuntimeError(os.fsdecode(b"disk-\\xff"))
+
+
+def exits(): sys.exit(5)
+
+
+async def exits_later():
+    await asyncio.sleep(0)
+    sys.exit(6)
+
+
+def interrupts(): raise KeyboardInterrupt
 '''
 
 
@@ -119,3 +132,22 @@ def test_an_error_with_a_lone_surrogate_is_stored_escaped(tmp_path: Path) -> Non
     assert rows["b"] == ("REVERT_SKIPPED", "RuntimeError: disk-\\udcff")
     failed = [o for o in objects if o["kind"] == "command" and o["status"] == "FAILED"]
     assert failed[0]["error"] == "RuntimeError: disk-\\udcff"
+
+
+@pytest.mark.parametrize(("function", "error"), [
+    ("exits", "SystemExit: 5"),
+    ("exits_later", "SystemExit: 6"),
+    ("interrupts", "KeyboardInterrupt"),
+])
+def test_system_exit_or_keyboard_interrupt_in_a_function_fails_its_step(
+        tmp_path: Path, function: str, error: str) -> None:
+    """``sys.exit()`` (argparse, say) or KeyboardInterrupt raised by a plan's function is
+    that step's failure: planctl does not exit with the function's code, the run rolls
+    back and ends with its outcome."""
+    done, objects = _apply(tmp_path, function)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert objects[-1]["kind"] == "outcome" and objects[-1]["status"] == "ROLLED_BACK"
+    status, rows = _rows(tmp_path)
+    assert status == "ROLLED_BACK"
+    assert rows["a"] == ("REVERTED", None)
+    assert rows["b"] == ("REVERT_SKIPPED", f"python noop:{function} raised {error}")

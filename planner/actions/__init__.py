@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from functools import cache
 
 from .base import (
+    FAILURES,
     SHELL_QUOTE,
     STARTS_SYNC,
     SUBPROCESS,
@@ -21,6 +22,7 @@ from .base import (
 __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
+    "FAILURES",
     "SHELL_QUOTE",
     "STARTS_SYNC",
     "SUBPROCESS",
@@ -54,8 +56,11 @@ def plugins() -> Mapping[str, Action]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN:
             continue  # built-ins cannot be replaced behind the user's back
-        loaded = ep.load()
-        action = loaded() if isinstance(loaded, type) else loaded
+        try:
+            loaded = ep.load()
+            action = loaded() if isinstance(loaded, type) else loaded
+        except SystemExit as exc:  # sys.exit() in a plugin must not end planctl silently
+            raise RuntimeError(f"entry point {ep.value!r} raised SystemExit: {exc}") from exc
         if not isinstance(action, Action):
             raise TypeError(f"entry point {ep.value!r} is not a planctl Action")
         found[ep.name] = action

@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "FAILURES",
     "SHELL_QUOTE",
     "STARTS_SYNC",
     "SUBPROCESS",
@@ -30,6 +31,12 @@ SHELL_QUOTE = "shell-quote"
 # Capability: the action also has ``start`` (see ``SyncStart``), which finishes quick work
 # at once: the executor then runs it inline, without a task and loop turns of its own.
 STARTS_SYNC = "starts-sync"
+
+# What a plan's own code (a python function, a plugin action) may raise that fails its
+# step, never the run: any exception, and SystemExit and KeyboardInterrupt, which
+# `sys.exit()` or argparse inside a function raise. Not asyncio.CancelledError: that is
+# how planctl itself stops a step (timeout, interruption).
+FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
 
 
 @cache

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from ..jsondata import UnstorableError, dumps, text
-from .base import STARTS_SYNC, ActionContext, ActionResult, builtin_schema
+from .base import FAILURES, STARTS_SYNC, ActionContext, ActionResult, builtin_schema
 
 __all__ = ["PythonAction", "ResolveError", "resolve"]
 
@@ -40,7 +40,7 @@ def _resolve(path: str) -> tuple[Callable[..., Any], bool]:
         if missing == module_name or module_name.startswith(missing + "."):
             raise ResolveError(f"module not found: {module_name}") from None
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - any import error is reported
+    except FAILURES as exc:  # any import error is reported, sys.exit() at import too
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
     found: object = getattr(module, attr, None)
     if found is None:
@@ -62,7 +62,8 @@ class PythonAction:
     be quick; use an ``async def`` (or a `command`) for anything slow. Data: ``value``,
     the return value, and when that is a dict, its keys too (so ``result.x`` works;
     ``value`` stays the whole return value). An exception gives ``ok=False``, error
-    ``"Type: message"`` and data ``{"exception": "Type"}``.
+    ``"Type: message"`` and data ``{"exception": "Type"}``; so do SystemExit and
+    KeyboardInterrupt, with error ``"python mod:func raised SystemExit: 2"``.
     """
 
     name = "python"
@@ -87,8 +88,8 @@ class PythonAction:
             return _await(lambda: function(**kwargs), context.timeout, path)
         try:
             value = function(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - the function's error is the result
-            return _failure(exc)
+        except FAILURES as exc:  # the function's error is the result
+            return _failure(exc, path)
         if type(value) not in _PLAIN and inspect.isawaitable(value):
             return _await(lambda: value, context.timeout, path)  # a sync wrapper returning one
         return _success(value, path)
@@ -121,8 +122,8 @@ async def _await_call(function: Callable[..., Any], kwargs: dict[str, Any], path
     """A coroutine function's result, with no timeout (``_await`` with one)."""
     try:
         value = await function(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - the function's error is the result
-        return _failure(exc)
+    except FAILURES as exc:  # the function's error is the result
+        return _failure(exc, path)
     return _success(value, path)
 
 
@@ -136,8 +137,8 @@ async def _await(call: Callable[[], Any], timeout: float | None, path: str) -> A
             value = call()
             if inspect.isawaitable(value):
                 value = await value
-        except Exception as exc:  # noqa: BLE001 - the function's error is the result
-            return _failure(exc)
+        except FAILURES as exc:  # the function's error is the result
+            return _failure(exc, path)
         return _success(value, path)
     deadline = asyncio.timeout(timeout)
     try:
@@ -147,10 +148,10 @@ async def _await(call: Callable[[], Any], timeout: float | None, path: str) -> A
                 value = await value
     except TimeoutError as exc:
         if not deadline.expired():  # the function's own TimeoutError
-            return _failure(exc)
+            return _failure(exc, path)
         return ActionResult(False, {"timed_out": True}, f"timed out after {timeout:g}s")
-    except Exception as exc:  # noqa: BLE001 - the function's error is the result
-        return _failure(exc)
+    except FAILURES as exc:  # the function's error is the result
+        return _failure(exc, path)
     return _success(value, path)
 
 
@@ -169,8 +170,11 @@ def _success(value: Any, path: str) -> ActionResult:
     return ActionResult(True, data)
 
 
-def _failure(exc: Exception) -> ActionResult:
-    return ActionResult(False, {"exception": type(exc).__name__}, _describe(exc))
+def _failure(exc: BaseException, path: str) -> ActionResult:
+    said = _describe(exc)
+    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: say who raised it
+        said = f"python {path} raised {said}"
+    return ActionResult(False, {"exception": type(exc).__name__}, said)
 
 
 def _describe(exc: BaseException) -> str:
