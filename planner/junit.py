@@ -26,18 +26,19 @@ def _seconds(value: float | None) -> str:
 
 
 def _case(suite: ET.Element, classname: str, name: str, seconds: float | None) -> ET.Element:
-    return ET.SubElement(suite, "testcase", classname=classname, name=name,
+    return ET.SubElement(suite, "testcase", classname=_text(classname), name=_text(name),
                          time=_seconds(seconds))
 
 
 def _text(value: object) -> str:
-    """XML 1.0 cannot carry most control characters, even escaped."""
+    """Every text of the report: XML 1.0 cannot carry control characters, lone surrogates,
+    U+FFFE or U+FFFF, even as character references; ``one_line`` escapes them."""
     return one_line(value)
 
 
 def _failure(case: ET.Element, message: str, kind: str, details: str = "") -> None:
-    element = ET.SubElement(case, "failure", message=_text(message), type=kind)
-    element.text = details or _text(message)
+    element = ET.SubElement(case, "failure", message=_text(message), type=_text(kind))
+    element.text = _text(details or message)
 
 
 def _skipped(case: ET.Element, message: str) -> None:
@@ -108,7 +109,7 @@ def junit_xml(finished: FinishedRun, *, plan: str | None = None) -> bytes:
     interrupted = finished.status == RunStatus.INTERRUPTED
     rolled = finished.status in (RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED)
     left = {str(item.get("command")): item for item in finished.leftovers} if rolled else {}
-    suite = ET.Element("testsuite", name=classname, id=finished.run_id)
+    suite = ET.Element("testsuite", name=_text(classname), id=_text(finished.run_id))
     properties = ET.SubElement(suite, "properties")
     for name, value in (("run_id", finished.run_id), ("plan_file", finished.plan_file),
                         ("status", finished.status), ("exit_code", str(finished.exit_code))):
@@ -127,7 +128,7 @@ def junit_xml(finished: FinishedRun, *, plan: str | None = None) -> bytes:
     suite.attrib.update(counts)
     # The Jenkins schema wants a timestamp without a zone: it is UTC.
     suite.set("timestamp", time.strftime("%Y-%m-%dT%H:%M:%S", started))
-    suite.set("hostname", finished.host or socket.gethostname())
+    suite.set("hostname", _text(finished.host or socket.gethostname()))
     # `testsuites` has no `skipped` attribute in the Jenkins schema.
     root = ET.Element("testsuites", {"name": "planctl",
                                      **{k: v for k, v in counts.items() if k != "skipped"}})

@@ -33,13 +33,17 @@ INVERSE_ENDS = frozenset({S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED})
 
 
 # Control characters (a tool's coloured stderr quoted in an error) shown as escapes, never
-# sent to a terminal; line breaks become spaces: one event, one line.
+# sent to a terminal; line breaks become spaces: one event, one line. So are the other
+# characters XML 1.0 cannot carry, even as references (JUnit reports, the step summary):
+# lone surrogates, which UTF-8 cannot encode either, and U+FFFE and U+FFFF.
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f]}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in [*range(0xD800, 0xE000), 0xFFFE, 0xFFFF]})
 _CONTROLS.update({ord("\n"): " ", ord("\r"): " ", ord("\t"): " "})
 
 
 def one_line(text: object) -> str:
-    """``text`` as one line of plain text: no line breaks, no control codes."""
+    """``text`` as one line of plain text: no line breaks, no control codes, nothing that
+    XML 1.0 or UTF-8 cannot carry."""
     return str(text).translate(_CONTROLS)
 
 

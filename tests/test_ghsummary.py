@@ -62,3 +62,15 @@ def test_append_keeps_what_was_there(tmp_path: Path) -> None:
     append_step_summary(path, FAILED_AND_REVERTED)
     text = path.read_text()
     assert text.startswith("before\n") and text.count("### ") == 2
+
+
+def test_a_lone_surrogate_or_noncharacter_is_escaped_not_written(tmp_path: Path) -> None:
+    """An error holding a lone surrogate (which UTF-8 cannot encode) or U+FFFE is written
+    escaped: the summary is appended, as UTF-8, instead of planctl failing to write it."""
+    finished = make_finished(
+        {"img": ("FAILED", None, None)},
+        [(0.0, "command", "img", command("STARTING")),
+         (0.1, "command", "img", command("FAILED", error="bad \udcff \ufffe"))])
+    path = tmp_path / "summary.md"
+    append_step_summary(path, finished)
+    assert "bad \\udcff \\ufffe" in path.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import junitschema
 import pytest
-from finishedrun import FAILED_AND_REVERTED, make_finished
+from finishedrun import FAILED_AND_REVERTED, command, make_finished
 
 from planner.junit import junit_xml, write_junit
 
@@ -51,6 +51,31 @@ def test_leftovers_of_a_failed_rollback_are_failing_inverses() -> None:
     assert failure is not None
     assert (failure.get("type"), failure.get("message")) == \
         ("LEFTOVER", "leftover: no inverse declared")
+
+
+# Characters XML 1.0 cannot carry, even as character references.
+NOT_XML = "\x00\x0b\udcff\ufffe\uffff"
+
+
+def test_characters_xml_cannot_carry_are_escaped_everywhere(tmp_path: Path) -> None:
+    """An error, an entity, a command id or a plan name holding characters XML 1.0 cannot
+    carry (C0 controls, lone surrogates, U+FFFE, U+FFFF) is written with them escaped:
+    the file parses and passes the schema, and says what it could."""
+    finished = make_finished(
+        {f"img[{NOT_XML}]": ("FAILED", None, None)},
+        [(0.0, "command", f"img[{NOT_XML}]", command("STARTING")),
+         (0.1, "command", f"img[{NOT_XML}]", command("FAILED", error=f"bad {NOT_XML}!"))],
+        status="ROLLED_BACK")
+    path = tmp_path / "junit.xml"
+    write_junit(path, finished, plan=f"plan {NOT_XML}")
+    root = ET.parse(path).getroot()
+    junitschema.check(root)
+    escaped = "\\x00\\x0b\\udcff\\ufffe\\uffff"
+    (case,) = root.iter("testcase")
+    assert case.get("name") == f"img[{escaped}]"
+    assert case.get("classname") == f"plan {escaped}"
+    failure = case.find("failure")
+    assert failure is not None and failure.get("message") == f"bad {escaped}!"
 
 
 def test_write_replaces_the_file_whole(tmp_path: Path) -> None:

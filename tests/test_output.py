@@ -442,6 +442,27 @@ def test_junit_of_a_failed_rollback_then_of_the_rollback_that_finishes(seed: See
 # -- GitHub step summary -----------------------------------------------------------------------
 
 
+def test_junit_and_step_summary_of_an_error_xml_cannot_carry(seed: Seed,
+                                                              tmp_path: Path) -> None:
+    """A command whose error quotes U+FFFE, U+FFFF and a control code (what a tool printed)
+    still gets a JUnit file that parses and passes the schema, and a step summary; both
+    show the characters escaped."""
+    plan = seed.root / "odd.yaml"
+    plan.write_text(
+        "name: odd\ncommands:\n  - id: odd\n    changes: false\n"
+        "    run: {shell: \"printf 'bad \\\\357\\\\277\\\\276 \\\\357\\\\277\\\\277 "
+        "\\\\001' >&2; exit 1\"}\n")
+    report, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    done = seed.planctl("apply", str(plan), "--junit", str(report),
+                        env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    _, cases = _cases(report)
+    failure = cases["odd"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "exit status 1: bad \\ufffe \\uffff \\x01"
+    assert "exit status 1: bad \\ufffe \\uffff \\x01" in summary.read_text(encoding="utf-8")
+
+
 def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path) -> None:
     """With GITHUB_STEP_SUMMARY set, each run appends a Markdown heading, a counts line and a
     table of its commands to that file, keeping what was there."""
