@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .status import CommandStatus, RunStatus
-from .tally import FinishedRun, History, format_duration, one_line, tally
+from .tally import FinishedRun, History, format_duration, one_line, tally, undo_advice
 
 __all__ = ["MAX_ROWS", "append_step_summary", "markdown"]
 
@@ -24,6 +24,12 @@ def _cell(value: object) -> str:
     """Safe inside a table cell: one line, no pipes, no HTML."""
     text = one_line(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'")
+
+
+def _code(value: object) -> str:
+    """Safe inside a code span, and still exact for a shell (a command to copy): one line,
+    no backticks (a code span shows the rest as written)."""
+    return one_line(value).replace("`", "'")
 
 
 def _row(history: History, leftover: Mapping[str, object] | None) -> str:
@@ -76,11 +82,13 @@ def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = N
         lines += ["", f"_{len(histories) - len(shown)} more commands not shown; "
                   f"`planctl show {run_id}` lists them all._"]
     if finished.leftovers:
-        lines += ["", f"**Leftovers** (undo them with `planctl rollback {run_id}`):", ""]
+        lines += ["", "**Leftovers** (changed by this run and still there):", ""]
         for item in finished.leftovers:
             entity = f" `{_cell(item.get('entity'))}`" if item.get("entity") else ""
             lines.append(f"- `{_cell(item.get('command'))}`{entity} [{item.get('status')}]: "
                          f"{_cell(item.get('reason'))}")
+        advice, command = undo_advice(finished)
+        lines += ["", f"{_cell(advice)}: `{_code(command)}`"]
     return "\n".join(lines) + "\n\n"
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "read_finished_run",
     "summary_text",
     "tally",
+    "undo_advice",
 ]
 
 S = CommandStatus
@@ -305,14 +306,24 @@ def summary_text(finished: FinishedRun, paint: Callable[[str, str], str] = lambd
         lines.append(f"continue with: planctl resume {run_id}"
                      f"  (or undo with: planctl rollback {run_id})\n")
     elif finished.leftovers:
-        # What no rollback can undo by itself keeps what depends on it, too.
-        by_hand = [str(item.get("command")) for item in finished.leftovers
-                   if item.get("reason") in (NO_INVERSE, UNSURE)]
-        if not by_hand:
-            lines.append(f"undo them with: planctl rollback {run_id}\n")
-        else:
-            said = " ".join("--gone " + shlex.quote(c) for c in by_hand)
-            lines.append(f"planctl cannot undo {', '.join(by_hand)}: remove "
-                         f"{'it' if len(by_hand) == 1 else 'them'} by hand, then: planctl "
-                         f"rollback {run_id} {said}\n")
+        advice, command = undo_advice(finished)
+        lines.append(f"{advice}: {command}\n")
     return "".join(lines)
+
+
+def undo_advice(finished: FinishedRun) -> tuple[str, str]:
+    """What to do about a run's leftovers: the advice, and the command it ends with.
+
+    ``("undo them with", "planctl rollback RUN")``; but what no rollback can undo by itself
+    (no inverse, or no probe can tell) keeps what depends on it, too: ``("planctl cannot
+    undo X: remove it by hand, then", "planctl rollback RUN --gone X")``.
+    """
+    run_id = finished.run_id
+    by_hand = [str(item.get("command")) for item in finished.leftovers
+               if item.get("reason") in (NO_INVERSE, UNSURE)]
+    if not by_hand:
+        return "undo them with", f"planctl rollback {run_id}"
+    said = " ".join("--gone " + shlex.quote(c) for c in by_hand)
+    return (f"planctl cannot undo {', '.join(by_hand)}: remove "
+            f"{'it' if len(by_hand) == 1 else 'them'} by hand, then",
+            f"planctl rollback {run_id} {said}")

@@ -74,3 +74,31 @@ def test_a_lone_surrogate_or_noncharacter_is_escaped_not_written(tmp_path: Path)
     path = tmp_path / "summary.md"
     append_step_summary(path, finished)
     assert "bad \\udcff \\ufffe" in path.read_text(encoding="utf-8")
+
+
+def _leftover(command: str, reason: str) -> dict[str, object]:
+    return {"command": command, "entity": None, "status": "FAILED", "reason": reason}
+
+
+def test_leftovers_only_a_removal_by_hand_can_undo_get_the_summarys_advice() -> None:
+    """Leftovers no rollback can undo by itself (no inverse, or no probe can tell) get the
+    advice the text summary gives: remove them by hand, then roll back naming them with
+    --gone; not `planctl rollback RUN` alone, which would leave them again."""
+    finished = make_finished(
+        {"vm": ("FAILED", True, None), "img[0]": ("FAILED", True, None)}, [],
+        status="ROLLBACK_FAILED", exit_code=2, leftovers=[
+            _leftover("vm", "not undone: something that depends on it was not undone"),
+            _leftover("img[0]", "run failed part-way and no `exists` probe can tell")])
+    text = markdown(finished)
+    run_id = finished.run_id
+    assert "undo them with" not in text
+    assert (f"planctl cannot undo img[0]: remove it by hand, then: "
+            f"`planctl rollback {run_id} --gone 'img[0]'`") in text
+
+
+def test_leftovers_a_rollback_can_undo_say_to_run_it() -> None:
+    """Leftovers a later rollback can undo (an inverse failed) say to run it."""
+    finished = make_finished(
+        {"vm": ("REVERT_FAILED", True, None)}, [], status="ROLLBACK_FAILED", exit_code=2,
+        leftovers=[_leftover("vm", "inverse failed: exit status 1")])
+    assert f"undo them with: `planctl rollback {finished.run_id}`" in markdown(finished)
