@@ -737,7 +737,8 @@ class Runner:
         if op.cwd:
             cwd = os.path.join(self.plan.base_dir, str(self._render(op.cwd, context, "cwd")))
         stdin = None if op.stdin is None else str(self._render(op.stdin, context, "stdin"))
-        return args, ActionContext(self.run_id, iid, reason, key, cwd, env, stdin, op.timeout)
+        return args, ActionContext(self.run_id, iid, reason, key, cwd, env, stdin, op.timeout,
+                                   self.plan.base_dir)
 
     async def _call(self, op: Operation, args: Any, call: ActionContext,
                     context: Mapping[str, Any]) -> ActionResult:

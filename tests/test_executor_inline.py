@@ -188,3 +188,39 @@ def test_a_long_inline_chain_still_lets_the_event_loop_run(tmp_path: Path) -> No
         sys.modules.pop(module, None)
     assert outcome.status == "SUCCEEDED"
     assert fired and fired[0] < 300
+
+
+def test_two_plans_with_a_module_of_the_same_name_do_not_share_it_silently(
+        tmp_path: Path) -> None:
+    """Python keeps one module per name in a process: of two plans applied from it, each
+    with its own ``planctl_twin.py``, the second does not call the first one's function;
+    its step fails saying why, while its first plan, applied again, still works."""
+    module = "planctl_twin"
+    plans = {}
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{module}.py").write_text(f"def who():\n    return {name!r}\n")
+        plans[name] = tmp_path / name / "plan.yaml"
+        plans[name].write_text(textwrap.dedent(f"""\
+            name: {name}
+            commands:
+              - id: who
+                changes: false
+                run: {{python: "{module}:who"}}
+                outputs: {{who: "{{{{ result.value }}}}"}}
+            """))
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        outcomes = [planner.apply_plan(planner.load_plan(plans[name]), store,
+                                       handle_signals=False)
+                    for name in ("first", "second", "first")]
+        outputs = [store.get_commands(o.run_id)["who"].outputs for o in outcomes]
+    finally:
+        store.close()
+        sys.modules.pop(module, None)
+    assert [o.status for o in outcomes] == ["SUCCEEDED", "ROLLED_BACK", "SUCCEEDED"]
+    assert outputs[0] == outputs[2] == {"who": "first"}
+    assert outcomes[1].errors["who"] == (
+        f"module {module} was imported from {tmp_path}/first/{module}.py before this plan's "
+        f"own {tmp_path}/second/{module}.py: a process keeps one module per name, so plans "
+        f"applied from one process need distinct module names")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -13,21 +15,23 @@ from .base import FAILURES, STARTS_SYNC, ActionContext, ActionResult, builtin_sc
 
 __all__ = ["PythonAction", "ResolveError", "resolve"]
 
-_functions: dict[str, tuple[Callable[..., Any], bool]] = {}  # path: function, is_async
+# (plan directory, path): function, is_async
+_functions: dict[tuple[str | None, str], tuple[Callable[..., Any], bool]] = {}
 
 
 class ResolveError(Exception):
     """The ``module:function`` of a python action cannot be imported or is not callable."""
 
 
-def resolve(path: str) -> Callable[..., Any]:
-    """The function named by ``path`` (``pkg.mod:func``), imported once and cached."""
-    return _resolve(path)[0]
+def resolve(path: str, plan_dir: str | None = None) -> Callable[..., Any]:
+    """The function named by ``path`` (``pkg.mod:func``), imported once and cached; with
+    ``plan_dir``, the module must be the plan's own when one of that name is kept there."""
+    return _resolve(path, plan_dir)[0]
 
 
-def _resolve(path: str) -> tuple[Callable[..., Any], bool]:
+def _resolve(path: str, plan_dir: str | None = None) -> tuple[Callable[..., Any], bool]:
     """``resolve``, and whether the function is a coroutine function."""
-    known = _functions.get(path)
+    known = _functions.get((plan_dir, path))
     if known is not None:
         return known
     module_name, sep, attr = path.partition(":")
@@ -42,20 +46,44 @@ def _resolve(path: str) -> tuple[Callable[..., Any], bool]:
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
     except FAILURES as exc:  # any import error is reported, sys.exit() at import too
         raise ResolveError(f"cannot import {module_name}: {_describe(exc)}") from None
+    if plan_dir is not None:
+        _check_plan_module(module_name, plan_dir)
     found: object = getattr(module, attr, None)
     if found is None:
         raise ResolveError(f"module {module_name} has no function {attr!r}")
     if not callable(found):
         raise ResolveError(f"{path} is not callable")
-    known = _functions[path] = (found, inspect.iscoroutinefunction(found))
+    known = _functions[plan_dir, path] = (found, inspect.iscoroutinefunction(found))
     return known
+
+
+def _check_plan_module(module_name: str, plan_dir: str) -> None:
+    """Python keeps one module per name in a process: when the plan's directory holds
+    the module but another one of that name was imported first (by a plan in another
+    directory, applied earlier in this process), calling into it would be calling another
+    plan's code. Say so instead."""
+    top = module_name.partition(".")[0]
+    for own in (os.path.join(plan_dir, top + ".py"), os.path.join(plan_dir, top, "__init__.py")):
+        if os.path.isfile(own):
+            break
+    else:
+        return  # not kept next to the plan: an installed module, the same for every plan
+    loaded = getattr(sys.modules.get(top), "__file__", None)
+    if loaded is not None and os.path.realpath(loaded) == os.path.realpath(own):
+        return
+    raise ResolveError(
+        f"module {top} was imported from {loaded} before this plan's own {own}: a process "
+        f"keeps one module per name, so plans applied from one process need distinct "
+        f"module names")
 
 
 class PythonAction:
     """Call ``pkg.mod:func`` with the given keyword arguments.
 
     The module is imported as usual, with the plan's directory first on ``sys.path`` for
-    the run (so a module kept next to the plan is found), and cached for the process.
+    the run (so a module kept next to the plan is found), and the function cached for the
+    process, per plan directory. A module of the plan's directory that another of the same
+    name was imported before (another plan's) is refused, not called.
 
     A coroutine function is awaited (and cancelled after the operation's timeout). A plain
     function is called directly on the event loop, which it blocks while it runs: it must
@@ -81,7 +109,7 @@ class PythonAction:
         awaitable) gives the coroutine that awaits it under the timeout."""
         path, kwargs = _call(args)
         try:
-            function, is_async = _resolve(path)
+            function, is_async = _resolve(path, context.plan_dir)
         except ResolveError as exc:
             return ActionResult(False, {}, str(exc))
         if is_async:
@@ -100,7 +128,7 @@ class PythonAction:
         task): the function is found and its arguments read once."""
         path, kwargs = _call(args)
         try:
-            function, is_async = _resolve(path)
+            function, is_async = _resolve(path, context.plan_dir)
         except ResolveError:
             return lambda: self.start(args, context)  # fails the same way each time
         if is_async and context.timeout is None:
