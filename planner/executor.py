@@ -34,14 +34,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from . import actions, jsondata
+from . import actions, jsondata, orphans
 from .actions import ActionContext, ActionResult
 from .errors import LockedError, StateError, UsageError
 from .graph import END, CommandInstance, PlanGraph, Step
 from .loader import LoadedPlan
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
-from .status import DONE_OK, REGULAR_FLOW, TRANSITIONS, CommandStatus, RunStatus, check_transition
+from .status import (
+    DONE_OK,
+    REGULAR_FLOW,
+    ROLLBACK_FLOW,
+    TRANSITIONS,
+    CommandStatus,
+    RunStatus,
+    check_transition,
+)
 from .store import (
     Batch,
     CommandRecord,
@@ -91,6 +99,12 @@ Admitted = bool | Work | Inline
 # Steps settled one after another without the driver awaiting anything, before it gives
 # the event loop a turn (signals, heartbeats, tasks in flight).
 INLINE_RUN = 64
+# Recovery, waiting for the processes a dead executor left running: how often it looks
+# whether they ended, and how often it says what it waits for.
+ORPHAN_POLL = 0.15
+ORPHAN_NOTE = 5.0
+# The flow whose processes may still run for a command a dead executor left in flight.
+_IN_FLIGHT = {S.STARTING: REGULAR_FLOW, S.REVERTING: ROLLBACK_FLOW}
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -516,6 +530,9 @@ class Runner:
         self._spec_ids: frozenset[str] | None = None
         self.revert_attempts: dict[str, int] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}  # persisted tasks, on resume
+        # Recovery: processes a dead executor left running, by (command, reason); found
+        # once, after the run's locks are held (see ``_find_orphans``).
+        self.orphaned: dict[tuple[str, str], list[orphans.Orphan]] | None = None
         self.errors: dict[str, str] = {}
         self.batch = Batch()
         self.seq = 0  # events of this run so far
@@ -655,6 +672,39 @@ class Runner:
             self.heartbeat.cancel()
             self.heartbeat = None
         self.store.release_locks(self.run_id, sorted({e for e in keep if e}))
+
+    # -- processes left running by a dead executor -----------------------------------------
+
+    def _find_orphans(self) -> None:
+        """Recovery, once the run's locks are held (its old executor is dead): find, in one
+        pass, the processes that executor left running, if it left a command in flight."""
+        if self.orphaned is not None:
+            return
+        self.orphaned = {}
+        if self.record is not None and any(s in _IN_FLIGHT for s in self.status.values()):
+            self.orphaned = orphans.scan(self.run_id, besides=os.getpid())
+
+    def left_running(self, iid: str) -> list[orphans.Orphan]:
+        """The processes a dead executor left running for ``iid``, in the flow of the state
+        (STARTING or REVERTING) it left the command in; each is handed out once."""
+        reason = _IN_FLIGHT.get(self.status[iid])
+        if not self.orphaned or reason is None:
+            return []
+        return self.orphaned.pop((iid, reason), [])
+
+    async def outlive(self, iid: str, left: list[orphans.Orphan]) -> None:
+        """Wait for ``left`` to end before deciding anything about ``iid``: its `exists`
+        would answer for work that has not finished. Says what it waits for now and then;
+        cancelled by SIGINT/SIGTERM like any step."""
+        loop = asyncio.get_running_loop()
+        note = loop.time()
+        while left := [p for p in left if orphans.alive(p)]:
+            if loop.time() >= note:
+                note += ORPHAN_NOTE
+                pids = ", ".join(f"pid {p.pid} ({p.name})" for p in left)
+                self._event("warning", iid, message=f"waiting for {pids} left running by "
+                            f"the dead executor for command {iid}")
+            await asyncio.sleep(ORPHAN_POLL)
 
     def spec_ids(self) -> frozenset[str]:
         """The ids of the plan's commands, looped or not (made once, when asked)."""
@@ -1166,6 +1216,7 @@ class Runner:
         iid, spec = instance.id, instance.spec
         run = spec.run
         assert run is not None
+        await self.outlive(iid, self.left_running(iid))
         context = self._context(instance)
         context["result"] = dict(self.results.get(iid) or {})
         task = self.tasks.get((iid, REGULAR_FLOW))
@@ -1269,6 +1320,7 @@ class Runner:
         if self.options.cancel_inflight:
             self.failing = asyncio.Event()
         await self._lock()
+        self._find_orphans()
         status = self.record.status if self.record else RunStatus.RUNNING
         self.batch.run = {"status": RunStatus.RUNNING, "ended_at": None}
         self._event("run", status="RESUMED", previous=status)
@@ -1362,6 +1414,7 @@ class Runner:
         if self.wake is None:
             self.wake = asyncio.Event()
         await self._lock()
+        self._find_orphans()
         self.batch.run = {"status": RunStatus.ROLLING_BACK}
         self._event("run", status=RunStatus.ROLLING_BACK)
         reverter = Reverter(self)

@@ -294,10 +294,16 @@ def format_rollback_plan(runner: Any) -> str:
     order = sorted((i for i in graph.instances.values() if reverter.must_undo(i)),
                    key=lambda i: -graph.steps[i.id].order)
 
+    runner._find_orphans()
+
     async def probe(instance: Any) -> str:
         spec = instance.spec
         if instance.id in runner.options.gone:
             return "absent (--gone): skip"
+        left = runner.left_running(instance.id)
+        if left:
+            pids = ", ".join(f"pid {p.pid} ({p.name})" for p in left)
+            return f"would wait for {pids} to end first, then decide"
         task = runner.tasks.get((instance.id, REGULAR_FLOW))
         if task is not None and task.status == "RUNNING" and spec.run is not None \
                 and spec.run.async_ is not None:

@@ -8,7 +8,9 @@ from persisted state, so an interrupted rollback can be continued any number of 
 * REVERTED / REVERT_SKIPPED commands are never touched again;
 * ``exists`` is asked before every inverse: absent means there is nothing to remove;
 * REVERTING (with its ``execution_reason``) is committed before the inverse starts, and a
-  hard cap on attempts stops any loop.
+  hard cap on attempts stops any loop;
+* a command a dead executor left STARTING or REVERTING is decided only once the processes
+  it left running for it have ended (``orphans``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .store import TaskRecord
 
 if TYPE_CHECKING:
     from .executor import Admitted, Leftover, Runner
+    from .orphans import Orphan
 
 __all__ = ["MAX_REVERT_ATTEMPTS", "Reverter"]
 
@@ -65,6 +68,9 @@ class Reverter:
             runner._set(iid, S.REVERT_SKIPPED, execution_reason=ROLLBACK_FLOW,
                         ended_at=runner.clock(), error="removed by hand (--gone)")
             return True
+        left = runner.left_running(iid)
+        if left:
+            return self._outlive_then_undo(step, iid, left)
         task = runner.tasks.get((iid, REGULAR_FLOW))
         if task is not None and task.status == "RUNNING" and spec.run is not None \
                 and spec.run.async_ is not None:
@@ -99,9 +105,20 @@ class Reverter:
             runner.changed[iid] = True  # it ended well: this run made it
         except _StepFailed:
             pass  # it failed: whether it left something is for `exists` to say
+        return await self._readmit(step)
+
+    async def _outlive_then_undo(self, step: Step, iid: str, left: list[Orphan]) -> bool:
+        """A dead executor left the command STARTING or REVERTING, and its `run` (or
+        inverse) still runs: wait for it to end, so that `exists` answers for finished work
+        and the inverse never runs beside itself. Then decide as for any command."""
+        await self.runner.outlive(iid, left)
+        return await self._readmit(step)
+
+    async def _readmit(self, step: Step) -> bool:
+        """``admit`` again, once what it waited for has ended, and see it through."""
         admitted = self.admit(step)
         if callable(admitted):  # its REVERTING goes in the next commit first
-            await runner._barrier()
+            await self.runner._barrier()
             admitted = admitted()
         return admitted if isinstance(admitted, bool) else await admitted
 

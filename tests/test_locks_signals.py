@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -598,3 +599,113 @@ def test_without_cancel_inflight_the_copy_ends_and_is_then_removed(seed: Seed) -
     clone = seed.commands()["clone"]
     assert (clone.status, clone.execution_reason) == ("REVERTED", "ROLLBACK_FLOW")
     assert seed.listing() == []
+
+
+# -- processes a killed planctl left running ----------------------------------------------------
+
+# `run` and `inverse` log that they started, then wait for their own `go-` file: killed
+# planctl, they keep running (in a session of their own) until the test lets them end.
+ORPHAN_PLAN = """\
+name: orphan
+commands:
+  - id: f
+    entity: file/f
+    exists: {command: [test, -e, f]}
+    run: {shell: "echo run >> log; until [ -e go-run ]; do sleep 0.02; done; touch f"}
+    inverse: {shell: "echo inverse >> log; until [ -e go-inverse ]; do sleep 0.02; done; rm f"}
+"""
+NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/environ").exists(),
+                                reason="finding left processes needs /proc (Linux)")
+
+
+def _orphan_plan(seed: Seed) -> Path:
+    plan = seed.root / "orphan.yaml"
+    plan.write_text(ORPHAN_PLAN)
+    return plan
+
+
+def _shell_log(seed: Seed) -> list[str]:
+    path = seed.root / "log"
+    return path.read_text().split() if path.exists() else []
+
+
+def _kill_once_logged(seed: Seed, proc: subprocess.Popen[str], line: str) -> None:
+    """kill -9 ``proc`` once f's shell logged ``line``: it runs, its intent is committed."""
+    try:
+        wait_for(f"f's {line} to start", lambda: line in _shell_log(seed), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _recover_waiting(seed: Seed, verb: str, go: str) -> tuple[int, str]:
+    """`planctl VERB --last`, in the background; once it says it waits for the shell the
+    killed planctl left running, let that shell end (touch ``go``). Exit code, stdout."""
+    out = seed.root / f"{verb}.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "planner", verb, "--last"],
+                                cwd=seed.root, env=seed.env, stdout=sink,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(f"{verb} to wait for the shell left running",
+                 lambda: "waiting for pid" in out.read_text(), proc=proc)
+        (seed.root / go).touch()
+        code, _, err = finish(proc)
+    finally:
+        for name in ("go-run", "go-inverse"):  # nothing keeps running after the test
+            (seed.root / name).touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = out.read_text()
+    assert "left running by the dead executor for command f" in text, text + err
+    return code, text
+
+
+@NEEDS_PROC
+def test_a_rollback_waits_for_a_run_the_killed_apply_left_running(seed: Seed) -> None:
+    """kill -9 while f's `run` still runs: it survives planctl (a session of its own). The
+    rollback waits for it to end before it asks `exists`, which would say absent (f not yet
+    made), record REVERT_SKIPPED and let f appear afterwards; then it removes f."""
+    (seed.root / "go-inverse").touch()
+    _kill_once_logged(seed, seed.spawn("apply", str(_orphan_plan(seed))), "run")
+    code, out = _recover_waiting(seed, "rollback", "go-run")
+    assert code == 0, out
+    assert seed.last_run().status == "ROLLED_BACK"
+    assert seed.commands()["f"].status == "REVERTED"
+    assert not (seed.root / "f").exists()
+    assert _shell_log(seed) == ["run", "inverse"]
+
+
+@NEEDS_PROC
+def test_a_resume_waits_for_a_run_the_killed_apply_left_running(seed: Seed) -> None:
+    """kill -9 while f's `run` still runs, then resume: it waits for that run to end and
+    then finds f present, instead of asking `exists` at once (absent) and running it a
+    second time beside the first."""
+    _kill_once_logged(seed, seed.spawn("apply", str(_orphan_plan(seed))), "run")
+    assert seed.commands()["f"].status == "STARTING"
+    code, out = _recover_waiting(seed, "resume", "go-run")
+    assert code == 0, out
+    assert seed.last_run().status == "SUCCEEDED"
+    assert seed.commands()["f"].status == "SUCCEEDED"
+    assert (seed.root / "f").exists()
+    assert _shell_log(seed) == ["run"]
+
+
+@NEEDS_PROC
+def test_a_rollback_waits_for_an_inverse_the_killed_rollback_left_running(seed: Seed) -> None:
+    """kill -9 while f's (not async) inverse runs, REVERTING committed: the next rollback
+    waits for that inverse to end, then finds f absent (REVERTED), instead of asking
+    `exists` at once (still present) and running the inverse a second time beside it."""
+    (seed.root / "go-run").touch()
+    applied = seed.planctl("apply", str(_orphan_plan(seed)))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    _kill_once_logged(seed, seed.spawn("rollback", "--last"), "inverse")
+    assert seed.commands()["f"].status == "REVERTING"
+    code, out = _recover_waiting(seed, "rollback", "go-inverse")
+    assert code == 0, out
+    assert seed.last_run().status == "ROLLED_BACK"
+    assert seed.commands()["f"].status == "REVERTED"
+    assert not (seed.root / "f").exists()
+    assert _shell_log(seed) == ["run", "inverse"]

@@ -1,0 +1,109 @@
+"""Processes a dead executor left running, found by the PLANCTL_* variables they inherited.
+
+planctl starts every `command`/`shell` program in a session of its own, so a kill -9 of
+planctl leaves it running. Each such program, and everything it starts, inherits
+``PLANCTL_RUN_ID``, ``PLANCTL_COMMAND_ID`` and ``PLANCTL_EXECUTION_REASON``: reading the
+environment of every process (``/proc/PID/environ``, Linux only) finds them without any
+record written beforehand. A recovery waits for them before it asks ``exists``, which
+would otherwise answer for work that has not finished yet.
+
+Elsewhere (no ``/proc``) nothing is found. A zombie has an empty environment and is not
+found either; another user's process (not readable) is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PROC", "Orphan", "alive", "parse_environ", "parse_stat", "scan"]
+
+PROC = Path("/proc")
+_RUN = b"PLANCTL_RUN_ID="
+_COMMAND = "PLANCTL_COMMAND_ID"
+_REASON = "PLANCTL_EXECUTION_REASON"
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """One process left running for a command; ``started`` (clock ticks after boot) tells
+    it apart from a later process that reuses its pid."""
+
+    pid: int
+    name: str
+    started: int
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    """The PLANCTL_* variables of a ``/proc/PID/environ`` (NUL-separated ``NAME=value``)."""
+    found: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        if entry.startswith(b"PLANCTL_"):
+            name, sep, value = entry.partition(b"=")
+            if sep:
+                found[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return found
+
+
+def parse_stat(raw: bytes) -> tuple[str, str, int] | None:
+    """Name, state letter and start time of a ``/proc/PID/stat``; None if it is malformed.
+
+    The name sits in parentheses and may itself hold spaces and parentheses: the fields
+    are counted from the last ``)``."""
+    head, sep, tail = raw.rpartition(b")")
+    fields = tail.split()
+    if not sep or b"(" not in head or len(fields) < 20:
+        return None
+    try:
+        started = int(fields[19])  # field 22 of the line; fields here start at field 3
+    except ValueError:
+        return None
+    name = head.partition(b"(")[2].decode("utf-8", "replace")
+    return name, fields[0].decode("ascii", "replace"), started
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:  # gone meanwhile, another user's, or no /proc at all
+        return None
+
+
+def _stat(pid: int, proc: Path) -> tuple[str, str, int] | None:
+    raw = _read(proc / str(pid) / "stat")
+    return None if raw is None else parse_stat(raw)
+
+
+def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
+         ) -> dict[tuple[str, str], list[Orphan]]:
+    """Live processes of run ``run_id``, by (command id, execution reason), but ``besides``
+    (planctl's own pid). One pass over ``proc``; empty where there is none."""
+    try:
+        entries = [e for e in os.listdir(proc) if e.isdigit()]
+    except OSError:
+        return {}
+    wanted = _RUN + run_id.encode()
+    found: dict[tuple[str, str], list[Orphan]] = {}
+    for entry in entries:
+        pid = int(entry)
+        if pid == besides:
+            continue
+        raw = _read(proc / entry / "environ")
+        if raw is None or wanted not in raw:  # cheap test first: most processes are not ours
+            continue
+        env = parse_environ(raw)
+        if env.get("PLANCTL_RUN_ID") != run_id or _COMMAND not in env:
+            continue
+        stat = _stat(pid, proc)
+        if stat is None or stat[1] in ("Z", "X"):
+            continue
+        key = (env[_COMMAND], env.get(_REASON, ""))
+        found.setdefault(key, []).append(Orphan(pid, stat[0], stat[2]))
+    return found
+
+
+def alive(orphan: Orphan, *, proc: Path = PROC) -> bool:
+    """Whether ``orphan`` still runs: same pid, same start time, not a zombie."""
+    stat = _stat(orphan.pid, proc)
+    return stat is not None and stat[2] == orphan.started and stat[1] not in ("Z", "X")
