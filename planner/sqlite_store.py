@@ -453,8 +453,6 @@ class SQLiteStore:
         """As the Store protocol says, in one write transaction: two executors of the
         same run cannot both pass."""
         with self._transaction() as db:
-            if seq is not None and self.last_seq(run_id) != seq:
-                raise stale_run(run_id)
             held = self._locks(db, entities)
             others = [lock for lock in held if lock.run_id != run_id]
             if alive is not None:
@@ -464,6 +462,8 @@ class SQLiteStore:
                 others += _live_twins(own, run_id, host, pid, alive)
             if others:
                 return others
+            if seq is not None and self.last_seq(run_id) != seq:
+                raise stale_run(run_id)
             db.executemany(
                 "INSERT INTO locks (entity, run_id, host, pid, acquired_at, heartbeat_at)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT(entity) DO UPDATE SET host = excluded.host,"

@@ -151,8 +151,8 @@ class Store(Protocol):
         """Take every entity for ``run_id`` or none, in one transaction; returns the locks
         that stop it: those of other runs, and (with ``alive``) a lock of this run held
         by another executor that ``alive`` says still runs. With ``seq``, the last event
-        the caller read of the run: if more were written since, raises LockedError and
-        takes nothing (what it read is stale)."""
+        the caller read of the run: if nothing stops it but more were written since,
+        raises LockedError and takes nothing (what it read is stale)."""
         ...
     def heartbeat(self, run_id: str, now: float) -> None: ...
     def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None: ...
@@ -241,14 +241,14 @@ class MemoryStore:
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
                       now: float, alive: Callable[[LockRecord], bool] | None = None,
                       seq: int | None = None) -> list[LockRecord]:
-        if seq is not None and self.last_seq(run_id) != seq:
-            raise stale_run(run_id)
         others = [self.locks[e] for e in entities
                   if e in self.locks and self.locks[e].run_id != run_id]
         if alive is not None:
             others += _live_twins(self.locks.values(), run_id, host, pid, alive)
         if others:
             return others
+        if seq is not None and self.last_seq(run_id) != seq:
+            raise stale_run(run_id)
         for entity in entities:
             since = self.locks[entity].acquired_at if entity in self.locks else now
             self.locks[entity] = LockRecord(entity, run_id, host, pid, since, now)
