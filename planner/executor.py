@@ -349,6 +349,7 @@ def _locked_message(lock: LockRecord, now: float, lease: float,
     return text + "; wait for it with --lock-timeout"
 
 
+SHORT_SECRET = 4  # a secret shorter than this is masked with a warning: *** hides more
 SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle held one
 _SECRET_MARK_START = SECRET_MARK.partition("{")[0]
 
@@ -361,6 +362,18 @@ def unmask(text: str, secrets: Mapping[str, str]) -> str:
     for name, value in secrets.items():
         text = text.replace(SECRET_MARK.format(name), value)
     return text
+
+
+# What a record of planctl's own (an event's data, a command's row update, a leftover, a
+# command's params) holds besides user data: its keys, and these fields, which take their
+# values from planctl's vocabulary (statuses, flows, signals) or name what the plan names
+# (the plan, a command, its entity, an action), never from what ran. A secret is never in
+# them (secrets cannot be used in `entity`), so masking them would only garble them: a
+# secret `status` or `e` would turn the key `status` or the value `REVERTED` into ***.
+_OWN_FIELDS = frozenset({"status", "previous", "execution_reason", "task_status", "signal",
+                         "plan", "command", "entity", "action"})
+# Fields whose values are records of planctl's in turn (a mapping, or a list of them).
+_RECORD_FIELDS = frozenset({"params", "leftovers"})
 
 
 class _Redactor:
@@ -380,7 +393,27 @@ class _Redactor:
             text = text.replace(secret, SECRET_MARK.format(name))
         return text
 
+    def record(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A record of planctl's (see ``_OWN_FIELDS``) with its user data masked: its keys
+        and its own fields as they are, every other value as ``__call__`` masks it."""
+        if not self.values:
+            return dict(fields)
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key in _OWN_FIELDS:
+                out[key] = value
+            elif key in _RECORD_FIELDS and isinstance(value, Mapping):
+                out[key] = self.record(value)
+            elif key in _RECORD_FIELDS and isinstance(value, list | tuple):
+                out[key] = [self.record(v) if isinstance(v, Mapping) else self(v)
+                            for v in value]
+            else:
+                out[key] = self(value)
+        return out
+
     def __call__(self, value: Any) -> Any:
+        """``value``, user data (a result, rendered arguments, an error...), with every
+        secret masked, in mapping keys too: a JSON response's keys are its data as well."""
         if not self.values:
             return value
         if isinstance(value, str):
@@ -519,6 +552,7 @@ class Runner:
         self.secrets = dict(secrets or {})
         self.redact = _Redactor(self.secrets)
         self.redacting = bool(self.redact.values)
+        self.warned_short = False  # about secrets shorter than SHORT_SECRET
         self.run_id = self.options.run_id or new_run_id()
         self.max_parallel = self.options.max_parallel or self.plan.settings.max_parallel
         self.on_failure = self.options.on_failure or self.plan.settings.on_failure
@@ -575,10 +609,13 @@ class Runner:
     def _event(self, kind: str, command_id: str | None = None, **data: Any) -> None:
         self._emit(kind, command_id, data)
 
-    def _emit(self, kind: str, command_id: str | None, data: dict[str, Any]) -> None:
+    def _emit(self, kind: str, command_id: str | None, data: dict[str, Any],
+              *, mask: bool = True) -> None:
+        """Record and announce an event, its user data masked (``mask=False`` only for a
+        message made of planctl's words and the plan's names alone)."""
         self.seq += 1
-        if self.redacting:
-            data = self.redact(data)
+        if self.redacting and mask:
+            data = self.redact.record(data)
         event = EventRecord(self.run_id, self.clock(), kind, command_id, data, self.seq)
         self.batch.events.append(event)
         if self.listener is not None:
@@ -589,6 +626,20 @@ class Runner:
                 self._emit("warning", None, {"message": f"event listener removed after it "
                                              f"raised {type(exc).__name__}: {exc}"})
 
+    def _warn_short_secrets(self) -> None:
+        """Once per invocation, as it starts: name each secret so short that masking it
+        hides unrelated text too (``exit st***tus 1`` for a secret ``a``)."""
+        if self.warned_short:
+            return
+        self.warned_short = True
+        for name, value in self.secrets.items():
+            if 0 < len(value) < SHORT_SECRET:
+                # Unmasked: masking would garble it, and it holds the name, not the value.
+                self._emit("warning", None, {
+                    "message": f"secret `{name}` is shorter than {SHORT_SECRET} characters: "
+                               f"masking it as *** will also hide the same characters in "
+                               f"unrelated text"}, mask=False)
+
     def _set(self, iid: str, status: str, **fields: Any) -> None:
         """The one place command statuses change: checked, buffered, announced."""
         old = self.status[iid]
@@ -597,14 +648,11 @@ class Runner:
         if self.crash_at:
             self._crash_point()
         self.status[iid] = status
-        if self.redacting:
-            for key in ("params", "result", "outputs", "error"):
-                if key in fields:
-                    fields[key] = self.redact(fields[key])
-        # ``fields`` is this call's own dict: it becomes the row update as it is.
         fields["status"] = status
-        self.batch.commands.append((iid, fields))
-        data: dict[str, Any] = {
+        # ``fields`` is this call's own dict: it becomes the row update (masked, a copy).
+        self.batch.commands.append((iid, self.redact.record(fields) if self.redacting
+                                    else fields))
+        data: dict[str, Any] = {  # masked by _emit
             "status": status,
             "previous": old,
             "execution_reason": fields.get("execution_reason", REGULAR_FLOW),
@@ -920,7 +968,7 @@ class Runner:
         started = self.clock()
         # The task belongs to the entity of the command, in both flows.
         task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
-                          self._entities.get(iid), self.redact({"poll": poll_args}),
+                          self._entities.get(iid), self.redact.record({"poll": poll_args}),
                           started, started)
         # A handle holding a secret is stored with a placeholder naming it: this process
         # polls the real one, a resume puts the secret back (``unmask``).
@@ -1324,6 +1372,7 @@ class Runner:
         status = self.record.status if self.record else RunStatus.RUNNING
         self.batch.run = {"status": RunStatus.RUNNING, "ended_at": None}
         self._event("run", status="RESUMED", previous=status)
+        self._warn_short_secrets()
         if status in (RunStatus.ROLLING_BACK, RunStatus.ROLLBACK_FAILED) or any(
                 s in (S.REVERTING, S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED)
                 for s in self.status.values()):
@@ -1396,6 +1445,7 @@ class Runner:
         self.store.create_run(run, self._records())
         self._event("run", status=RunStatus.RUNNING, plan=self.plan.name,
                     commands=len(self.graph.instances), version=EVENT_VERSION)
+        self._warn_short_secrets()
         stop = self.on_failure in ("rollback", "stop")
         failed = await self._drive(self._scheduler(), self._admit, stop_on_failure=stop)
         return await self._after_forward(failed)
@@ -1417,6 +1467,7 @@ class Runner:
         self._find_orphans()
         self.batch.run = {"status": RunStatus.ROLLING_BACK}
         self._event("run", status=RunStatus.ROLLING_BACK)
+        self._warn_short_secrets()
         reverter = Reverter(self)
         await self._drive(self._scheduler(reverse=True), reverter.admit, stop_on_failure=False)
         if self.interrupted is not None:
@@ -1541,7 +1592,7 @@ class Runner:
         errors = self.errors
         if self.redacting:  # the caller prints them: no secret in a reason or an error
             leftovers = [dataclasses.replace(x, reason=self.redact(x.reason)) for x in leftovers]
-            errors = self.redact(errors)
+            errors = {iid: self.redact(error) for iid, error in errors.items()}
         return RunOutcome(self.run_id, status, dict(self.status), tuple(leftovers),
                           dict(self._entities), dict(errors))
 

@@ -10,6 +10,7 @@ message; then every file planctl wrote and everything it printed is searched for
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -339,3 +340,124 @@ def test_a_secret_that_cannot_be_read_says_why(tmp_path: Path) -> None:
     with pytest.raises(planner.UsageError, match=r"^secret `extra`: cannot read file "
                                                  r"extra.txt: Is a directory$"):
         resolve_secrets(loaded, token)
+
+
+FAILS = """\
+name: fails-with-a-secret
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: made
+    entity: thing/made
+    run: {command: [sh, -c, 'echo "made with $1"', sh, "{{ token }}"]}
+    inverse: {command: ["true"]}
+  - id: fails
+    needs: made
+    run: {command: [sh, -c, 'echo "using $1" >&2; exit 1', sh, "{{ token }}"]}
+    irreversible: true
+"""
+
+# The keys of each event kind, after the common ones, as docs/output.md lists them.
+EVENT_KEYS = {
+    "run": ["plan", "commands", "status", "previous", "signal", "leftovers"],
+    "command": ["command_id", "entity", "status", "previous", "execution_reason", "error"],
+    "warning": ["command_id", "message"],
+    "outcome": ["plan", "status", "exit_code", "duration", "counts", "leftovers", "message"],
+}
+COMMON_KEYS = ["schema_version", "kind", "seq", "ts", "time", "run_id"]
+
+
+@pytest.mark.parametrize("secret", ["status", "e", "a", "FAILED", "REGULAR_FLOW"])
+def test_a_secret_that_reads_like_planctl_s_words_leaves_events_whole(
+        audit: tuple[Path, dict[str, str]], secret: str) -> None:
+    """A secret equal to a key, a status or a letter of them masks what commands printed,
+    never the keys of events nor planctl's own values (statuses, flows, entities): the
+    events, their copy in the state store and the counts of the outcome stay right."""
+    root, env = audit
+    (root / "fails.yaml").write_text(FAILS, encoding="utf-8")
+    env = {**env, "PLANCTL_AUDIT_TOKEN": secret}
+    done = planctl(root, "apply", "fails.yaml", "--output", "json", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    for event in events:
+        assert list(event) == COMMON_KEYS + EVENT_KEYS[event["kind"]], event
+    changes = [(e["command_id"], e["previous"], e["status"], e["execution_reason"],
+                e["entity"]) for e in events if e["kind"] == "command"]
+    made, regular, rollback = "thing/made", "REGULAR_FLOW", "ROLLBACK_FLOW"
+    assert changes == [
+        ("made", "PENDING", "STARTING", regular, made),
+        ("made", "STARTING", "SUCCEEDED", regular, made),
+        ("fails", "PENDING", "STARTING", regular, None),
+        ("fails", "STARTING", "FAILED", regular, None),
+        ("made", "SUCCEEDED", "REVERTING", rollback, made),
+        ("made", "REVERTING", "REVERTED", rollback, made),
+    ]
+    assert [e["status"] for e in events if e["kind"] == "run"] == [
+        "RUNNING", "ROLLING_BACK", "ROLLED_BACK"]
+    assert events[-1]["plan"] == "fails-with-a-secret"
+    assert events[-1]["counts"]["failed"] == 1 and events[-1]["counts"]["reverted"] == 1
+    failed = next(e for e in events if e["kind"] == "command" and e["status"] == "FAILED")
+    assert secret not in failed["error"].replace("***", "")  # masked, whatever it garbles
+    logged = planctl(root, "events", "--last", env=env).stdout
+    assert logged == "".join(line + "\n" for line in done.stdout.splitlines()[:-1])
+    store = planner.SQLiteStore(root / ".planctl" / "state.db")
+    try:
+        commands = store.get_commands(store.list_runs(1)[0].id)
+    finally:
+        store.close()
+    assert {iid: r.status for iid, r in commands.items()} == {"made": "REVERTED",
+                                                                "fails": "FAILED"}
+    assert commands["made"].params is not None and set(commands["made"].params) == {
+        "action", "args"}
+    assert commands["made"].params["action"] == "command"
+    assert commands["made"].execution_reason == rollback
+    plain = planctl(root, "apply", "fails.yaml", env=env)
+    assert re.search(r"^ +\S+ +FAILED +fails: ", plain.stdout, re.M), plain.stdout
+    assert re.search(r"^ROLLED_BACK in \S+: 1 changed, 0 unchanged, 1 failed, 1 reverted",
+                     plain.stdout, re.M), plain.stdout
+
+
+@pytest.mark.parametrize("secret", ["a", "abc", "abcd"])
+def test_a_secret_shorter_than_4_characters_is_masked_with_a_warning(
+        audit: tuple[Path, dict[str, str]], secret: str) -> None:
+    """A secret of 1 to 3 characters is still masked everywhere, and the run says once, at
+    its start, that masking it will hide unrelated text too, naming the secret (not its
+    value); a longer one gets no warning."""
+    root, env = audit
+    (root / "fails.yaml").write_text(FAILS, encoding="utf-8")
+    env = {**env, "PLANCTL_AUDIT_TOKEN": secret}
+    done = planctl(root, "apply", "fails.yaml", "--output", "json", env=env)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    warnings = [e["message"] for e in events if e["kind"] == "warning"]
+    if len(secret) >= 4:
+        assert warnings == []
+        return
+    assert [e["kind"] for e in events[:2]] == ["run", "warning"]
+    assert warnings == ["secret `token` is shorter than 4 characters: masking it as *** "
+                        "will also hide the same characters in unrelated text"]
+    made = next(e for e in events if e["kind"] == "command" and e["status"] == "SUCCEEDED")
+    assert made["status"] == "SUCCEEDED"
+    failed = next(e for e in events if e["kind"] == "command" and e["status"] == "FAILED")
+    assert "using ***" in failed["error"]
+
+
+def test_a_record_keeps_planctl_s_keys_and_words_and_masks_the_rest() -> None:
+    """``record`` masks the user data of planctl's records (events, row updates), nested
+    params and leftovers included, but not their keys, statuses, flows, ids or entities."""
+    redact = _Redactor({"token": "e"})
+    record = redact.record({
+        "status": "REVERTED", "previous": "REVERTING", "execution_reason": "ROLLBACK_FLOW",
+        "entity": "image/e", "error": "exit status 1: seen e", "attempts": 2,
+        "params": {"action": "shell", "args": {"cmd": "echo e"}},
+        "leftovers": [{"command": "clone[e]", "entity": "image/e", "status": "REVERT_FAILED",
+                       "reason": "cannot remove e"}],
+        "result": {"e": "e"},
+    })
+    assert record == {
+        "status": "REVERTED", "previous": "REVERTING", "execution_reason": "ROLLBACK_FLOW",
+        "entity": "image/e", "error": "***xit status 1: s******n ***", "attempts": 2,
+        "params": {"action": "shell", "args": {"cmd": "***cho ***"}},
+        "leftovers": [{"command": "clone[e]", "entity": "image/e",
+                       "status": "REVERT_FAILED", "reason": "cannot r***mov*** ***"}],
+        "result": {"***": "***"},  # a result's keys are data: masked
+    }
