@@ -468,6 +468,29 @@ def test_http_error_hides_url_credentials(tmp_path: Path) -> None:
     assert result.error == f"connection refused: http://127.0.0.1:{port}/x?..."
 
 
+def test_http_errors_show_the_url_as_written(tmp_path: Path) -> None:
+    """Error messages quote the scheme, host and path as the plan wrote them, never a
+    re-spelled form (lower-cased), which the masking of secrets would not recognise."""
+    result = run(HTTP, {"url": "http://Zq9SECRETz.invalid/x"}, context(tmp_path))
+    assert result.error is not None
+    assert result.error.startswith("cannot resolve host Zq9SECRETz.invalid: "), result.error
+    with closed_port() as port:
+        url = f"HTTP://user:pw@127.0.0.1:{port}/Some/Path?token=s3cret#Frag"
+        result = run(HTTP, {"url": url, "method": "options"}, context(tmp_path))
+    assert result.error == f"connection refused: HTTP://127.0.0.1:{port}/Some/Path?..."
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1", "abc"])
+def test_http_invalid_port_names_the_request(tmp_path: Path, port: str) -> None:
+    """A port out of range or not a number fails with a message naming the method and the
+    URL, not an exception group from deep in the connection code."""
+    for host in ("127.0.0.1", "localhost", "h"):
+        url = f"http://{host}:{port}/x"
+        result = run(HTTP, {"url": url, "method": "put"}, context(tmp_path))
+        assert not result.ok
+        assert result.error == f"PUT {url}: invalid port", result.error
+
+
 def test_http_result_has_no_request_headers(
     tmp_path: Path, async_jobs_server: AsyncJobsServer
 ) -> None:

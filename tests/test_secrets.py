@@ -461,3 +461,35 @@ def test_a_record_keeps_planctl_s_keys_and_words_and_masks_the_rest() -> None:
                        "status": "REVERT_FAILED", "reason": "cannot r***mov*** ***"}],
         "result": {"***": "***"},  # a result's keys are data: masked
     }
+
+
+HOST_SECRET = """\
+name: secret-in-a-host
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: call
+    run: {http: {url: "http://{{ token }}.invalid/x?k={{ token }}"}}
+    irreversible: true
+"""
+
+
+def test_a_secret_in_an_http_host_is_masked_in_its_error(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """A secret with capitals used as an HTTP URL's host: the error that the host cannot be
+    resolved quotes it as written, so it is masked; neither it nor its lower-case form
+    reaches the output, the JUnit report or the state store."""
+    root, env = audit
+    (root / "host.yaml").write_text(HOST_SECRET, encoding="utf-8")
+    secret = "Zq9SECRETz"
+    env = {**env, "PLANCTL_AUDIT_TOKEN": secret}
+    done = planctl(root, "apply", "host.yaml", "--output", "json", "--junit", "host.xml",
+                   env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = [json.loads(line) for line in done.stdout.splitlines()
+              if '"FAILED"' in line and '"command"' in line]
+    assert len(failed) == 1
+    assert failed[0]["error"].startswith("cannot resolve host ***.invalid: ")
+    files = [root / "host.xml", *(root / ".planctl").glob("state.db*")]
+    for text in [done.stdout + done.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
+        assert secret.lower() not in text.lower()

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import errno
 import json
+import re
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .base import ActionContext, ActionResult, builtin_schema
 
@@ -71,7 +71,11 @@ class HttpAction:
 
         method = str(args.get("method", "GET")).upper()
         url = str(args["url"])
-        where = f"{method} {_redacted(url)}"
+        shown, host, port = _url_parts(url)
+        where = f"{method} {shown}"
+        # Checked here: out of range, the connection code raises an ExceptionGroup.
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            return ActionResult(False, {}, f"{where}: invalid port")
         headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items()}
         if not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = context.idempotency_key
@@ -89,9 +93,13 @@ class HttpAction:
             message = f"timed out after {timeout:g}s: {where}"
             return ActionResult(False, {"timed_out": True}, message)
         except httpx.ConnectError as exc:
-            return ActionResult(False, {}, _connect_error(exc, url))
+            return ActionResult(False, {}, _connect_error(exc, shown, host))
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            return ActionResult(False, {}, f"{where}: {type(exc).__name__}: {exc}")
+            text = _as_written(str(exc), host)
+            return ActionResult(False, {}, f"{where}: {type(exc).__name__}: {text}")
+        except ExceptionGroup as exc:  # what the connection code did not wrap
+            text = "; ".join(_as_written(str(e), host) for e in exc.exceptions)
+            return ActionResult(False, {}, f"{where}: {text}")
         except (TypeError, ValueError) as exc:  # e.g. a json value that cannot be encoded
             return ActionResult(False, {}, f"{where}: invalid request: {exc}")
 
@@ -124,8 +132,7 @@ class HttpAction:
         return ActionResult(False, data, message)
 
 
-def _connect_error(exc: BaseException, url: str) -> str:
-    shown = _redacted(url)
+def _connect_error(exc: BaseException, shown: str, host: str) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or (
@@ -133,22 +140,38 @@ def _connect_error(exc: BaseException, url: str) -> str:
         ):
             return f"connection refused: {shown}"
         if isinstance(cause, socket.gaierror):
-            host = urlsplit(url).hostname or url
-            return f"cannot resolve host {host}: {cause.strerror or cause}"
+            reason = _as_written(str(cause.strerror or cause), host)
+            return f"cannot resolve host {host or shown}: {reason}"
         cause = cause.__cause__ or cause.__context__
-    return f"cannot connect: {shown}: {exc}"
+    return f"cannot connect: {shown}: {_as_written(str(exc), host)}"
 
 
-def _redacted(url: str) -> str:
-    """``url`` without user info, query or fragment: those often carry credentials."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + (
-            "?..." if parts.query else ""
-        )
-    except ValueError:
-        return "<invalid url>"
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """What an error may show of ``url`` (without user info, query or fragment, which often
+    carry credentials), its host and its port, all as written: ``urlsplit`` and httpx
+    lower-case the scheme and host and drop tabs, and a secret so re-spelled in a message
+    would not be recognised, hence not masked."""
+    head, _, query = url.partition("#")[0].partition("?")
+    more = "?..." if query else ""
+    scheme, slashes, rest = head.partition("://")
+    if not slashes:
+        return head + more, "", ""
+    authority, slash, path = rest.partition("/")
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):  # an IPv6 address: [::1]:8080
+        host, _, port = authority[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = authority.partition(":")
+    return f"{scheme}://{authority}{slash}{path}{more}", host, port
+
+
+def _as_written(text: str, host: str) -> str:
+    """``text``, an exception's message, with ``host`` spelled as the URL wrote it (the
+    resolver, TLS and httpx see it lower-cased)."""
+    if not host:
+        return text
+    return re.sub(re.escape(host), lambda _: host, text, flags=re.IGNORECASE)
 
 
 ACTION = HttpAction()
