@@ -20,6 +20,7 @@ import helpers_actions
 import pytest
 from asyncjobs import AsyncJobsServer
 
+import planner
 from planner import actions
 from planner.actions import SHELL_QUOTE, SUBPROCESS, ActionContext, ActionResult
 from planner.actions._process import run_process
@@ -363,6 +364,27 @@ def test_http_get_returns_status_headers_text_and_json(
     assert result.data["headers"]["content-type"] == "application/json"
     assert result.data["json"]["method"] == "GET"
     assert result.data["text"].startswith("{")
+
+
+def test_a_lower_case_http_method_is_sent_upper_case(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """A plan may write `method: post` (the schema takes any case): the run loads, and the
+    request is sent as POST."""
+    (tmp_path / "plan.yaml").write_text(
+        "name: lower-case-method\n"
+        "commands:\n"
+        "  - id: post\n"
+        f"    run: {{http: {{method: post, url: '{async_jobs_server.url}/echo', json: {{}}}}}}\n"
+        "    changes: false\n"
+        "    outputs: {method: '{{ result.json.method }}'}\n", encoding="utf-8")
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        outcome = planner.apply_plan(planner.load_plan(tmp_path / "plan.yaml"), store,
+                                     handle_signals=False)
+        assert outcome.status == "SUCCEEDED", outcome.errors
+        assert store.get_commands(outcome.run_id)["post"].outputs == {"method": "POST"}
+    finally:
+        store.close()
 
 
 def test_http_post_sends_json(tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:

@@ -191,6 +191,24 @@ def test_http_json_and_body_together_point_at_body() -> None:
     assert found.at_key
 
 
+@pytest.mark.parametrize("method", ["GET", "options", "Delete", "pAtCh"])
+def test_an_http_method_may_be_written_in_any_case(method: str) -> None:
+    """The http action upper-cases its method, so the schema takes one in any case."""
+    assert check(plan(run={"http": {"url": "http://x", "method": method}})) == []
+
+
+@pytest.mark.parametrize("method", ["FETCH", "get ", "", 3])
+def test_an_unknown_http_method_lists_the_methods(method: Any) -> None:
+    """Anything else is refused, naming the methods (or saying a string was expected)."""
+    found = only(check(plan(run={"http": {"url": "http://x", "method": method}})))
+    assert found.path == ("commands", 0, "run", "http", "method")
+    if isinstance(method, str):
+        assert found.message == (f"{method!r} is not valid: expected an HTTP method: GET, "
+                                 "HEAD, POST, PUT, PATCH, DELETE or OPTIONS, in any case")
+    else:
+        assert found.message == "expected a string, got a number (3)"
+
+
 def test_a_secret_must_name_its_source() -> None:
     """A secret with neither `env` nor `file` says where a secret may come from."""
     data = plan()
