@@ -326,13 +326,14 @@ def format_rollback_plan(runner: Any) -> str:
     verdicts = asyncio.run(main())
     if not order:
         return "nothing to undo\n"
-    # What may still be there keeps what it depends on (its parent, what it needs), as in
-    # the rollback itself: those come later in the order.
+    # A leftover with no inverse, or whose probe cannot answer (REVERT_FAILED), keeps
+    # what it depends on (its parent, what it needs), as in the rollback itself: those
+    # come later in the order.
     blocked: dict[str, str] = {}
     for n, (instance, verdict) in enumerate(zip(order, verdicts, strict=True)):
         if instance.id in blocked:
-            verdicts[n] = f"kept: {blocked[instance.id]} may still be there"
-        elif not verdict.startswith(("would", "absent")):
+            verdicts[n] = f"kept: {blocked[instance.id]} is still there"
+        elif verdict.startswith(("LEFTOVER", "unknown:")):
             for step in nx.ancestors(graph.graph, instance.id):
                 blocked.setdefault(graph.steps[step].command, instance.id)
     rows = [[str(n + 1), i.id, runner.status[i.id], runner._entities.get(i.id) or "", v]

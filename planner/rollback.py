@@ -81,10 +81,11 @@ class Reverter:
         known = runner.changed.get(iid) is True or runner.status[iid] == S.REVERTING
         if not known and spec.exists is None:
             # The run failed part-way and nothing can say whether it left something:
-            # never remove what the run may not have created, nor, as it may still be
-            # there, what it depends on (its parent, what it needs).
+            # never remove what the run may not have created. What it depends on is
+            # undone all the same (the spec: every command the run changed gets its
+            # inverse); it is a leftover only `--gone` settles.
             self.unsure[iid] = UNSURE
-            return False
+            return True
         return self._undo(instance)
 
     async def _follow_then_undo(self, step: Step, instance: CommandInstance,
