@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def one_apply(_: int) -> str:
             r = harness.run_in_process(root, loaded, expect="ROLLBACK_FAILED", keep_events=True)
+            reverted = sum(e.kind == "command" and e.data.get("status") == "REVERTED"
+                           for e in r.events)
+            if reverted != undone:  # timings of a rollback that undid less mean nothing
+                sys.exit(f"the rollback reverted {reverted} commands, expected {undone}")
             inproc.append(r)
             fwd, back = phases(r.events)
             forward.append(fwd / n)
