@@ -59,6 +59,7 @@ from .store import (
     Store,
     TaskEnd,
     TaskRecord,
+    live_lock,
 )
 from .templates import TemplateError, render_value
 
@@ -276,14 +277,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return True  # no /proc (not Linux): the signal check is all there is
-    # The state follows the command name, which may hold spaces and parentheses.
-    state = stat.rpartition(b")")[2].split()[:1]
-    return state not in ([b"Z"], [b"X"])
+    found = orphans.stat(pid)  # None without /proc (not Linux): the signal check stands
+    return found is None or found[1] not in orphans.ENDED
 
 
 # A run holds a lock on itself too, under this prefix and its id, entities or not: that is
@@ -297,14 +292,9 @@ def run_key(run_id: str) -> str:
     return RUN_KEY + run_id
 
 
-def live_holder(store: Store, run_id: str, now: float, lease: float,
-                besides: tuple[int, str] | None = None) -> LockRecord | None:
-    """A lock by which a live executor (other than pid, host ``besides``) holds ``run_id``."""
-    for lock in store.list_locks():
-        if lock.run_id == run_id and (lock.pid, lock.host) != besides \
-                and lock_alive(lock, now, lease):
-            return lock
-    return None
+def live_holder(store: Store, run_id: str, now: float, lease: float) -> LockRecord | None:
+    """A lock by which a live executor holds ``run_id``, if one does."""
+    return live_lock(store.list_locks(), run_id, partial(lock_alive, now=now, lease=lease))
 
 
 def still_running(holder: LockRecord, now: float) -> str:
@@ -749,9 +739,8 @@ class Runner:
         while left := [p for p in left if orphans.alive(p)]:
             if loop.time() >= note:
                 note += ORPHAN_NOTE
-                pids = ", ".join(f"pid {p.pid} ({p.name})" for p in left)
-                self._event("warning", iid, message=f"waiting for {pids} left running by "
-                            f"the dead executor for command {iid}")
+                self._event("warning", iid, message=f"waiting for {orphans.describe(left)} "
+                            f"left running by the dead executor for command {iid}")
             await asyncio.sleep(ORPHAN_POLL)
 
     def spec_ids(self) -> frozenset[str]:
@@ -1052,6 +1041,15 @@ class Runner:
             raise _StepFailed(message, changed=None)
         return {"handle": task.handle, "poll": last}
 
+    def task_in_flight(self, iid: str, reason: str, op: Operation | None
+                       ) -> TaskRecord | None:
+        """The task ``op`` (``run`` in REGULAR_FLOW, ``inverse`` in ROLLBACK_FLOW) started
+        for ``iid``, when an earlier executor recorded its handle and not its end."""
+        task = self.tasks.get((iid, reason))
+        if task is None or task.status != "RUNNING" or op is None or op.async_ is None:
+            return None
+        return task
+
     async def _reattach(self, task: TaskRecord, spec: AsyncSpec, context: Mapping[str, Any]
                         ) -> dict[str, Any]:
         """Follow a task an earlier executor started (its handle committed) to its end, as
@@ -1267,8 +1265,8 @@ class Runner:
         await self.outlive(iid, self.left_running(iid))
         context = self._context(instance)
         context["result"] = dict(self.results.get(iid) or {})
-        task = self.tasks.get((iid, REGULAR_FLOW))
-        if run.async_ is not None and task is not None and task.status == "RUNNING":
+        task = self.task_in_flight(iid, REGULAR_FLOW, run)
+        if task is not None and run.async_ is not None:
             # The handle was committed: re-attach to the remote task and keep polling.
             self.handles[iid] = task.handle
             context.update(await self._reattach(task, run.async_, context))

@@ -17,12 +17,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PROC", "Orphan", "alive", "parse_environ", "parse_stat", "scan"]
+__all__ = ["ENDED", "PROC", "Orphan", "alive", "describe", "parse_environ", "parse_stat", "scan",
+           "stat"]
 
 PROC = Path("/proc")
 _RUN = b"PLANCTL_RUN_ID="
 _COMMAND = "PLANCTL_COMMAND_ID"
 _REASON = "PLANCTL_EXECUTION_REASON"
+ENDED = ("Z", "X")  # states of a process that no longer runs: zombie, dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,9 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _stat(pid: int, proc: Path) -> tuple[str, str, int] | None:
+def stat(pid: int, proc: Path = PROC) -> tuple[str, str, int] | None:
+    """Name, state letter and start time of process ``pid``; None when it cannot be read
+    (gone, or no ``/proc``)."""
     raw = _read(proc / str(pid) / "stat")
     return None if raw is None else parse_stat(raw)
 
@@ -95,15 +99,20 @@ def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
         env = parse_environ(raw)
         if env.get("PLANCTL_RUN_ID") != run_id or _COMMAND not in env:
             continue
-        stat = _stat(pid, proc)
-        if stat is None or stat[1] in ("Z", "X"):
+        found_stat = stat(pid, proc)
+        if found_stat is None or found_stat[1] in ENDED:
             continue
         key = (env[_COMMAND], env.get(_REASON, ""))
-        found.setdefault(key, []).append(Orphan(pid, stat[0], stat[2]))
+        found.setdefault(key, []).append(Orphan(pid, found_stat[0], found_stat[2]))
     return found
 
 
 def alive(orphan: Orphan, *, proc: Path = PROC) -> bool:
     """Whether ``orphan`` still runs: same pid, same start time, not a zombie."""
-    stat = _stat(orphan.pid, proc)
-    return stat is not None and stat[2] == orphan.started and stat[1] not in ("Z", "X")
+    now = stat(orphan.pid, proc)
+    return now is not None and now[2] == orphan.started and now[1] not in ENDED
+
+
+def describe(orphans: list[Orphan]) -> str:
+    """``pid 12 (sh), pid 13 (sleep)``: what a recovery waits for, for a message."""
+    return ", ".join(f"pid {o.pid} ({o.name})" for o in orphans)

@@ -288,7 +288,9 @@ def format_rollback_plan(runner: Any) -> str:
 
     import networkx as nx
 
+    from . import orphans
     from .rollback import Reverter
+
     reverter = Reverter(runner)
     graph = runner.graph
     order = sorted((i for i in graph.instances.values() if reverter.must_undo(i)),
@@ -302,11 +304,9 @@ def format_rollback_plan(runner: Any) -> str:
             return "absent (--gone): skip"
         left = runner.left_running(instance.id)
         if left:
-            pids = ", ".join(f"pid {p.pid} ({p.name})" for p in left)
-            return f"would wait for {pids} to end first, then decide"
-        task = runner.tasks.get((instance.id, REGULAR_FLOW))
-        if task is not None and task.status == "RUNNING" and spec.run is not None \
-                and spec.run.async_ is not None:
+            return f"would wait for {orphans.describe(left)} to end first, then decide"
+        task = runner.task_in_flight(instance.id, REGULAR_FLOW, spec.run)
+        if task is not None:
             return f"would follow task {task.handle} to its end first, then decide"
         if spec.inverse is None:
             return "LEFTOVER (no inverse)"

@@ -71,9 +71,8 @@ class Reverter:
         left = runner.left_running(iid)
         if left:
             return self._outlive_then_undo(step, iid, left)
-        task = runner.tasks.get((iid, REGULAR_FLOW))
-        if task is not None and task.status == "RUNNING" and spec.run is not None \
-                and spec.run.async_ is not None:
+        task = runner.task_in_flight(iid, REGULAR_FLOW, spec.run)
+        if task is not None:
             return self._follow_then_undo(step, instance, task)
         if spec.inverse is None:
             self.unsure[iid] = NO_INVERSE
@@ -140,10 +139,8 @@ class Reverter:
         context.update(result=runner.results.get(iid) or {},
                        outputs=runner.outputs.get(iid) or {},
                        handle=runner.handles.get(iid, ""))
-        task = runner.tasks.get((iid, ROLLBACK_FLOW))
-        if spec.exists is not None or (runner.status[iid] == S.REVERTING and task is not None
-                                       and task.status == "RUNNING"
-                                       and inverse.async_ is not None):
+        if spec.exists is not None or (runner.status[iid] == S.REVERTING and
+                                       runner.task_in_flight(iid, ROLLBACK_FLOW, inverse)):
             return self._revert(instance, context, attempts)
         try:
             args, call = self._intend(iid, inverse, context, attempts)
@@ -189,9 +186,8 @@ class Reverter:
         assert inverse is not None
         was = runner.status[iid]
         try:
-            task = runner.tasks.get((iid, ROLLBACK_FLOW))
-            if was == S.REVERTING and task is not None and task.status == "RUNNING" \
-                    and inverse.async_ is not None:
+            task = runner.task_in_flight(iid, ROLLBACK_FLOW, inverse)
+            if was == S.REVERTING and task is not None and inverse.async_ is not None:
                 # Resume: the inverse's task was started and its handle kept; follow it.
                 await runner._reattach(task, inverse.async_, context)
                 runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,

@@ -27,7 +27,7 @@ from .store import (
     RunRecord,
     TaskEnd,
     TaskRecord,
-    _live_twins,
+    live_lock,
     stale_run,
 )
 
@@ -132,6 +132,7 @@ CREATE VIEW events (run_id, seq, ts, kind, command_id, data) AS
 """
 
 _JSON_COLUMNS = frozenset({"params", "result", "outputs"})
+_SELECT_LOCKS = "SELECT entity, run_id, host, pid, acquired_at, heartbeat_at FROM locks"
 
 # Every JSON column and event is written by ``dumps_lossy``: standard JSON, and a value that
 # has none (a plugin's result, say) is stored repaired rather than ending the run.
@@ -456,10 +457,11 @@ class SQLiteStore:
             held = self._locks(db, entities)
             others = [lock for lock in held if lock.run_id != run_id]
             if alive is not None:
-                own = [LockRecord(*row) for row in db.execute(
-                    "SELECT entity, run_id, host, pid, acquired_at, heartbeat_at FROM locks"
-                    " WHERE run_id = ?", (run_id,))]
-                others += _live_twins(own, run_id, host, pid, alive)
+                own = (LockRecord(*row) for row in db.execute(
+                    _SELECT_LOCKS + " WHERE run_id = ?", (run_id,)))
+                twin = live_lock(own, run_id, alive, besides=(host, pid))
+                if twin is not None:
+                    others.append(twin)
             if others:
                 return others
             if seq is not None and self.last_seq(run_id) != seq:
@@ -474,7 +476,7 @@ class SQLiteStore:
 
     @staticmethod
     def _locks(db: sqlite3.Connection, entities: Sequence[str] | None) -> list[LockRecord]:
-        sql = "SELECT entity, run_id, host, pid, acquired_at, heartbeat_at FROM locks"
+        sql = _SELECT_LOCKS
         if entities is None:
             return [LockRecord(*row) for row in db.execute(sql + " ORDER BY entity")]
         out = []

@@ -24,6 +24,8 @@ __all__ = [
     "RunRecord",
     "Store",
     "TaskRecord",
+    "live_lock",
+    "stale_run",
 ]
 
 
@@ -166,13 +168,14 @@ def stale_run(run_id: str) -> LockedError:
                        "on it?): try again")
 
 
-def _live_twins(locks: Iterable[LockRecord], run_id: str, host: str, pid: int,
-                alive: Callable[[LockRecord], bool]) -> list[LockRecord]:
-    """The first lock of ``run_id`` held by another executor that is still alive."""
+def live_lock(locks: Iterable[LockRecord], run_id: str, alive: Callable[[LockRecord], bool],
+              besides: tuple[str, int] | None = None) -> LockRecord | None:
+    """The first of ``locks`` by which a live executor (but host, pid ``besides``) holds
+    ``run_id``."""
     for lock in locks:
-        if lock.run_id == run_id and (lock.host, lock.pid) != (host, pid) and alive(lock):
-            return [lock]
-    return []
+        if lock.run_id == run_id and (lock.host, lock.pid) != besides and alive(lock):
+            return lock
+    return None
 
 
 class MemoryStore:
@@ -243,8 +246,10 @@ class MemoryStore:
                       seq: int | None = None) -> list[LockRecord]:
         others = [self.locks[e] for e in entities
                   if e in self.locks and self.locks[e].run_id != run_id]
-        if alive is not None:
-            others += _live_twins(self.locks.values(), run_id, host, pid, alive)
+        twin = None if alive is None else live_lock(self.locks.values(), run_id, alive,
+                                                    besides=(host, pid))
+        if twin is not None:
+            others.append(twin)
         if others:
             return others
         if seq is not None and self.last_seq(run_id) != seq:
