@@ -31,6 +31,12 @@ S = CommandStatus
 # Where the forward (REGULAR_FLOW) part of a command ends, for good or not.
 FORWARD_ENDS = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED, S.FAILED, S.UNKNOWN})
 INVERSE_ENDS = frozenset({S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED})
+# The closing lines list this many leftovers at most; a run of thousands points to
+# `planctl rollback RUN --dry-run` for the rest (the JSON outcome keeps them all).
+MAX_LISTED = 20
+# Past this many commands no rollback can undo, the advice names a few and says how to
+# write --gone, rather than one command line with hundreds of options.
+MAX_GONE = 10
 
 
 # Control characters (a tool's coloured stderr quoted in an error) shown as escapes, never
@@ -297,10 +303,13 @@ def summary_text(finished: FinishedRun, paint: Callable[[str, str], str] = lambd
              f"{', '.join(tally(finished).parts())}\n"]
     if finished.leftovers:
         lines.append("leftovers (changed by this run and still there):\n")
-        for item in finished.leftovers:
+        for item in finished.leftovers[:MAX_LISTED]:
             entity = f" {item.get('entity')}" if item.get("entity") else ""
             lines.append(one_line(f"  - {item.get('command')}{entity} [{item.get('status')}]: "
                                   f"{item.get('reason')}") + "\n")
+        if len(finished.leftovers) > MAX_LISTED:
+            lines.append(f"  ... and {len(finished.leftovers) - MAX_LISTED} more: "
+                         f"planctl rollback {finished.run_id} --dry-run lists them all\n")
     run_id = finished.run_id
     if status == "INTERRUPTED":
         lines.append(f"continue with: planctl resume {run_id}"
@@ -316,13 +325,18 @@ def undo_advice(finished: FinishedRun) -> tuple[str, str]:
 
     ``("undo them with", "planctl rollback RUN")``; but what no rollback can undo by itself
     (no inverse, or no probe can tell) keeps what depends on it, too: ``("planctl cannot
-    undo X: remove it by hand, then", "planctl rollback RUN --gone X")``.
+    undo X: remove it by hand, then", "planctl rollback RUN --gone X")``; past MAX_GONE such
+    commands, the first three and ``planctl rollback RUN --gone ID``, one per command.
     """
     run_id = finished.run_id
     by_hand = [str(item.get("command")) for item in finished.leftovers
                if item.get("reason") in (NO_INVERSE, UNSURE)]
     if not by_hand:
         return "undo them with", f"planctl rollback {run_id}"
+    if len(by_hand) > MAX_GONE:
+        return (f"planctl cannot undo {len(by_hand)} commands ({', '.join(by_hand[:3])}, ...): "
+                f"remove them by hand, then, with one --gone per command",
+                f"planctl rollback {run_id} --gone ID")
     said = " ".join("--gone " + shlex.quote(c) for c in by_hand)
     return (f"planctl cannot undo {', '.join(by_hand)}: remove "
             f"{'it' if len(by_hand) == 1 else 'them'} by hand, then",

@@ -1,0 +1,113 @@
+"""Output of big and long runs through the real CLI: summaries, step summaries and the live
+tree stay bounded at thousands of commands, and plain lines show a sign of life while
+nothing else happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+OPS = '''
+def noop():
+    pass
+
+
+def fail():
+    raise RuntimeError("planned failure")
+'''
+
+
+def _chain(tmp: Path, n: int, *, entity: str = "", name: str = "chain") -> Path:
+    """A plan of ``n`` python no-ops with inverses, each needing the one before; the last
+    one fails."""
+    (tmp / "ops.py").write_text(OPS)
+    lines = [f"name: {name}", "commands:"]
+    for i in range(n):
+        lines += [f"  - id: c{i}",
+                  f"    run: {{python: 'ops:{'fail' if i == n - 1 else 'noop'}'}}",
+                  "    inverse: {python: 'ops:noop'}"]
+        if entity:
+            lines.append(f"    entity: {entity}/c{i}")
+        if i:
+            lines.append(f"    needs: c{i - 1}")
+    plan = tmp / "plan.yaml"
+    plan.write_text("\n".join(lines) + "\n")
+    return plan
+
+
+def _no_inverses(tmp: Path, n: int, *, name: str = "no-inverses") -> Path:
+    """``n`` independent python no-ops without an inverse, then a read-only check that
+    needs them all and fails: a rollback can undo none of them."""
+    (tmp / "ops.py").write_text(OPS)
+    lines = [f"name: {name}", "commands:"]
+    for i in range(n):
+        lines += [f"  - id: c{i}", "    run: {python: 'ops:noop'}"]
+    lines += ["  - id: check", "    changes: false",
+              f"    needs: [{', '.join(f'c{i}' for i in range(n))}]",
+              "    run: {python: 'ops:fail'}"]
+    plan = tmp / "plan.yaml"
+    plan.write_text("\n".join(lines) + "\n")
+    return plan
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GITHUB_STEP_SUMMARY", "PLANCTL_OUTPUT", "PLANCTL_PROGRESS_INTERVAL")}
+    env.update({"PLANCTL_STATE": str(tmp / "state.db"), "NO_COLOR": "1", **extra})
+    return env
+
+
+def _planctl(tmp: Path, *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "planner", *args], cwd=tmp,
+                          env=env or _env(tmp), capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _after(text: str, marker: str) -> list[str]:
+    return text[text.index(marker):].splitlines()
+
+
+def test_the_summary_of_thousands_of_leftovers_lists_a_few_and_points_to_show(
+        tmp_path: Path) -> None:
+    """A failed run of 2,000 commands left behind (--no-rollback) ends with a summary of a
+    few dozen lines, not 2,000: the first leftovers, how many more and where to see them
+    all; the JSON outcome still lists every one of them, for tools."""
+    plan = _chain(tmp_path, 2000)
+    done = _planctl(tmp_path, "apply", str(plan), "--no-rollback")
+    assert done.returncode == 2, done.stderr
+    summary = _after(done.stdout, "STOPPED in ")
+    assert len(summary) < 30, summary[:40]
+    run_id = json.loads(_planctl(tmp_path, "events", "--last").stdout.splitlines()[0])["run_id"]
+    assert summary[1] == "leftovers (changed by this run and still there):"
+    assert summary[2] == "  - c0 [SUCCEEDED]: changed by the run"
+    assert f"  ... and 1980 more: planctl rollback {run_id} --dry-run lists them all" in summary
+    assert summary[-1] == f"undo them with: planctl rollback {run_id}"
+
+    done = _planctl(tmp_path, "apply", str(plan), "--no-rollback", "-o", "json",
+                    env=_env(tmp_path, PLANCTL_STATE=str(tmp_path / "json.db")))
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) < 30
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["kind"] == "outcome" and len(outcome["leftovers"]) == 2000
+
+
+def test_advice_about_many_leftovers_no_rollback_can_undo_stays_one_short_line(
+        tmp_path: Path) -> None:
+    """When hundreds of commands have no inverse, the closing advice names a few and says
+    how to give --gone, instead of one command line of hundreds of options."""
+    plan = _no_inverses(tmp_path, 300)
+    done = _planctl(tmp_path, "apply", str(plan))
+    assert done.returncode == 2, done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert len(last) < 300, last
+    assert last.startswith("planctl cannot undo 300 commands (c0, c1, c2, ...)"), last
+    assert re.search(r"then, with one --gone per command: planctl rollback \S+ --gone ID$",
+                     last), last
