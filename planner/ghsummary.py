@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .status import CommandStatus, RunStatus
 from .tally import FinishedRun, History, format_duration, one_line, tally, undo_advice
 
-__all__ = ["MAX_ROWS", "append_step_summary", "markdown"]
+__all__ = ["MAX_BYTES", "MAX_CELL", "MAX_ROWS", "append_step_summary", "markdown"]
 
 S = CommandStatus
-# GitHub caps a step summary at 1 MiB; a huge plan shows what matters most.
+# GitHub shows no step summary over 1 MiB (per step, and a step may run planctl more than
+# once): a huge plan shows what matters most, in rows of bounded length and in bounded
+# bytes, the table and the list of leftovers each.
 MAX_ROWS = 200
+MAX_CELL = 300  # characters of a cell or list item before escaping; longer: cut (…)
+MAX_BYTES = 200 * 1024
 _QUIET = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED, S.PENDING})
 _ICONS = {
     RunStatus.SUCCEEDED: "✅", RunStatus.ROLLED_BACK: "↩️", RunStatus.ROLLBACK_FAILED: "❌",
@@ -21,8 +25,13 @@ _ICONS = {
 
 
 def _cell(value: object) -> str:
-    """Safe inside a table cell: one line, no pipes, no HTML."""
-    text = one_line(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Safe inside a table cell: one line, no pipes, no HTML, at most MAX_CELL characters
+    of the text (`planctl show` has it whole)."""
+    text = one_line(value)
+    if len(text) > MAX_CELL:  # cut in the middle: an entity's or an error's end tells most
+        head = (MAX_CELL - 1) // 2
+        text = text[:head] + "…" + text[len(text) - (MAX_CELL - 1 - head):]
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'")
 
 
@@ -77,19 +86,37 @@ def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = N
                 break
             keep.add(history.command_id)
         shown = [h for h in histories if h.command_id in keep]
-    lines.extend(_row(h, left.get(h.command_id)) for h in shown)
-    if len(shown) < len(histories):
-        lines += ["", f"_{len(histories) - len(shown)} more commands not shown; "
+    rows = _within(_row(h, left.get(h.command_id)) for h in shown)
+    lines.extend(rows)
+    if len(rows) < len(histories):
+        lines += ["", f"_{len(histories) - len(rows)} more commands not shown; "
                   f"`planctl show {run_id}` lists them all._"]
     if finished.leftovers:
         lines += ["", "**Leftovers** (changed by this run and still there):", ""]
-        for item in finished.leftovers:
-            entity = f" `{_cell(item.get('entity'))}`" if item.get("entity") else ""
-            lines.append(f"- `{_cell(item.get('command'))}`{entity} [{item.get('status')}]: "
-                         f"{_cell(item.get('reason'))}")
+        items = _within(
+            f"- `{_cell(item.get('command'))}`"
+            + (f" `{_cell(item.get('entity'))}`" if item.get("entity") else "")
+            + f" [{_cell(item.get('status'))}]: {_cell(item.get('reason'))}"
+            for item in finished.leftovers[:MAX_ROWS])
+        lines.extend(items)
+        if len(items) < len(finished.leftovers):
+            lines += ["", f"_… and {len(finished.leftovers) - len(items)} more leftovers; "
+                      f"`planctl rollback {run_id} --dry-run` lists them all._"]
         advice, command = undo_advice(finished)
         lines += ["", f"{_cell(advice)}: `{_code(command)}`"]
     return "\n".join(lines) + "\n\n"
+
+
+def _within(lines: Iterable[str]) -> list[str]:
+    """The first lines that fit in MAX_BYTES of UTF-8."""
+    out: list[str] = []
+    size = 0
+    for line in lines:
+        size += len(line.encode("utf-8", "surrogatepass")) + 1
+        if size > MAX_BYTES:
+            break
+        out.append(line)
+    return out
 
 
 def append_step_summary(path: Path, finished: FinishedRun, *, verb: str = "apply",

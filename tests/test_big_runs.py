@@ -111,3 +111,22 @@ def test_advice_about_many_leftovers_no_rollback_can_undo_stays_one_short_line(
     assert last.startswith("planctl cannot undo 300 commands (c0, c1, c2, ...)"), last
     assert re.search(r"then, with one --gone per command: planctl rollback \S+ --gone ID$",
                      last), last
+
+
+def test_the_github_step_summary_of_a_huge_run_stays_far_below_githubs_limit(
+        tmp_path: Path) -> None:
+    """GitHub refuses a step summary over 1 MiB (and shows none): 2,000 leftovers with
+    long entities write a few hundred rows at most, and say how many are not shown."""
+    plan = _chain(tmp_path, 2000, entity="file/" + "deep/" * 120)
+    summary = tmp_path / "summary.md"
+    done = _planctl(tmp_path, "apply", str(plan), "--no-rollback",
+                    env=_env(tmp_path, GITHUB_ACTIONS="true", CI="true",
+                             GITHUB_STEP_SUMMARY=str(summary)))
+    assert done.returncode == 2, done.stderr
+    text = summary.read_text(encoding="utf-8")
+    assert len(text.encode()) < 512 * 1024, len(text.encode())
+    assert "**Leftovers** (changed by this run and still there):" in text
+    assert re.search(r"^_… and \d+ more leftovers; `planctl rollback \S+ --dry-run` lists "
+                     r"them all\._$",
+                     text, re.M), text[-2000:]
+    assert text.rstrip().endswith("`")  # the advice, last as ever

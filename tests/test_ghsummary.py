@@ -102,3 +102,24 @@ def test_leftovers_a_rollback_can_undo_say_to_run_it() -> None:
         {"vm": ("REVERT_FAILED", True, None)}, [], status="ROLLBACK_FAILED", exit_code=2,
         leftovers=[_leftover("vm", "inverse failed: exit status 1")])
     assert f"undo them with: `planctl rollback {finished.run_id}`" in markdown(finished)
+
+
+def test_long_cells_are_cut_and_rows_stop_at_the_byte_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error of 100,000 characters takes MAX_CELL of them in its cell, its start and
+    its end; rows past
+    MAX_BYTES are counted as not shown instead of written."""
+    finished = make_finished({"a": ("FAILED", None, None)}, [
+        (0.0, "command", "a", command("STARTING")),
+        (0.1, "command", "a", command("FAILED", error="e" * 100_000 + "nd")),
+    ], status="STOPPED", exit_code=2)
+    row = next(line for line in markdown(finished).splitlines() if line.startswith("| a "))
+    cell = row.split(" | ")[-1].removesuffix(" |")
+    assert len(cell) == ghsummary.MAX_CELL and cell.startswith("eee")
+    assert cell.endswith("…" + "e" * (ghsummary.MAX_CELL // 2 - 2) + "nd")
+    monkeypatch.setattr(ghsummary, "MAX_BYTES", 200)
+    commands = {f"c{n}": ("SUCCEEDED", True, None) for n in range(10)}
+    text = markdown(make_finished(commands, [], status="SUCCEEDED", exit_code=0))
+    shown = [line for line in text.splitlines() if re.match(r"\| c\d ", line)]
+    assert 0 < len(shown) < 10
+    assert f"_{10 - len(shown)} more commands not shown;" in text
