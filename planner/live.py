@@ -181,7 +181,9 @@ class LiveReporter:
         self.close()
         text = Text(summary_text(finished).lstrip("\n"))
         text.highlight_words([finished.status], STYLES.get(finished.status, ""))
-        self.console.print(text, end="")
+        # The terminal may wrap it, rich must not: a command cut by a line break of ours
+        # would not paste whole.
+        self.console.print(text, end="", soft_wrap=True)
 
     def close(self) -> None:
         if self.showing:
@@ -227,18 +229,33 @@ class LiveReporter:
         label.overflow = "ellipsis"
         return label
 
+    def _head(self, now: float) -> Text:
+        """The root line: title, run id, run status, elapsed time, on one line whatever the
+        width (the rows below are counted to fit the screen), the run id dropped and then
+        the title cut where they do not fit, before the status would be."""
+        rest = Text()
+        if self.run_status:
+            rest.append(f"  {self.run_status}", style=STYLES.get(self.run_status, ""))
+        if self.started is not None:
+            rest.append(f"  {format_duration(now - self.started)}", style="dim")
+        run = f"  run {self.run_id}" if self.run_id else ""
+        width = self.console.size.width
+        if len(self.title) + len(run) + len(rest) > width:
+            run = ""
+        head = Text(self.title, style="bold")
+        if len(self.title) + len(rest) > width:
+            head.truncate(max(len("planctl apply ") + 1, width - len(rest)), overflow="ellipsis")
+        head.append(run, style="dim")
+        head.append_text(rest)
+        head.no_wrap = True
+        head.overflow = "ellipsis"
+        return head
+
     def render(self) -> RenderableType:
         """The whole view: a root line for the run, then the commands as a tree."""
         with self.lock:
             now = self.ended or self.clock()  # an ended run's clock stops
-            head = Text(self.title, style="bold")
-            if self.run_id:
-                head.append(f"  run {self.run_id}", style="dim")
-            if self.run_status:
-                head.append(f"  {self.run_status}", style=STYLES.get(self.run_status, ""))
-            if self.started is not None:
-                head.append(f"  {format_duration(now - self.started)}", style="dim")
-            tree = Tree(head, guide_style="dim")
+            tree = Tree(self._head(now), guide_style="dim")
             # Room for the root line, the footer, warnings and the cursor's line.
             limit = max(3, self.console.size.height - 3 - min(3, len(self.warnings)))
             statuses = {iid: row.status for iid, row in self.rows.items()}
@@ -255,7 +272,8 @@ class LiveReporter:
                 seen = set(shown)
                 counts = Counter(statuses[iid] for iid in self.order if iid not in seen)
                 more = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-                parts.append(Text(f"… {hidden} more commands: {more}", style="dim"))
+                parts.append(Text(f"… {hidden} more commands: {more}", style="dim",
+                                  no_wrap=True, overflow="ellipsis"))
             parts.extend(Text(f"warning: {w}", style="yellow", no_wrap=True, overflow="ellipsis")
                          for w in self.warnings[-3:])
             return parts[0] if len(parts) == 1 else Group(*parts)

@@ -4,11 +4,17 @@ nothing else happens."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,3 +136,57 @@ def test_the_github_step_summary_of_a_huge_run_stays_far_below_githubs_limit(
                      r"them all\._$",
                      text, re.M), text[-2000:]
     assert text.rstrip().endswith("`")  # the advice, last as ever
+
+
+def _on_terminal(tmp: Path, rows: int, cols: int, *args: str) -> tuple[int, str]:
+    """Run `planctl ARGS` on a pseudo-terminal of ``rows`` x ``cols``; exit code, output."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = _env(tmp, TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
+    env.pop("NO_COLOR")
+    proc = subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=tmp, env=env,
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = out.decode("utf-8", errors="replace")
+    assert "Traceback" not in text, text
+    return code, text
+
+
+def test_the_live_tree_on_a_narrow_terminal_keeps_to_its_height_and_whole_commands(
+        tmp_path: Path) -> None:
+    """At 40 columns and 12 rows, a plan with a long name and 200 commands: the last frame
+    keeps the title on one line and the `… more commands` line within the screen, and the
+    closing command to copy is never broken by a line break planctl wrote."""
+    plan = _no_inverses(tmp_path, 199,
+                        name="a-plan-whose-name-is-longer-than-forty-columns")
+    code, text = _on_terminal(tmp_path, 12, 40, "apply", str(plan))
+    assert code == 2, text
+    plain = ANSI.sub("", text).replace("\r", "")
+    final = plain[plain.rindex("planctl apply a"):]
+    frame = final[:final.index("ROLLBACK_FAILED in ")].splitlines()
+    assert len(frame) <= 12, frame
+    assert "ROLLBACK_FAILED" in frame[0], frame
+    assert re.match(r"… \d+ more commands: ", frame[-1]), frame
+    assert re.search(r"^planctl cannot undo 199 commands .* planctl rollback \S+ --gone ID$",
+                     final, re.M), final
