@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from .sink import Sink
@@ -15,7 +16,14 @@ from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
 from .tally import FinishedRun, one_line, plan_description, plural, summary_text
 from .tally import format_duration as _duration
 
-__all__ = ["LineReporter", "format_command", "format_run", "format_runs"]
+__all__ = ["PROGRESS_INTERVAL", "LineReporter", "format_command", "format_run", "format_runs"]
+
+# Seconds without a line after which plain lines say what is still running, as
+# Terraform's "Still creating... [10s elapsed]" does: a CI log shows a sign of life (and
+# a CI system that kills a job silent for too long leaves it alone).
+PROGRESS_INTERVAL = 10.0
+_ACTIVE = frozenset({"STARTING", "RUNNING", "REVERTING"})
+_SHOWN_ACTIVE = 3  # commands a progress line names; it counts the others
 
 _COLORS = {
     "SUCCEEDED": "32", "REVERTED": "32", "UNCHANGED": "2", "SKIPPED": "2",
@@ -31,15 +39,91 @@ def _paint(text: str, status: str, color: bool) -> str:
 
 
 class LineReporter:
-    """A listener that prints one plain line per event (no control codes unless ``color``)."""
+    """A listener that prints one plain line per event (no control codes unless ``color``).
 
-    def __init__(self, stream: TextIO, *, color: bool = False) -> None:
+    When ``progress`` seconds pass without a line while commands are in flight (a copy
+    polled for minutes), it prints one line naming the longest-running ones; 0 turns
+    that off. The timer runs on the loop that delivers the events.
+    """
+
+    def __init__(self, stream: TextIO, *, color: bool = False,
+                 progress: float = PROGRESS_INTERVAL,
+                 clock: Callable[[], float] = time.time) -> None:
         self.sink = Sink(stream)
         self.color = color
         self.started: float | None = None
+        self.progress = progress
+        self.clock = clock
+        self.active: dict[str, float] = {}  # command in flight -> since when
+        self.done: set[str] = set()  # commands that started and are no longer in flight
+        self.total: object = None  # commands in the plan, once the run says
+        self.last = 0.0  # when the last line was written
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_loop: asyncio.AbstractEventLoop | None = None
+        self.ended = False
 
     def __call__(self, event: EventRecord) -> None:
         self.sink.write(self.line(event))
+        self._follow(event)
+
+    def _follow(self, event: EventRecord) -> None:
+        """Keep what a progress line says, and its timer, up to date."""
+        self.last = self.clock()
+        data = event.data
+        if event.kind == "run":
+            self.total = data.get("commands", self.total)
+            if "leftovers" in data:  # the run ended
+                self.close()
+                return
+        elif event.kind == "command" and event.command_id is not None:
+            status = str(data.get("status"))
+            if status in _ACTIVE:
+                if status != "RUNNING" or event.command_id not in self.active:
+                    self.active[event.command_id] = event.ts
+            else:
+                self.active.pop(event.command_id, None)
+                if status != "PENDING":
+                    self.done.add(event.command_id)
+        if self.progress <= 0 or self.ended:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.timer is None or self.timer_loop is not loop:  # none, or one of a closed loop
+            self.timer_loop = loop
+            self.timer = loop.call_later(self.progress, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.ended:
+            return
+        now = self.clock()
+        if self.active and now - self.last >= self.progress * 0.99:
+            self.sink.write(self.progress_line(now))
+            self.last = now
+        delay = max(self.progress - (now - self.last), self.progress / 10)
+        self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def progress_line(self, now: float) -> str:
+        """``still running  2 commands: copy 1m05s, check 3.20s; 4 of 9 done``."""
+        longest = sorted(self.active.items(), key=lambda item: item[1])
+        shown = ", ".join(f"{iid} {_duration(now - since)}"
+                          for iid, since in longest[:_SHOWN_ACTIVE])
+        if len(longest) > _SHOWN_ACTIVE:
+            shown += f" and {len(longest) - _SHOWN_ACTIVE} more"
+        text = f"{'still running':<14} {plural(len(longest), 'command')}: {shown}"
+        if isinstance(self.total, int):
+            text += f"; {len(self.done)} of {self.total} done"
+        elapsed = now - (self.started if self.started is not None else now)
+        return f"{elapsed:8.2f}s  {one_line(text)}\n"
+
+    def close(self) -> None:
+        """No more progress lines (the run ended, or the CLI gives up)."""
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def line(self, event: EventRecord) -> str:
         """The line of one event, with its time since the first event seen."""
@@ -79,6 +163,7 @@ class LineReporter:
 
     def finish(self, finished: FinishedRun) -> None:
         """Print the summary: status, duration, counts, leftovers, what to do next."""
+        self.close()
         self.sink.write(summary_text(finished, lambda t, s: _paint(t, s, self.color)))
 
 

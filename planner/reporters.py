@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .executor import RunOutcome
     from .loader import LoadedPlan
 
-__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color"]
+__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color",
+           "progress_interval"]
 
 JSON, LIVE, PLAIN = "json", "live", "plain"
 
@@ -39,6 +40,26 @@ def choose_view(output: str, stream: TextIO, environ: Mapping[str, str]) -> str:
     if tty and not no_color(environ) and environ.get("TERM", "") != "dumb":
         return LIVE
     return PLAIN
+
+
+def progress_interval(environ: Mapping[str, str]) -> float:
+    """``PLANCTL_PROGRESS_INTERVAL``: seconds without a plain line after which one says what
+    is still running (default 10; 0: never)."""
+    from .report import PROGRESS_INTERVAL
+
+    text = environ.get("PLANCTL_PROGRESS_INTERVAL", "").strip()
+    if not text:
+        return PROGRESS_INTERVAL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        from .errors import UsageError
+
+        raise UsageError(f"PLANCTL_PROGRESS_INTERVAL={text!r}: expected seconds "
+                         f"(0 turns the progress lines off)")
+    return seconds
 
 
 class Reporting:
@@ -88,7 +109,7 @@ class Reporting:
         else:
             from .report import LineReporter
 
-            self.listener = LineReporter(stdout)
+            self.listener = LineReporter(stdout, progress=progress_interval(environ))
             self.human = Sink(stdout)
 
     def __call__(self, event: EventRecord) -> None:

@@ -190,3 +190,50 @@ def test_the_live_tree_on_a_narrow_terminal_keeps_to_its_height_and_whole_comman
     assert re.match(r"… \d+ more commands: ", frame[-1]), frame
     assert re.search(r"^planctl cannot undo 199 commands .* planctl rollback \S+ --gone ID$",
                      final, re.M), final
+
+
+def _sleepy(tmp: Path) -> Path:
+    plan = tmp / "sleepy.yaml"
+    plan.write_text("name: sleepy\ncommands:\n"
+                    "  - id: quick\n    changes: false\n    run: {shell: 'true'}\n"
+                    "  - id: slow_copy\n    changes: false\n    needs: quick\n"
+                    "    run: {shell: 'sleep 1.5'}\n")
+    return plan
+
+
+def test_plain_lines_say_what_is_still_running_when_nothing_else_happens(
+        tmp_path: Path) -> None:
+    """A CI log needs a sign of life: when no event was printed for
+    PLANCTL_PROGRESS_INTERVAL seconds, a line names what is still running and for how
+    long; JSON output gets no such text."""
+    plan = _sleepy(tmp_path)
+    done = _planctl(tmp_path, "apply", str(plan),
+                    env=_env(tmp_path, PLANCTL_PROGRESS_INTERVAL="0.4"))
+    assert done.returncode == 0, done.stderr
+    progress = [line for line in done.stdout.splitlines() if "still running" in line]
+    assert progress, done.stdout
+    assert re.match(r"^\s+\d+\.\d\ds  still running  1 command: slow_copy \d+\.\d\ds"
+                    r"; 1 of 2 done$", progress[0]), progress
+
+    done = _planctl(tmp_path, "apply", str(plan), "-o", "json",
+                    env=_env(tmp_path, PLANCTL_PROGRESS_INTERVAL="0.4"))
+    assert done.returncode == 0, done.stderr
+    assert "still running" not in done.stdout + done.stderr
+    assert all(json.loads(line) for line in done.stdout.splitlines())
+
+
+def test_progress_lines_can_be_turned_off_and_a_bad_interval_is_a_usage_error(
+        tmp_path: Path) -> None:
+    """PLANCTL_PROGRESS_INTERVAL=0 prints no progress line; a value that is not a number
+    of seconds exits 3 before anything runs."""
+    plan = _sleepy(tmp_path)
+    done = _planctl(tmp_path, "apply", str(plan),
+                    env=_env(tmp_path, PLANCTL_PROGRESS_INTERVAL="0"))
+    assert done.returncode == 0, done.stderr
+    assert "still running" not in done.stdout
+    bad = _env(tmp_path, PLANCTL_PROGRESS_INTERVAL="soon",
+               PLANCTL_STATE=str(tmp_path / "bad.db"))
+    done = _planctl(tmp_path, "apply", str(plan), env=bad)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PLANCTL_PROGRESS_INTERVAL" in done.stderr
+    assert _planctl(tmp_path, "runs", env=bad).stdout == "no runs recorded\n"
