@@ -18,7 +18,7 @@ from ._version import __version__
 from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from .loader import LoadedPlan
     from .reporters import Reporting
@@ -56,6 +56,19 @@ def _print_diagnostic(diagnostic: Diagnostic) -> None:
         word = diagnostic.severity.value
         text = text.replace(f": {word}: ", ": " + typer.style(word, fg=colour, bold=True) + ": ", 1)
     typer.echo(text, err=True)
+
+
+# apply and plan show this many of a plan's warnings (validate shows them all): a
+# generated plan of thousands of commands must not bury the run under its warnings.
+MAX_WARNINGS = 10
+
+
+def _print_warnings(plan: Path, warnings: Sequence[Diagnostic]) -> None:
+    for warning in warnings[:MAX_WARNINGS]:
+        _print_diagnostic(warning)
+    if len(warnings) > MAX_WARNINGS:
+        typer.echo(f"{plan}: {len(warnings) - MAX_WARNINGS} more warnings; "
+                   f"`planctl validate {plan}` lists them all", err=True)
 
 
 DEFAULT_STATE = os.path.join(".planctl", "state.db")
@@ -273,8 +286,7 @@ def plan_command(
     from .preview import format_preview, preview_plan
 
     loaded = _load(plan, var, vars_file)
-    for warning in loaded.warnings:
-        _print_diagnostic(warning)
+    _print_warnings(plan, loaded.warnings)
     from .sqlite_store import read_locks
 
     locks = read_locks(state)  # StateError: exit 3 like any unusable store
@@ -455,8 +467,7 @@ def apply(
     from .executor import ApplyOptions, Runner, execute, resolve_secrets
 
     loaded = _load(plan, var, vars_file)
-    for warning in loaded.warnings:
-        _print_diagnostic(warning)
+    _print_warnings(plan, loaded.warnings)
     secrets = resolve_secrets(loaded)
     store = _store(state)
     reporter = _reporting(output, junit, "apply", loaded)

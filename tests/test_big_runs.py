@@ -237,3 +237,17 @@ def test_progress_lines_can_be_turned_off_and_a_bad_interval_is_a_usage_error(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "PLANCTL_PROGRESS_INTERVAL" in done.stderr
     assert _planctl(tmp_path, "runs", env=bad).stdout == "no runs recorded\n"
+
+
+def test_apply_and_plan_show_a_few_plan_warnings_and_count_the_rest(tmp_path: Path) -> None:
+    """A generated plan of 300 commands without an inverse: apply and plan print the first
+    warnings and a line counting the others (`planctl validate` lists every one)."""
+    plan = _no_inverses(tmp_path, 300)
+    for args in (["apply"], ["plan"]):
+        done = _planctl(tmp_path, *args, str(plan))
+        warnings = [line for line in done.stderr.splitlines() if ": warning: " in line]
+        assert 0 < len(warnings) <= 10, done.stderr[:3000]
+        assert f"{plan}: {300 - len(warnings)} more warnings; `planctl validate {plan}` " \
+               f"lists them all" in done.stderr.splitlines(), done.stderr[-1000:]
+    done = _planctl(tmp_path, "validate", str(plan))
+    assert len([line for line in done.stderr.splitlines() if ": warning: " in line]) == 300
