@@ -16,7 +16,8 @@ from .store import CommandRecord, EventRecord, RunRecord, TaskRecord
 from .tally import FinishedRun, one_line, plan_description, plural, summary_text
 from .tally import format_duration as _duration
 
-__all__ = ["PROGRESS_INTERVAL", "LineReporter", "format_command", "format_run", "format_runs"]
+__all__ = ["PROGRESS_INTERVAL", "LineReporter", "Progress", "format_command", "format_run",
+           "format_runs"]
 
 # Seconds without a line after which plain lines say what is still running, as
 # Terraform's "Still creating... [10s elapsed]" does: a CI log shows a sign of life (and
@@ -38,37 +39,33 @@ def _paint(text: str, status: str, color: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if color and code else text
 
 
-class LineReporter:
-    """A listener that prints one plain line per event (no control codes unless ``color``).
+class Progress:
+    """The ``still running`` line: when ``interval`` seconds pass without a line on its
+    sink while commands are in flight (a copy polled for minutes), one line names the
+    longest-running ones; 0 turns it off. The timer runs on the loop that delivers the
+    events. ``follow`` each event; ``printed`` says whether that event put a line on the
+    same sink (plain lines), which puts the next progress line off."""
 
-    When ``progress`` seconds pass without a line while commands are in flight (a copy
-    polled for minutes), it prints one line naming the longest-running ones; 0 turns
-    that off. The timer runs on the loop that delivers the events.
-    """
-
-    def __init__(self, stream: TextIO, *, color: bool = False,
-                 progress: float = PROGRESS_INTERVAL,
+    def __init__(self, sink: Sink, interval: float = PROGRESS_INTERVAL,
                  clock: Callable[[], float] = time.time) -> None:
-        self.sink = Sink(stream)
-        self.color = color
-        self.started: float | None = None
-        self.progress = progress
+        self.sink = sink
+        self.interval = interval
         self.clock = clock
+        self.started: float | None = None  # the first event's time: lines count from it
         self.active: dict[str, float] = {}  # command in flight -> since when
         self.done: set[str] = set()  # commands that started and are no longer in flight
         self.total: object = None  # commands in the plan, once the run says
-        self.last = 0.0  # when the last line was written
+        self.last = clock()  # when the last line was written
         self.timer: asyncio.TimerHandle | None = None
         self.timer_loop: asyncio.AbstractEventLoop | None = None
         self.ended = False
 
-    def __call__(self, event: EventRecord) -> None:
-        self.sink.write(self.line(event))
-        self._follow(event)
-
-    def _follow(self, event: EventRecord) -> None:
+    def follow(self, event: EventRecord, *, printed: bool) -> None:
         """Keep what a progress line says, and its timer, up to date."""
-        self.last = self.clock()
+        if self.started is None:
+            self.started = event.ts
+        if printed:
+            self.last = self.clock()
         data = event.data
         if event.kind == "run":
             self.total = data.get("commands", self.total)
@@ -84,7 +81,7 @@ class LineReporter:
                 self.active.pop(event.command_id, None)
                 if status != "PENDING":
                     self.done.add(event.command_id)
-        if self.progress <= 0 or self.ended:
+        if self.interval <= 0 or self.ended:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -92,20 +89,20 @@ class LineReporter:
             return
         if self.timer is None or self.timer_loop is not loop:  # none, or one of a closed loop
             self.timer_loop = loop
-            self.timer = loop.call_later(self.progress, self._tick)
+            self.timer = loop.call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
         self.timer = None
         if self.ended:
             return
         now = self.clock()
-        if self.active and now - self.last >= self.progress * 0.99:
-            self.sink.write(self.progress_line(now))
+        if self.active and now - self.last >= self.interval * 0.99:
+            self.sink.write(self.line(now))
             self.last = now
-        delay = max(self.progress - (now - self.last), self.progress / 10)
+        delay = max(self.interval - (now - self.last), self.interval / 10)
         self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
-    def progress_line(self, now: float) -> str:
+    def line(self, now: float) -> str:
         """``still running  2 commands: copy 1m05s, check 3.20s; 4 of 9 done``."""
         longest = sorted(self.active.items(), key=lambda item: item[1])
         shown = ", ".join(f"{iid} {_duration(now - since)}"
@@ -124,6 +121,27 @@ class LineReporter:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+class LineReporter:
+    """A listener that prints one plain line per event (no control codes unless ``color``),
+    and a ``still running`` line (``Progress``) when there has been none for ``progress``
+    seconds while commands are in flight."""
+
+    def __init__(self, stream: TextIO, *, color: bool = False,
+                 progress: float = PROGRESS_INTERVAL,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sink = Sink(stream)
+        self.color = color
+        self.started: float | None = None
+        self.progress = Progress(self.sink, progress, clock)
+
+    def __call__(self, event: EventRecord) -> None:
+        self.sink.write(self.line(event))
+        self.progress.follow(event, printed=True)
+
+    def close(self) -> None:
+        self.progress.close()
 
     def line(self, event: EventRecord) -> str:
         """The line of one event, with its time since the first event seen."""
@@ -163,7 +181,7 @@ class LineReporter:
 
     def finish(self, finished: FinishedRun) -> None:
         """Print the summary: status, duration, counts, leftovers, what to do next."""
-        self.close()
+        self.progress.close()
         self.sink.write(summary_text(finished, lambda t, s: _paint(t, s, self.color)))
 
 

@@ -15,6 +15,7 @@ from .tally import FinishedRun, HistoryBook, finished_run, read_finished_run, su
 if TYPE_CHECKING:
     from .executor import RunOutcome
     from .loader import LoadedPlan
+    from .report import Progress
 
 __all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color",
            "progress_interval"]
@@ -89,12 +90,17 @@ class Reporting:
         self.read_only = frozenset(iid for iid, i in instances.items() if not i.spec.changes)
         self.stderr = Sink(stderr)
         self.listener: Any
+        self.progress: Progress | None = None
         if self.view == JSON:
             from .ndjson import JsonReporter
+            from .report import Progress
 
             self.listener = JsonReporter(stdout, plan=self.plan, commands=len(instances),
                                          entities=entities)
             self.human = self.stderr
+            # stdout goes to a file or a program: the sign of life of a long run goes to
+            # stderr, which a CI log shows.
+            self.progress = Progress(self.stderr, progress_interval(environ))
         elif self.view == LIVE:
             from rich.console import Console
 
@@ -116,6 +122,8 @@ class Reporting:
         self.run_id = event.run_id
         self.book.add(event)
         self.listener(event)
+        if self.progress is not None:
+            self.progress.follow(event, printed=False)
 
     def say(self, text: str) -> None:
         """Human text: on stdout, or on stderr when stdout carries JSON."""
@@ -144,6 +152,8 @@ class Reporting:
             leftovers=[{"command": x.command, "entity": x.entity, "status": x.status,
                         "reason": x.reason} for x in outcome.leftovers],
             read_only=self.read_only)
+        if self.progress is not None:
+            self.progress.close()
         self.listener.finish(finished)
         if self.view == JSON:
             self.stderr.write(summary_text(finished).lstrip("\n"))
@@ -188,6 +198,8 @@ class Reporting:
 
     def close(self) -> None:
         """Give the terminal back (cursor, line discipline), however the run ended."""
+        if self.progress is not None:
+            self.progress.close()
         close = getattr(self.listener, "close", None)
         if close is not None:
             close()
