@@ -8,6 +8,7 @@ import re
 import sys
 import tempfile
 import traceback
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -18,12 +19,12 @@ from ._version import __version__
 from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     from .loader import LoadedPlan
     from .reporters import Reporting
     from .sqlite_store import SQLiteStore
-    from .store import CommandRecord
+    from .store import CommandRecord, RunRecord
 
 __all__ = ["app", "main"]
 
@@ -419,8 +420,8 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
         if found is None:
             raise UsageError("no runs recorded in this state store")
         return found
-    if store.get_run(run) is None:
-        matches = [r.id for r in store.list_runs(1000) if r.id.startswith(run)]
+    matches = store.run_ids(run)
+    if run not in matches:
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -690,7 +691,7 @@ def runs(
 
     store = _store(state, must_exist=True)
     try:
-        typer.echo(format_runs(store.list_runs(limit)), nl=False)
+        typer.echo(format_runs(store.list_runs(limit, plans=False)), nl=False)
     finally:
         store.close()
 
@@ -734,12 +735,13 @@ def show(
             typer.echo(format_run(record, store.get_commands(run_id), store.get_tasks(run_id),
                                   _names(store, run_id)), nl=False)
             return
-        commands = store.get_commands(run_id)
-        found = commands.get(command)
+        found = store.get_commands(run_id, command).get(command)
         if found is None:
-            raise UsageError(_unknown_command(run_id, command, commands))
-        typer.echo(format_command(record, found, store.get_tasks(run_id),
-                                  store.get_events(run_id),
+            raise UsageError(_unknown_command(run_id, command, store.get_commands(run_id)))
+        # Its own events, and the run's first (its history is timed from there).
+        first = store.get_events(run_id, limit=1)
+        history = [e for e in store.get_events(run_id, command) if e not in first]
+        typer.echo(format_command(record, found, store.get_tasks(run_id), first + history,
                                   _names(store, run_id).get(command)), nl=False)
     finally:
         store.close()
@@ -750,7 +752,7 @@ def _command_hint(store: SQLiteStore, word: str | None) -> str:
     import shlex
 
     last = store.last_run_id()
-    if word is None or last is None or word not in store.get_commands(last):
+    if word is None or last is None or not store.get_commands(last, word):
         return ""
     return f"; to show command {word} of the most recent run: " \
            f"`planctl show --last {shlex.quote(word)}`"
@@ -794,15 +796,16 @@ def events(
         run_id = _run_id(store, run, last)
         record = store.get_run(run_id)
         assert record is not None  # _run_id found it
-        commands = store.get_commands(run_id)
-        if command is not None and command not in commands:
-            raise UsageError(f"--command {_unknown_command(run_id, command, commands)}")
+        if command is not None and not store.get_commands(run_id, command):
+            raise UsageError(f"--command "
+                             f"{_unknown_command(run_id, command, store.get_commands(run_id))}")
         # The same reporter as `--output json`, fed the log from its start, so each object
-        # is the one the run streamed (entities of task events learnt from command events).
-        reporter = JsonReporter(sys.stdout, plan=record.plan_name, commands=len(commands))
-        for event in store.get_events(run_id):
-            if command is None or event.command_id == command:
-                reporter(event)
+        # is the one the run streamed (entities of task events learnt from command events,
+        # which a command's own events include).
+        reporter = JsonReporter(sys.stdout, plan=record.plan_name,
+                                commands=store.command_count(run_id))
+        for event in store.get_events(run_id, command):
+            reporter(event)
     finally:
         store.close()
 
@@ -813,11 +816,28 @@ def _names(store: SQLiteStore, run_id: str) -> dict[str, str]:
     from .executor import load_run
     from .graph import command_names
 
+    if not _declares_names(store.get_run(run_id)):
+        return {}  # loading a big plan (seconds) to find no name is not worth it
     try:
         loaded = load_run(store, run_id)
     except PlanctlError:
         return {}
     return command_names(loaded.plan, loaded.graph, run_id)
+
+
+def _declares_names(run: RunRecord | None) -> bool:
+    """Whether the run's plan snapshot gives any command a `name`."""
+    if run is None or not isinstance(run.snapshot, Mapping):
+        return False
+    todo = [run.snapshot.get("commands")]
+    while todo:
+        commands = todo.pop()
+        for command in commands if isinstance(commands, list) else ():
+            if isinstance(command, Mapping):
+                if "name" in command:
+                    return True
+                todo.append(command.get("children"))
+    return False
 
 
 def _internal_error(exc: BaseException) -> int:

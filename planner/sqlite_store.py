@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -200,6 +200,9 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._bases: dict[str, int] = {}
+        # Each run's plan snapshot and vars, parsed once: they never change after
+        # create_run, and a 100,000-command snapshot takes ~0.25 s to parse.
+        self._plans: dict[str, tuple[Any, Any]] = {}
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -377,27 +380,46 @@ class SQLiteStore:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def _run(self, row: Iterable[Any]) -> RunRecord:
-        (rid, name, file, status, started, ended, snapshot, variables, host, pid,
-         error) = row
-        return RunRecord(rid, name, file, status, started, json.loads(snapshot),
-                         json.loads(variables), host, pid, ended, error)
+    def _run(self, row: Sequence[Any]) -> RunRecord:
+        """A record from a row of ``_RUN_COLUMNS``; its snapshot and vars are parsed once
+        per run, or left empty (``{}``) when the row does not carry them."""
+        (rid, name, file, status, started, ended, host, pid, error) = row[:9]
+        plan = self._plans.get(rid)
+        if plan is None:
+            if len(row) == 9:
+                snapshot: Any = {}
+                variables: Any = {}
+            else:
+                snapshot, variables = json.loads(row[9]), json.loads(row[10])
+                self._plans[rid] = (snapshot, variables)
+        else:
+            snapshot, variables = plan
+        return RunRecord(rid, name, file, status, started, snapshot, variables, host, pid,
+                         ended, error)
 
-    _RUN_COLUMNS = ("id, plan_name, plan_file, status, started_at, ended_at, snapshot,"
-                    " variables, host, pid, error")
+    _RUN_COLUMNS = "id, plan_name, plan_file, status, started_at, ended_at, host, pid, error"
 
     def get_run(self, run_id: str) -> RunRecord | None:
+        plan = "" if run_id in self._plans else ", snapshot, variables"
         row = self.db.execute(
-            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+            f"SELECT {self._RUN_COLUMNS}{plan} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
         return self._run(row) if row else None
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+    def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
+        # Without plans, the snapshots (megabytes for a big plan) are not even read.
         rows = self.db.execute(
-            f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            f"SELECT {self._RUN_COLUMNS}{', snapshot, variables' if plans else ''} FROM runs"
+            " ORDER BY started_at DESC, id DESC LIMIT ?",
             (limit,),
         )
         return [self._run(r) for r in rows]
+
+    def run_ids(self, prefix: str = "") -> list[str]:
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started_at DESC, id DESC",
+            (len(prefix), prefix))
+        return [row[0] for row in rows]
 
     def last_run_id(self) -> str | None:
         row = self.db.execute(
@@ -405,12 +427,14 @@ class SQLiteStore:
         ).fetchone()
         return row[0] if row else None
 
-    def get_commands(self, run_id: str) -> dict[str, CommandRecord]:
+    def get_commands(self, run_id: str, command_id: str | None = None
+                     ) -> dict[str, CommandRecord]:
         rows = self.db.execute(
             "SELECT run_id, id, spec_id, ord, parent, entity, status, execution_reason, changed,"
             " attempts, revert_attempts, params, result, outputs, error, started_at, ended_at"
-            " FROM commands WHERE run_id = ? ORDER BY ord",
-            (run_id,),
+            " FROM commands WHERE run_id = ?"
+            + (" ORDER BY ord" if command_id is None else " AND id = ?"),
+            (run_id,) if command_id is None else (run_id, command_id),
         )
         out = {}
         for (rid, cid, spec, order, parent, entity, status, reason, changed, attempts,
@@ -421,6 +445,10 @@ class SQLiteStore:
                 _loads(params), _loads(result), _loads(outputs), error, started, ended,
             )
         return out
+
+    def command_count(self, run_id: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM commands WHERE run_id = ?",
+                                   (run_id,)).fetchone()[0])
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         rows = self.db.execute(
@@ -433,15 +461,18 @@ class SQLiteStore:
             for r in rows
         ]
 
-    def get_events(self, run_id: str) -> list[EventRecord]:
+    def get_events(self, run_id: str, command_id: str | None = None, *,
+                   limit: int | None = None) -> list[EventRecord]:
         row = self.db.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return []
         base = row[0] << _SEQ_BITS
+        # One command's events are picked by SQLite: the others' data is not decoded.
         rows = self.db.execute(
             "SELECT id, ts, kind, command_id, data FROM event_log WHERE id BETWEEN ? AND ?"
-            " ORDER BY id",
-            (base, base | _SEQ_MASK),
+            + ("" if command_id is None else " AND command_id = ?") + " ORDER BY id"
+            + ("" if limit is None else f" LIMIT {int(limit)}"),
+            (base, base | _SEQ_MASK, *(() if command_id is None else (command_id,))),
         )
         return [EventRecord(run_id, r[1], r[2], r[3], json.loads(r[4]), r[0] & _SEQ_MASK)
                 for r in rows]

@@ -141,11 +141,25 @@ class Store(Protocol):
     def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None: ...
     def commit(self, run_id: str, batch: Batch) -> None: ...
     def get_run(self, run_id: str) -> RunRecord | None: ...
-    def list_runs(self, limit: int = 50) -> list[RunRecord]: ...
+    def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
+        """The ``limit`` most recent runs, newest first; without ``plans``, their
+        records' ``snapshot`` and ``variables`` are left empty (a listing's, cheap)."""
+        ...
+    def run_ids(self, prefix: str = "") -> list[str]:
+        """The ids of every run that start with ``prefix``, newest first."""
+        ...
     def last_run_id(self) -> str | None: ...
-    def get_commands(self, run_id: str) -> dict[str, CommandRecord]: ...
+    def get_commands(self, run_id: str, command_id: str | None = None
+                     ) -> dict[str, CommandRecord]:
+        """The run's commands in plan order; with ``command_id``, only that one (if any)."""
+        ...
+    def command_count(self, run_id: str) -> int: ...
     def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
-    def get_events(self, run_id: str) -> list[EventRecord]: ...
+    def get_events(self, run_id: str, command_id: str | None = None, *,
+                   limit: int | None = None) -> list[EventRecord]:
+        """The run's events in order; with ``command_id``, only that command's; with
+        ``limit``, the first ``limit`` of them."""
+        ...
     def last_seq(self, run_id: str) -> int: ...
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
                       now: float, alive: Callable[[LockRecord], bool] | None = None,
@@ -220,23 +234,36 @@ class MemoryStore:
     def get_run(self, run_id: str) -> RunRecord | None:
         return self.runs.get(run_id)
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+    def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
         ordered = sorted(self.runs.values(), key=lambda r: (r.started_at, r.id), reverse=True)
+        if not plans:
+            return [replace(r, snapshot={}, variables={}) for r in ordered[:limit]]
         return ordered[:limit]
+
+    def run_ids(self, prefix: str = "") -> list[str]:
+        return [r.id for r in self.list_runs(len(self.runs)) if r.id.startswith(prefix)]
 
     def last_run_id(self) -> str | None:
         runs = self.list_runs(1)
         return runs[0].id if runs else None
 
-    def get_commands(self, run_id: str) -> dict[str, CommandRecord]:
+    def get_commands(self, run_id: str, command_id: str | None = None
+                     ) -> dict[str, CommandRecord]:
         rows = self.commands.get(run_id, {})
-        return {c.id: c for c in sorted(rows.values(), key=lambda c: c.order)}
+        return {c.id: c for c in sorted(rows.values(), key=lambda c: c.order)
+                if command_id is None or c.id == command_id}
+
+    def command_count(self, run_id: str) -> int:
+        return len(self.commands.get(run_id, {}))
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [t for t in self.tasks.values() if t.run_id == run_id]
 
-    def get_events(self, run_id: str) -> list[EventRecord]:
-        return [e for e in self.events if e.run_id == run_id]
+    def get_events(self, run_id: str, command_id: str | None = None, *,
+                   limit: int | None = None) -> list[EventRecord]:
+        found = [e for e in self.events if e.run_id == run_id
+                 and (command_id is None or e.command_id == command_id)]
+        return found if limit is None else found[:limit]
 
     def last_seq(self, run_id: str) -> int:
         return max((e.seq for e in self.events if e.run_id == run_id), default=0)

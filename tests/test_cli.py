@@ -479,3 +479,20 @@ def test_an_ambiguous_run_prefix_lists_the_runs_it_matches(tmp_path: Path) -> No
     done = planctl("show", "x", "--state", str(db))
     assert (done.returncode, done.stderr) == (3, "planctl: error: unknown run 'x'\n")
     assert planctl("show", "20261130-11", "--state", str(db)).returncode == 0
+
+
+def test_a_run_prefix_finds_a_run_older_than_the_newest_thousand(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A RUN prefix is matched against every recorded run, not only the 1,000 most recent
+    (they once were: the oldest run of 1,001 was an unknown run)."""
+    from planner.sqlite_store import SQLiteStore
+    from planner.store import RunRecord
+
+    db = tmp_path / "state.db"
+    store = SQLiteStore(db)
+    for n in range(1001):
+        store.create_run(RunRecord(f"20261130-{n:06d}-abcdef", "p", "p.yaml", "SUCCEEDED",
+                                   1_796_000_000.0 + n, {}, {}), [])
+    store.close()
+    assert main(["show", "20261130-000000", "--state", str(db)]) == 0
+    assert "run      20261130-000000-abcdef\n" in capsys.readouterr().out

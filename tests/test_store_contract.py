@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -244,6 +245,53 @@ def test_list_runs_is_newest_first_and_limited(store: Store) -> None:
         store.create_run(run_record(run_id, started), [])
     assert [r.id for r in store.list_runs()] == ["c", "b", "a"]
     assert [r.id for r in store.list_runs(2)] == ["c", "b"]
+
+
+def test_list_runs_without_plans_leaves_snapshot_and_variables_empty(store: Store) -> None:
+    """list_runs(plans=False) gives the same runs, in the same order, with every field but
+    the plan snapshot and vars, which are empty; get_run still has them afterwards."""
+    for run_id, started in [("b", 2000.0), ("a", 1000.0)]:
+        store.create_run(run_record(run_id, started), [])
+    listed = store.list_runs(plans=False)
+    assert [(r.id, r.snapshot, r.variables) for r in listed] == [("b", {}, {}), ("a", {}, {})]
+    assert listed[0] == dataclasses.replace(run_record("b", 2000.0), snapshot={},
+                                            variables={})
+    assert store.get_run("b") == run_record("b", 2000.0)
+    assert store.list_runs(1) == [run_record("b", 2000.0)]
+
+
+def test_run_ids_match_a_prefix_newest_first(store: Store) -> None:
+    """run_ids(prefix) lists every run whose id starts with it, newest first; "" all."""
+    for run_id, started in [("ab", 2000.0), ("aa", 3000.0), ("b", 1000.0), ("a%_", 500.0)]:
+        store.create_run(run_record(run_id, started), [])
+    assert store.run_ids("a") == ["aa", "ab", "a%_"]
+    assert store.run_ids("a%") == ["a%_"]
+    assert store.run_ids("ab") == ["ab"]
+    assert store.run_ids("c") == []
+    assert store.run_ids() == ["aa", "ab", "b", "a%_"]
+
+
+def test_one_command_and_the_command_count(run: Store) -> None:
+    """get_commands(run, id) holds that command alone (nothing for an unknown id), as the
+    full read has it; command_count counts the run's commands."""
+    every = run.get_commands("run-1")
+    assert run.get_commands("run-1", "clone[disk0]") == {"clone[disk0]": every["clone[disk0]"]}
+    assert run.get_commands("run-1", "nope") == {}
+    assert run.get_commands("run-2", "add_vm") == {}
+    assert (run.command_count("run-1"), run.command_count("run-2")) == (3, 0)
+
+
+def test_events_of_one_command_and_the_first_ones(run: Store) -> None:
+    """get_events(run, command_id) keeps that command's events, in order; ``limit`` keeps
+    the first ones."""
+    events = [EventRecord("run-1", float(seq), "command", cid, {"status": "RUNNING"}, seq)
+              for seq, cid in enumerate(["add_vm", "clone[disk0]", "add_vm", None], start=1)]
+    run.commit("run-1", Batch(events=events))
+    assert run.get_events("run-1", "add_vm") == [events[0], events[2]]
+    assert run.get_events("run-1", "clone[disk1]") == []
+    assert run.get_events("run-1", limit=1) == [events[0]]
+    assert run.get_events("run-1", "add_vm", limit=1) == [events[0]]
+    assert run.get_events("run-1", limit=10) == events
 
 
 def test_last_run_id_is_the_newest_run(store: Store) -> None:
