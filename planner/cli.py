@@ -568,6 +568,7 @@ def resume(
         planctl resume --last
     """
     from .executor import execute, load_run
+    from .reporters import reports_due
 
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
@@ -576,11 +577,14 @@ def resume(
         record = store.get_run(run_id)
         if record is not None and record.status not in ("RUNNING", "INTERRUPTED",
                                                         "ROLLING_BACK"):
+            message = (f"run {run_id} ended {record.status}: nothing to resume"
+                       + (f" (undo it with: planctl rollback {run_id})"
+                          if record.status in ("STOPPED", "ROLLBACK_FAILED") else ""))
+            if not reports_due(output.value, junit, os.environ):
+                typer.echo(message)  # all there is to say: the plan need not be loaded
+                raise typer.Exit(0)
             reporter = _reporting(output, junit, "resume", load_run(store, run_id))
-            reporter.nothing_to_do(store, run_id, (
-                f"run {run_id} ended {record.status}: nothing to resume"
-                + (f" (undo it with: planctl rollback {run_id})"
-                   if record.status in ("STOPPED", "ROLLBACK_FAILED") else "")))
+            reporter.nothing_to_do(store, run_id, message)
             raise typer.Exit(0)
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
                                             "resume")
@@ -732,12 +736,13 @@ def show(
         record = store.get_run(run_id)
         assert record is not None  # _run_id found it
         if command is None:
-            typer.echo(format_run(record, store.get_commands(run_id), store.get_tasks(run_id),
-                                  _names(store, run_id)), nl=False)
+            typer.echo(format_run(record, store.get_commands(run_id, details=False),
+                                  store.get_tasks(run_id), _names(store, run_id)), nl=False)
             return
         found = store.get_commands(run_id, command).get(command)
         if found is None:
-            raise UsageError(_unknown_command(run_id, command, store.get_commands(run_id)))
+            raise UsageError(_unknown_command(run_id, command,
+                                              store.get_commands(run_id, details=False)))
         # Its own events, and the run's first (its history is timed from there).
         first = store.get_events(run_id, limit=1)
         history = [e for e in store.get_events(run_id, command) if e not in first]
@@ -797,17 +802,24 @@ def events(
         record = store.get_run(run_id)
         assert record is not None  # _run_id found it
         if command is not None and not store.get_commands(run_id, command):
-            raise UsageError(f"--command "
-                             f"{_unknown_command(run_id, command, store.get_commands(run_id))}")
+            every = store.get_commands(run_id, details=False)
+            raise UsageError(f"--command {_unknown_command(run_id, command, every)}")
         # The same reporter as `--output json`, fed the log from its start, so each object
         # is the one the run streamed (entities of task events learnt from command events,
         # which a command's own events include).
         reporter = JsonReporter(sys.stdout, plan=record.plan_name,
                                 commands=store.command_count(run_id))
-        for event in store.get_events(run_id, command):
-            reporter(event)
+        after = 0
+        while page := store.get_events(run_id, command, after=after, limit=_EVENTS_PAGE):
+            for event in page:
+                reporter(event)
+            after = page[-1].seq
     finally:
         store.close()
+
+
+# Events read at once by `planctl events`: its memory stays flat however long the log.
+_EVENTS_PAGE = 5000
 
 
 def _names(store: SQLiteStore, run_id: str) -> dict[str, str]:

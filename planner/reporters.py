@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .report import Progress
 
 __all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color",
-           "progress_interval"]
+           "progress_interval", "reports_due"]
 
 JSON, LIVE, PLAIN = "json", "live", "plain"
 
@@ -61,6 +61,12 @@ def progress_interval(environ: Mapping[str, str]) -> float:
         raise UsageError(f"PLANCTL_PROGRESS_INTERVAL={text!r}: expected seconds "
                          f"(0 turns the progress lines off)")
     return seconds
+
+
+def reports_due(output: str, junit: Path | None, environ: Mapping[str, str]) -> bool:
+    """Whether a run's reports are due besides its text: JSON lines, JUnit or a GitHub
+    step summary."""
+    return output == JSON or junit is not None or bool(environ.get("GITHUB_STEP_SUMMARY"))
 
 
 class Reporting:
@@ -160,13 +166,16 @@ class Reporting:
         self._files(finished)
         return finished
 
-    def nothing_to_do(self, store: Store, run_id: str, message: str) -> FinishedRun:
-        """Nothing ran (nothing to undo, or to resume): say so; reports of the run as it is."""
+    def nothing_to_do(self, store: Store, run_id: str, message: str) -> FinishedRun | None:
+        """Nothing ran (nothing to undo, or to resume): say so; reports of the run as it is,
+        when any is due (the run is read back whole for them: seconds for a big one)."""
+        self.close()
+        self.say(message)
+        if not reports_due(self.view, self.junit, self.environ):
+            return None
         finished = read_finished_run(store, run_id, exit_code=0,
                                      duration=time.monotonic() - self.started,
                                      read_only=self.read_only)
-        self.close()
-        self.say(message)
         if self.view == JSON:
             self.listener.finish(finished, message)
         self._files(finished, message)

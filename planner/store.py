@@ -149,16 +149,18 @@ class Store(Protocol):
         """The ids of every run that start with ``prefix``, newest first."""
         ...
     def last_run_id(self) -> str | None: ...
-    def get_commands(self, run_id: str, command_id: str | None = None
-                     ) -> dict[str, CommandRecord]:
-        """The run's commands in plan order; with ``command_id``, only that one (if any)."""
+    def get_commands(self, run_id: str, command_id: str | None = None, *,
+                     details: bool = True) -> dict[str, CommandRecord]:
+        """The run's commands in plan order; with ``command_id``, only that one (if any);
+        without ``details``, their ``params``, ``result`` and ``outputs`` are None."""
         ...
     def command_count(self, run_id: str) -> int: ...
     def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
     def get_events(self, run_id: str, command_id: str | None = None, *,
-                   limit: int | None = None) -> list[EventRecord]:
-        """The run's events in order; with ``command_id``, only that command's; with
-        ``limit``, the first ``limit`` of them."""
+                   after: int = 0, limit: int | None = None) -> list[EventRecord]:
+        """The run's events in order; with ``command_id``, only that command's; those with
+        a ``seq`` above ``after``; with ``limit``, the first ``limit`` of them (so a long
+        log can be read a page at a time)."""
         ...
     def last_seq(self, run_id: str) -> int: ...
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
@@ -247,10 +249,11 @@ class MemoryStore:
         runs = self.list_runs(1)
         return runs[0].id if runs else None
 
-    def get_commands(self, run_id: str, command_id: str | None = None
-                     ) -> dict[str, CommandRecord]:
+    def get_commands(self, run_id: str, command_id: str | None = None, *,
+                     details: bool = True) -> dict[str, CommandRecord]:
         rows = self.commands.get(run_id, {})
-        return {c.id: c for c in sorted(rows.values(), key=lambda c: c.order)
+        return {c.id: c if details else replace(c, params=None, result=None, outputs=None)
+                for c in sorted(rows.values(), key=lambda c: c.order)
                 if command_id is None or c.id == command_id}
 
     def command_count(self, run_id: str) -> int:
@@ -260,8 +263,8 @@ class MemoryStore:
         return [t for t in self.tasks.values() if t.run_id == run_id]
 
     def get_events(self, run_id: str, command_id: str | None = None, *,
-                   limit: int | None = None) -> list[EventRecord]:
-        found = [e for e in self.events if e.run_id == run_id
+                   after: int = 0, limit: int | None = None) -> list[EventRecord]:
+        found = [e for e in self.events if e.run_id == run_id and e.seq > after
                  and (command_id is None or e.command_id == command_id)]
         return found if limit is None else found[:limit]
 

@@ -248,8 +248,10 @@ def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: fl
     run = store.get_run(run_id)
     if run is None:
         raise KeyError(run_id)
-    return finished_run(run, store.get_commands(run_id), store.get_events(run_id),
-                        exit_code=exit_code, duration=duration, read_only=read_only)
+    # Histories read no params, results or outputs: not decoded.
+    return finished_run(run, store.get_commands(run_id, details=False),
+                        store.get_events(run_id), exit_code=exit_code, duration=duration,
+                        read_only=read_only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,25 @@ def test_json_output_of_rollback_then_of_nothing_to_undo(seed: Seed) -> None:
     assert "nothing to undo" in again.stderr
 
 
+def test_resume_of_an_ended_run_says_so_and_writes_the_reports_asked_for(
+        seed: Seed, tmp_path: Path) -> None:
+    """`planctl resume` of a run that ended prints that there is nothing to resume (exit
+    0): alone in text, as an outcome with --output json, and with --junit the report of
+    the run as it is."""
+    assert seed.apply(*QUICK).returncode == 0
+    run_id = seed.last_run().id
+    done = seed.planctl("resume", "--last")
+    assert (done.returncode, done.stdout) == (
+        0, f"run {run_id} ended SUCCEEDED: nothing to resume\n")
+    done = seed.planctl("resume", "--last", "-o", "json", "--junit", str(tmp_path / "j.xml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [outcome] = _objects(done.stdout)
+    assert outcome["message"] == f"run {run_id} ended SUCCEEDED: nothing to resume"
+    assert (outcome["status"], outcome["counts"]["changed"]) == ("SUCCEEDED", 4)
+    _, cases = _cases(tmp_path / "j.xml")
+    assert set(cases) >= {"add_vm", "clone[disk0]", "start_vm"}
+
+
 def _read_lines(proc: subprocess.Popen[str], into: Queue[str]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:

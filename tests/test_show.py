@@ -204,6 +204,24 @@ def test_events_are_what_apply_output_json_streamed(seed: Seed) -> None:
         ("task", "FAILED"), ("command", "FAILED"), ("command", "REVERT_SKIPPED")]
 
 
+def test_events_read_a_page_at_a_time_print_the_whole_log(
+        seed: Seed, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`events` reads a long log a page at a time (its memory stays flat): pages of 4
+    events print the same lines as one read, with --command too."""
+    import planner.cli
+
+    assert seed.apply(*FAIL_DISK1).returncode == 1
+    whole = seed.planctl("events", "--last").stdout
+    one = seed.planctl("events", "--last", "--command", "clone[disk1]").stdout
+    monkeypatch.setattr(planner.cli, "_EVENTS_PAGE", 4)
+    for args, expected in ((["events", "--last"], whole),
+                           (["events", "--last", "--command", "clone[disk1]"], one)):
+        assert planner.cli.main([*args, "--state", str(seed.state)]) == 0
+        assert capsys.readouterr().out == expected
+    assert len(whole.splitlines()) > 12 and len(one.splitlines()) == 6
+
+
 def test_events_span_the_apply_and_the_later_rollback(seed: Seed) -> None:
     """A run stopped with leftovers and rolled back later: its events are the apply's
     stream followed by the rollback's, as each printed them with --output json."""

@@ -292,6 +292,24 @@ def test_events_of_one_command_and_the_first_ones(run: Store) -> None:
     assert run.get_events("run-1", limit=1) == [events[0]]
     assert run.get_events("run-1", "add_vm", limit=1) == [events[0]]
     assert run.get_events("run-1", limit=10) == events
+    assert run.get_events("run-1", after=1, limit=2) == events[1:3]
+    assert run.get_events("run-1", "add_vm", after=1) == [events[2]]
+    assert run.get_events("run-1", after=4) == []
+
+
+def test_commands_without_details_leave_params_result_and_outputs_out(run: Store) -> None:
+    """get_commands(details=False) gives every field as recorded but params, result and
+    outputs, which are None."""
+    run.commit("run-1", Batch(commands=[("add_vm", {
+        "status": "SUCCEEDED", "params": {"action": "command"}, "result": {"rc": 0},
+        "outputs": {"uuid": "u-1"}, "error": "e", "changed": True, "attempts": 2})]))
+    full = run.get_commands("run-1")
+    light = run.get_commands("run-1", details=False)
+    assert list(light) == list(full)
+    assert light["add_vm"] == dataclasses.replace(full["add_vm"], params=None, result=None,
+                                                  outputs=None)
+    assert full["add_vm"].outputs == {"uuid": "u-1"}
+    assert run.get_commands("run-1", "add_vm", details=False) == {"add_vm": light["add_vm"]}
 
 
 def test_last_run_id_is_the_newest_run(store: Store) -> None:
