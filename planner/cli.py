@@ -614,7 +614,8 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
         # The lock a run holds on itself is how its executor shows it is alive, not an
         # entity: not listed.
         held = [lock for lock in store.list_locks() if not lock.entity.startswith(RUN_KEY)]
-        runs = {run_id: store.get_run(run_id) for run_id in {lock.run_id for lock in held}}
+        runs = {run_id: store.get_run(run_id, plan=False)
+                for run_id in {lock.run_id for lock in held}}
     finally:
         store.close()
     if not held:
@@ -799,7 +800,7 @@ def events(
     store = _store(state, must_exist=True)
     try:
         run_id = _run_id(store, run, last)
-        record = store.get_run(run_id)
+        record = store.get_run(run_id, plan=False)  # its plan's name only
         assert record is not None  # _run_id found it
         if command is not None and not store.get_commands(run_id, command):
             every = store.get_commands(run_id, details=False)

@@ -399,12 +399,15 @@ class SQLiteStore:
 
     _RUN_COLUMNS = "id, plan_name, plan_file, status, started_at, ended_at, host, pid, error"
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        plan = "" if run_id in self._plans else ", snapshot, variables"
+    def get_run(self, run_id: str, *, plan: bool = True) -> RunRecord | None:
+        more = ", snapshot, variables" if plan and run_id not in self._plans else ""
         row = self.db.execute(
-            f"SELECT {self._RUN_COLUMNS}{plan} FROM runs WHERE id = ?", (run_id,)
+            f"SELECT {self._RUN_COLUMNS}{more} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
-        return self._run(row) if row else None
+        if row is None:
+            return None
+        run = self._run(row)
+        return run if plan else dataclasses.replace(run, snapshot={}, variables={})
 
     def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
         # Without plans, the snapshots (megabytes for a big plan) are not even read.

@@ -140,7 +140,10 @@ class Store(Protocol):
 
     def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None: ...
     def commit(self, run_id: str, batch: Batch) -> None: ...
-    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def get_run(self, run_id: str, *, plan: bool = True) -> RunRecord | None:
+        """The run's record; without ``plan``, its ``snapshot`` and ``variables`` are
+        left empty."""
+        ...
     def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
         """The ``limit`` most recent runs, newest first; without ``plans``, their
         records' ``snapshot`` and ``variables`` are left empty (a listing's, cheap)."""
@@ -233,8 +236,9 @@ class MemoryStore:
             self.runs[run_id] = replace(self.runs[run_id], **batch.run)
         self.commits += 1
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        return self.runs.get(run_id)
+    def get_run(self, run_id: str, *, plan: bool = True) -> RunRecord | None:
+        run = self.runs.get(run_id)
+        return run if run is None or plan else replace(run, snapshot={}, variables={})
 
     def list_runs(self, limit: int = 50, *, plans: bool = True) -> list[RunRecord]:
         ordered = sorted(self.runs.values(), key=lambda r: (r.started_at, r.id), reverse=True)

@@ -247,9 +247,10 @@ def test_list_runs_is_newest_first_and_limited(store: Store) -> None:
     assert [r.id for r in store.list_runs(2)] == ["c", "b"]
 
 
-def test_list_runs_without_plans_leaves_snapshot_and_variables_empty(store: Store) -> None:
-    """list_runs(plans=False) gives the same runs, in the same order, with every field but
-    the plan snapshot and vars, which are empty; get_run still has them afterwards."""
+def test_runs_read_without_plans_leave_snapshot_and_variables_empty(store: Store) -> None:
+    """list_runs(plans=False) and get_run(plan=False) give every field of the runs but the
+    plan snapshot and vars, which are empty; a read with them still has them, whether
+    they were read before or not."""
     for run_id, started in [("b", 2000.0), ("a", 1000.0)]:
         store.create_run(run_record(run_id, started), [])
     listed = store.list_runs(plans=False)
@@ -258,6 +259,11 @@ def test_list_runs_without_plans_leaves_snapshot_and_variables_empty(store: Stor
                                             variables={})
     assert store.get_run("b") == run_record("b", 2000.0)
     assert store.list_runs(1) == [run_record("b", 2000.0)]
+    assert store.get_run("a", plan=False) == dataclasses.replace(
+        run_record("a", 1000.0), snapshot={}, variables={})
+    assert store.get_run("a") == run_record("a", 1000.0)
+    assert store.get_run("b", plan=False) == listed[0]
+    assert store.get_run("nope", plan=False) is None
 
 
 def test_run_ids_match_a_prefix_newest_first(store: Store) -> None:
