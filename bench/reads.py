@@ -4,22 +4,26 @@ Builds one state store in a temporary directory: ``--small`` runs of a 5-command
 (default 300), a W2 fan-out of ``--fanout`` async tasks (10,000), a W3 chain of ``--w3``
 commands whose last fails and is rolled back (10,000), a W1 chain of ``--n`` commands
 (100,000), and a chain of ``--killed`` commands with an entity each (20,000) whose
-``planctl apply`` is killed with SIGKILL half-way. The runs are applied in this process
-(``planner.apply_plan``, as the W benchmarks' in-process runs), the killed one as a whole
-process. Then each command is timed as a whole process, ``python -m planner ...``: wall
-time, CPU time and peak RSS from ``os.wait4``, the median of ``--runs`` runs after one
-untimed warm-up for those that change nothing, one run for those that do (the real
-rollback of the killed run, and what follows it). Prints figures and ``RESULT`` lines;
-asserts nothing about time, but stops when a command exits with an unexpected code.
+``planctl apply`` is killed with SIGKILL half-way. The runs are applied in a child
+process (``planner.apply_plan``, as the W benchmarks' in-process runs: this process stays
+small, as a process started from a big one reports that one's peak RSS as its own), the
+killed one by a whole ``planctl``. Then each command is timed as a whole process,
+``python -m planner ...``: wall time, CPU time and peak RSS from ``os.wait4``, the median
+of ``--runs`` runs after one untimed warm-up for those that change nothing, one run for
+those that do (the real rollback of the killed run, and what follows it). Prints figures
+and ``RESULT`` lines; asserts nothing about time, but stops when a command exits with an
+unexpected code.
 
     python bench/reads.py                      # the sizes above, 3 runs each
     python bench/reads.py --n 10000 --w3 2000 --fanout 1000 --killed 4000 --runs 1
     python bench/reads.py --keep /tmp/reads    # keep the store and plans there
+    python bench/reads.py --reuse /tmp/reads --only show --only events   # time reads again
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -114,7 +118,8 @@ def build(root: Path, args: argparse.Namespace) -> Built:
         target = 3 * args.killed // 2
         while child.poll() is None and _events(state, args.small + 4) < target:
             time.sleep(0.01)
-        os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have finished first
+            os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     store = SQLiteStore(state)
     try:
