@@ -85,15 +85,17 @@ def _fail(error: PlanctlError) -> NoReturn:
 
 
 def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[str, Any]:
-    from .loader import GivenVars, parse_var
-    from .source import read_document
+    from .loader import GivenVars, TooLarge, parse_var, read_bounded
+    from .source import MAX_PLAN_BYTES, read_document
 
     result = GivenVars()
     for file in files or []:
         try:
-            data = read_document(file.read_bytes(), str(file)).data
+            data = read_document(read_bounded(file, MAX_PLAN_BYTES), str(file)).data
         except OSError as exc:
             raise UsageError(f"--vars-file {file}: {exc.strerror}") from None
+        except TooLarge as exc:
+            raise UsageError(f"--vars-file {file}: {exc}") from None
         if not isinstance(data, dict):
             raise UsageError(f"--vars-file {file}: expected a mapping of names to values")
         result.update(data)

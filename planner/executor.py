@@ -38,7 +38,7 @@ from . import actions, jsondata, orphans
 from .actions import ActionContext, ActionResult
 from .errors import LockedError, StateError, UsageError
 from .graph import END, CommandInstance, PlanGraph, Step
-from .loader import LoadedPlan
+from .loader import LoadedPlan, TooLarge, read_bounded
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
 from .status import (
@@ -114,6 +114,10 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+# A secret is a token, a password or a key: a file larger than this is not one (/dev/zero).
+MAX_SECRET_BYTES = 1024 * 1024
+
+
 def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
                     ) -> dict[str, str]:
     """Secret values from the environment or files; raises UsageError naming what is missing
@@ -128,8 +132,11 @@ def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
         else:
             path = os.path.join(loaded.plan.base_dir, os.path.expanduser(spec.file or ""))
             try:
-                with open(path, encoding="utf-8") as handle:
-                    value = handle.read().rstrip("\r\n")
+                text = read_bounded(path, MAX_SECRET_BYTES).decode()
+                # Newlines as a text-mode read gives them: \r\n and \r become \n.
+                value = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+            except TooLarge as exc:
+                raise UsageError(f"secret `{name}`: file {spec.file} is {exc}") from None
             except FileNotFoundError as exc:  # missing: empty when optional
                 missing = f"cannot read file {spec.file}: {exc.strerror}"
             except OSError as exc:  # there but unusable (a directory, no permission): say so

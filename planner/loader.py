@@ -22,10 +22,10 @@ from .model import (
     Settings,
     parse_duration,
 )
-from .source import Document, read_document
+from .source import MAX_PLAN_BYTES, Document, read_document
 from .templates import TemplateError, analyze, is_template
 
-__all__ = ["LoadedPlan", "load_plan", "load_text", "parse_var"]
+__all__ = ["LoadedPlan", "TooLarge", "load_plan", "load_text", "parse_var", "read_bounded"]
 
 # Names the engine defines in templates; plan vars and secrets may not take them.
 RESERVED = frozenset(
@@ -566,8 +566,24 @@ def load_plan(
     """Read and check the plan at ``path``; raise PlanError with every problem, located."""
     file = os.fspath(path)
     try:
-        with open(file, "rb") as handle:
-            text = handle.read()
+        text = read_bounded(file, MAX_PLAN_BYTES)
     except OSError as exc:
         raise PlanError([Diagnostic((), f"cannot read plan: {exc.strerror}", file=file)]) from None
+    except TooLarge as exc:
+        raise PlanError([Diagnostic((), f"the plan file is {exc}", file=file, line=1,
+                                    column=1)]) from None
     return load_text(text, file, variables=variables)
+
+
+class TooLarge(Exception):
+    """A file holds more than planctl reads of it; the message says the limit."""
+
+
+def read_bounded(file: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of ``file``, or TooLarge past ``limit``: a plan, vars or secret file that
+    is a device (/dev/zero) or huge must not be read until memory runs out."""
+    with open(file, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"larger than {limit // 1024**2} MiB")
+    return data

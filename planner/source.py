@@ -23,7 +23,7 @@ from yaml.resolver import Resolver
 
 from .errors import Diagnostic, Path, PlanError
 
-__all__ = ["Document", "read_document"]
+__all__ = ["MAX_PLAN_BYTES", "Document", "read_document"]
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -39,8 +39,12 @@ _BUILD: dict[str, Callable[[ScalarNode], Any]] = {
     _YAML + "bool": _constructor.construct_yaml_bool,
     _YAML + "null": _constructor.construct_yaml_null,
 }
-# A plan that expands (through aliases) past this many nodes is refused: "billion laughs".
+# A plan that expands (through aliases) past this many nodes, or characters of strings, is
+# refused: "billion laughs". The characters are what a plan file of the largest size read
+# (MAX_PLAN_BYTES) could hold, so an alias never makes a plan bigger than a file could.
 MAX_EXPANDED_NODES = 2_000_000
+MAX_PLAN_BYTES = 64 * 1024 * 1024
+MAX_EXPANDED_CHARS = MAX_PLAN_BYTES
 
 Positions = dict[Path, tuple[int, int]]
 
@@ -88,7 +92,9 @@ def _scalar(event: Any, path: Path) -> Any:
         return _BUILD[node_tag](ScalarNode(node_tag, value))
     except (ConstructorError, ValueError) as exc:
         what = node_tag[len(_YAML):]
-        raise _Invalid(Diagnostic(path, f"cannot read {value!r} as {what}: {exc}")) from None
+        shown = value if len(value) <= 40 else f"{value[:20]}...{value[-10:]}"
+        problem = str(exc).replace(value, shown)
+        raise _Invalid(Diagnostic(path, f"cannot read {shown!r} as {what}: {problem}")) from None
 
 
 class _Builder:
@@ -186,17 +192,26 @@ class _Builder:
                 out.append(self.node(item, (*path, len(out))))
 
 
-def _expanded_size(value: Any, memo: dict[int, int]) -> int:
-    """Count nodes as a reader of the expanded tree would see them; shared nodes count each time."""
+def _expanded_size(value: Any, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Nodes and characters of strings as a reader of the expanded tree would see them;
+    shared nodes count each time."""
     if not isinstance(value, dict | list):
-        return 1
+        return 1, len(value) if isinstance(value, str) else 0
     key = id(value)
     if key in memo:
         return memo[key]
-    items: Iterable[Any] = value.values() if isinstance(value, dict) else value
-    size = 1 + sum(_expanded_size(v, memo) for v in items)
-    memo[key] = size
-    return size
+    nodes, chars = 1, 0
+    if isinstance(value, dict):
+        chars = sum(map(len, value))
+        items: Iterable[Any] = value.values()
+    else:
+        items = value
+    for item in items:
+        more_nodes, more_chars = _expanded_size(item, memo)
+        nodes += more_nodes
+        chars += more_chars
+    memo[key] = nodes, chars
+    return nodes, chars
 
 
 def _positions(text: bytes | str) -> tuple[Positions, Positions]:
@@ -341,6 +356,9 @@ def read_document(text: bytes | str, file: str) -> Document:
     except RecursionError:
         raise PlanError([Diagnostic((), "the YAML is nested too deeply", file=file, line=1,
                                     column=1)]) from None
+    except MemoryError:
+        raise PlanError([Diagnostic((), "the plan is too large to read into memory",
+                                    file=file, line=1, column=1)]) from None
     except _Invalid as exc:
         found = exc.diagnostic
         if found.line is not None:
@@ -351,11 +369,14 @@ def read_document(text: bytes | str, file: str) -> Document:
     finally:
         loader.dispose()
     doc = Document(file, text, data)
-    if builder.aliased and _expanded_size(data, {}) > MAX_EXPANDED_NODES:
-        builder.problems.append(
-            Diagnostic((), f"the plan expands through aliases to over {MAX_EXPANDED_NODES:,} "
-                           "nodes", hint="aliases inside aliases multiply: a 'billion laughs'")
-        )
+    if builder.aliased:
+        nodes, chars = _expanded_size(data, {})
+        over = f"{MAX_EXPANDED_NODES:,} nodes" if nodes > MAX_EXPANDED_NODES else \
+            f"{MAX_EXPANDED_CHARS:,} characters" if chars > MAX_EXPANDED_CHARS else None
+        if over:
+            builder.problems.append(Diagnostic(
+                (), f"the plan expands through aliases to over {over}",
+                hint="aliases inside aliases multiply: a 'billion laughs'"))
     if builder.problems:
         raise PlanError([doc.locate(d) for d in builder.problems])
     return doc
