@@ -2,16 +2,20 @@
 
 Templates are analysed once per distinct source text (plans repeat the same few
 templates thousands of times) and the simple ``{{ dotted.name }}`` form, by far the most
-common, is analysed and rendered without Jinja's compiler at all.
+common, is analysed and rendered without Jinja's compiler at all. Jinja's sandbox is
+bounded further (sizes, numbers, loop iterations and calls): see MAX_SIZE.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import shlex
-from collections.abc import Callable, Mapping
+import threading
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -39,6 +43,7 @@ class _Jinja:
         import jinja2.meta
         import jinja2.nodes
         import jinja2.sandbox
+        import markupsafe
 
         self.__dict__.update(
             StrictUndefined=jinja2.StrictUndefined,
@@ -46,6 +51,7 @@ class _Jinja:
             Undefined=jinja2.Undefined,
             UndefinedError=jinja2.UndefinedError,
             SecurityError=jinja2.exceptions.SecurityError,
+            Markup=markupsafe.Markup,
             ImmutableSandboxedEnvironment=jinja2.sandbox.ImmutableSandboxedEnvironment,
             meta=jinja2.meta,
             nodes=jinja2.nodes,
@@ -115,18 +121,312 @@ def _quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+# Bounds of one rendering. Jinja's sandbox stops `range()` at 100,000 items but nothing
+# else: `'a' * 10**10` or a macro that calls itself twice would take the machine's memory
+# or hang planctl. What can build a value much larger than its inputs checks the size it
+# would build first; loops and calls are counted.
+MAX_SIZE = 10_000_000  # characters of a text, or items of a list, one template builds
+MAX_INT_BITS = 100_000  # a number one template computes (4,300 digits print already)
+MAX_STEPS = 1_000_000  # loop iterations and calls (macros, methods) of one rendering
+
+
+class _Budget(threading.local):
+    steps = 0
+
+
+_budget = _Budget()
+
+
+def _refuse(what: str) -> NoReturn:
+    raise _j.SecurityError(f"the template {what} (a bound of planctl's template sandbox)")
+
+
+def _check(size: int) -> None:
+    if size > MAX_SIZE:
+        _refuse(f"builds more than {MAX_SIZE:,} characters or items")
+
+
+def _step() -> None:
+    _budget.steps += 1
+    if _budget.steps > MAX_STEPS:
+        _refuse(f"takes more than {MAX_STEPS:,} loop iterations and calls")
+
+
+def _weight(value: Any, memo: dict[int, int] | None = None) -> int:
+    """Characters of the texts and items of the lists and mappings in ``value``, a shared
+    one counted each time it appears (as printing the value would); stops past MAX_SIZE."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list | tuple | dict):
+        return 1
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    memo[id(value)] = 1  # a value that holds itself counts once
+    total = len(value)
+    for item in (*value, *value.values()) if isinstance(value, dict) else value:
+        total += _weight(item, memo)
+        if total > MAX_SIZE:
+            break
+    memo[id(value)] = total
+    return total
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse a ``*``, ``**`` or ``+`` that would build more than the bounds, and a ``%``
+    formatting whose field widths would."""
+    ints = isinstance(left, int) and isinstance(right, int)
+    if operator == "*":
+        if ints:
+            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                _refuse(f"builds a number of more than {MAX_INT_BITS:,} bits")
+        elif isinstance(right, int) and isinstance(left, str | list | tuple):
+            _check(_weight(left) * right)
+        elif isinstance(left, int) and isinstance(right, str | list | tuple):
+            _check(_weight(right) * left)
+    elif operator == "**":
+        if ints and right > 0 and abs(left) > 1 and right * abs(left).bit_length() > MAX_INT_BITS:
+            _refuse(f"builds a number of more than {MAX_INT_BITS:,} bits")
+    elif operator == "+":
+        if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _check(_weight(left) + _weight(right))
+    elif operator == "%" and isinstance(left, str):
+        _check_printf(left, right)
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_printf(text: str, args: Any) -> None:
+    """``text % args``: a width or precision past MAX_SIZE, written or given by ``*``."""
+    for width, precision in _PRINTF.findall(text):
+        for number in (width, precision):
+            if number == "*":
+                values = args if isinstance(args, tuple) else (args,)
+                if any(isinstance(v, int) and v > MAX_SIZE for v in values):
+                    _check(MAX_SIZE + 1)
+            elif number:
+                _check_number(number)
+
+
+def _check_number(digits: str) -> None:
+    _check(MAX_SIZE + 1 if len(digits) > 9 else int(digits))
+
+
+def _check_spec(spec: str) -> None:
+    """A ``str.format`` field spec (``>10``, ``.3f``): no width or precision past MAX_SIZE."""
+    for digits in re.findall(r"\d+", spec):
+        _check_number(digits)
+
+
+def _replaced_size(text: Any, old: Any, new: Any, count: Any = -1) -> int:
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return 0  # str() of another value, or a TypeError of its own
+    found = len(text) + 1 if old == "" else text.count(old)
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * (len(new) - len(old))
+
+
+def _joined_size(separator: Any, items: list[Any]) -> int:
+    size = len(separator) * max(len(items) - 1, 0) if isinstance(separator, str) else 0
+    memo: dict[int, int] = {}
+    for item in items:
+        size += _weight(item, memo)
+        if size > MAX_SIZE:
+            break
+    return size
+
+
+def _bounded_join(pieces: Iterable[Any]) -> str:
+    """``"".join`` of a template's output, a block's or a ``~``, stopped past MAX_SIZE."""
+    parts = []
+    size = 0
+    for piece in pieces:
+        text = piece if piece.__class__ is str else str(piece)
+        size += len(text)
+        if size > MAX_SIZE:
+            _check(size)
+        parts.append(text)
+    return "".join(parts)
+
+
+def _checked_str_call(owner: str, name: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Refuse a call of a ``str`` method that would build more than MAX_SIZE; the
+    arguments to call it with (``join`` reads its iterable here)."""
+    if name in ("center", "ljust", "rjust", "zfill") and args and isinstance(args[0], int):
+        _check(args[0])
+    elif name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        if isinstance(size, int):
+            _check(len(owner) + owner.count("\t") * size)
+    elif name == "replace" and len(args) >= 2:
+        _check(_replaced_size(owner, *args[:3]))
+    elif name == "join" and len(args) == 1:
+        items = list(args[0])
+        _check(_joined_size(owner, items))
+        return (items,)
+    return args
+
+
+def _bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """Jinja's filters that can build much more than they are given, checked first."""
+    center, indent, replace, join = (filters[n] for n in ("center", "indent", "replace", "join"))
+    batch, slice_, wordwrap, sum_ = (filters[n] for n in ("batch", "slice", "wordwrap", "sum"))
+
+    def checked(original: Any, check: Callable[..., None]) -> Any:
+        def filter_(*args: Any, **kwargs: Any) -> Any:
+            check(*args, **kwargs)
+            return original(*args, **kwargs)
+        return functools.update_wrapper(filter_, original)  # keeps Jinja's pass_* marks
+
+    def center_(value: Any, width: Any = 80) -> None:
+        if isinstance(width, int):
+            _check(width)
+
+    def indent_(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
+        lines = str(text).count("\n") + 1
+        each = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+        _check(len(str(text)) + lines * each)
+
+    def replace_(_ctx: Any, text: Any, old: Any, new: Any, count: Any = None) -> None:
+        _check(_replaced_size(text, old, new, -1 if count is None else count))
+
+    def join_(ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
+        if attribute is None and not isinstance(value, str | _j.Undefined):
+            value = list(value)  # a generator (`map`) is read once: here
+            _check(_joined_size(d, value))
+        return join(ctx, value, d, attribute)
+
+    def batch_(_value: Any, count: Any, fill_with: Any = None) -> None:
+        if isinstance(count, int):
+            _check(count if fill_with is None else count * max(_weight(fill_with), 1))
+
+    def slice_check(_ctx: Any, value: Any, count: Any, fill_with: Any = None) -> None:
+        batch_(value, count, fill_with)
+
+    def wordwrap_(_env: Any, text: Any, width: Any = 79, break_long_words: Any = True,
+                  wrapstring: Any = None, *_: Any) -> None:
+        if isinstance(wrapstring, str):
+            _check(len(str(text)) * (len(wrapstring) + 1))
+
+    def sum_start(_env: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
+        if isinstance(start, list | tuple) and isinstance(iterable, list | tuple):
+            _check(_weight(start) + sum(_weight(i) for i in iterable))
+
+    def format_(value: Any, *args: Any, **kwargs: Any) -> None:
+        _check_printf(str(value), kwargs or args)
+
+    return {
+        "center": checked(center, center_), "indent": checked(indent, indent_),
+        "replace": checked(replace, replace_), "join": functools.update_wrapper(join_, join),
+        "batch": checked(batch, batch_), "slice": checked(slice_, slice_check),
+        "wordwrap": checked(wordwrap, wordwrap_), "sum": checked(sum_, sum_start),
+        "format": checked(filters["format"], format_),
+        "planctl_loop": _counted,
+    }
+
+
+def _counted(items: Any) -> Iterator[Any]:
+    """What a ``{% for %}`` iterates, each item counted as a step."""
+    for item in items:
+        _step()
+        yield item
+
+
+@cache
+def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
+    """Jinja's immutable sandbox, with planctl's bounds (MAX_SIZE, MAX_INT_BITS, MAX_STEPS)."""
+    from jinja2.compiler import CodeGenerator
+    from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
+
+    class Generator(CodeGenerator):
+        def visit_Concat(self, node: Any, frame: Any) -> None:  # `a ~ b`, sized
+            self.write("environment.planctl_concat((")
+            for item in node.nodes:
+                self.visit(item, frame)
+                self.write(", ")
+            self.write("))")
+
+    class Formatter(SandboxedFormatter):
+        def format_field(self, value: Any, format_spec: str) -> Any:
+            _check_spec(format_spec)
+            return super().format_field(value, format_spec)
+
+    class EscapeFormatter(SandboxedEscapeFormatter):
+        def format_field(self, value: Any, format_spec: str) -> Any:
+            _check_spec(format_spec)
+            return super().format_field(value, format_spec)
+
+    class Sandbox(_j.ImmutableSandboxedEnvironment):  # type: ignore[misc]
+        code_generator_class = Generator
+        intercepted_binops = frozenset({"*", "**", "+", "%"})
+        concat = staticmethod(_bounded_join)
+        planctl_concat = staticmethod(_bounded_join)
+
+        def _parse(self, source: str, name: str | None, filename: str | None) -> Any:
+            tree = super()._parse(source, name, filename)
+            for loop in tree.find_all(_j.nodes.For):
+                loop.iter = _j.nodes.Filter(loop.iter, "planctl_loop", [], [], None, None,
+                                            lineno=loop.iter.lineno)
+            return tree
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+            _step()
+            owner = getattr(obj, "__self__", None)
+            if isinstance(owner, str):
+                args = _checked_str_call(owner, getattr(obj, "__name__", ""), args, kwargs)
+            return super().call(context, obj, *args, **kwargs)
+
+        def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+            """Jinja's own, with a formatter that checks each field's width."""
+            if not isinstance(value, types.MethodType | types.BuiltinMethodType) \
+                    or value.__name__ not in ("format", "format_map") \
+                    or not isinstance(value.__self__, str):
+                return None
+            text: str = value.__self__
+            formatter = EscapeFormatter(self, escape=text.escape) \
+                if isinstance(text, _j.Markup) else Formatter(self)
+            is_map = value.__name__ == "format_map"
+
+            def wrapper(*args: Any, **kwargs: Any) -> str:
+                if is_map:
+                    if kwargs or len(args) != 1:
+                        raise TypeError("format_map() takes exactly one argument")
+                    kwargs, args = args[0], ()
+                return type(text)(formatter.vformat(text, args, kwargs))
+
+            return functools.update_wrapper(wrapper, value)
+
+    return Sandbox
+
+
 @cache
 def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
     """The shared sandbox; with ``shell`` every ``{{ }}`` output is shell-quoted."""
-    env: ImmutableSandboxedEnvironment = _j.ImmutableSandboxedEnvironment(
+    env: ImmutableSandboxedEnvironment = _sandbox_class()(
         undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=_quote if shell else None,
     )
     env.filters.update(
-        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=_quote
+        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=_quote,
+        **_bounded_filters(env.filters),
     )
+    lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]
+
+    def bounded_lipsum(n: Any = 5, html: Any = True, min: Any = 20, max: Any = 100) -> Any:
+        if isinstance(n, int) and isinstance(max, int):
+            _check(n * max)  # words
+        return lipsum(n, html, min, max)
+
+    env.globals["lipsum"] = bounded_lipsum
     return env
 
 
@@ -258,6 +558,7 @@ def _text_renderer(source: str, shell: bool) -> Callable[[Mapping[str, Any]], st
             return substitute
 
     def jinja(context: Mapping[str, Any]) -> str:
+        _budget.steps = 0
         try:
             return str(_compiled(source, shell).render(context))
         except Exception as exc:  # noqa: BLE001 - sorted out by _reraise
@@ -274,6 +575,11 @@ def _reraise(exc: Exception) -> NoReturn:
     if isinstance(exc, _j.UndefinedError | _j.SecurityError | TypeError | ValueError
                   | ArithmeticError):
         raise TemplateError(str(exc)) from None
+    if isinstance(exc, RecursionError):
+        raise TemplateError("the template recurses too deeply (a macro that calls itself?)"
+                            ) from None
+    if isinstance(exc, MemoryError):
+        raise TemplateError("the template ran out of memory") from None
     raise exc
 
 
@@ -309,6 +615,7 @@ def _renderer(source: str) -> Callable[[Mapping[str, Any]], Any]:
             return _getter(expr)
 
         def evaluate(context: Mapping[str, Any]) -> Any:
+            _budget.steps = 0
             try:
                 value = _expression(expr)(**context)
                 if isinstance(value, _j.Undefined):

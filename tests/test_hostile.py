@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 MEMORY_LIMIT = 2 * 1024**3  # bytes of address space for each planctl process
 TIMEOUT = 120  # seconds: a runaway case fails the test instead of hanging the suite
 
@@ -86,3 +88,73 @@ def test_an_unreadable_number_is_quoted_short(tmp_path: Path) -> None:
     line = one_error(planctl(tmp_path, "validate", "p.yaml"))
     assert line.startswith("p.yaml:3:6: error: vars.x: cannot read '99999")
     assert len(line) < 400
+
+
+# -- templates -----------------------------------------------------------------------------
+
+# Each builds gigabytes from a few characters, or loops or recurses without end.
+RUNAWAY_TEMPLATES = {
+    "'a' * 10**10": "builds more than 10,000,000",
+    "[1] * 10**9": "builds more than 10,000,000",
+    "['a' * 1000] * 10**6": "builds more than 10,000,000",
+    "2 ** (10**10)": "builds a number of more than 100,000 bits",
+    "'a' | center(10**10)": "builds more than 10,000,000",
+    "'x' | indent(10**10)": "builds more than 10,000,000",
+    "'%10000000000s' | format(1)": "builds more than 10,000,000",
+    "'%10000000000s' % 1": "builds more than 10,000,000",
+    "'{:>10000000000}'.format(1)": "builds more than 10,000,000",
+    "'a'.ljust(10**10)": "builds more than 10,000,000",
+    "('a' * 1000) | replace('a', 'a' * 1000000)": "builds more than 10,000,000",
+    "('x' * 10**6).join('y' * 10**6)": "builds more than 10,000,000",
+    "range(100000) | map('string') | join('x' * 1000)": "builds more than 10,000,000",
+    "[1] | batch(10**10, 'x')": "builds more than 10,000,000",
+    "range(3) | slice(10**10)": "builds more than 10,000,000",
+    "lipsum(10**9)": "builds more than 10,000,000",
+    "{% set a = 'x' * 10**6 %}{% set a = a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a %}"
+    "{{ a }}": "builds more than 10,000,000",
+    "{% for i in range(100) %}{{ 'x' * 10**6 }}{% endfor %}": "builds more than 10,000,000",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}":
+        "more than 1,000,000 loop iterations and calls",
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+    "{{ f(60) }}": "more than 1,000,000 loop iterations and calls",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}": "recurses too deeply",
+}
+
+
+@pytest.mark.parametrize("template", list(RUNAWAY_TEMPLATES))
+def test_a_runaway_template_fails_its_step_within_bounds(tmp_path: Path, template: str) -> None:
+    """The step fails with a message naming the bound (the run rolls back, exit 1), rather
+    than planctl eating the machine's memory, hanging, or ending in exit 70."""
+    source = template if "{%" in template else "{{ " + template + " }}"
+    quoted = source.replace("\\", "\\\\").replace('"', '\\"')
+    (tmp_path / "p.yaml").write_text(
+        f'name: t\ncommands:\n  - id: a\n    changes: false\n'
+        f'    run: {{command: [echo, "{quoted}"]}}\n')
+    done = planctl(tmp_path, "apply", "p.yaml")
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    failed = [line for line in done.stdout.splitlines() if "FAILED " in line]
+    assert len(failed) == 1 and RUNAWAY_TEMPLATES[template] in failed[0], done.stdout
+
+
+def test_the_template_bounds_leave_ordinary_work_alone(tmp_path: Path) -> None:
+    """Text of a million characters, a 1,000 x 100 loop, a list built by `+` and `*`, and
+    an exact power of two still render."""
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ncommands:\n  - id: a\n    changes: false\n"
+        "    run: {command: [echo, ok]}\n"
+        "    outputs:\n"
+        "      long: \"{{ ('ab' * 500000) | length }}\"\n"
+        "      loops: \"{% for i in range(1000) %}{% for j in range(100) %}{% endfor %}"
+        "{% endfor %}{{ 'done' }}\"\n"
+        "      list: \"{{ ([1, 2] + [3] * 3) | join(',') }}\"\n"
+        "      power: \"{{ 2 ** 64 }}\"\n"
+        "      padded: \"{{ '{:>5}'.format(7) }}|{{ '%-4s' % 'x' }}|{{ 'a' | center(5) }}\"\n")
+    done = planctl(tmp_path, "apply", "p.yaml", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    shown = planctl(tmp_path, "show", "--last", "a")
+    assert "long: 1000000" in shown.stdout
+    assert "loops: done" in shown.stdout
+    assert "list: 1,2,3,3,3" in shown.stdout
+    assert "power: 18446744073709551616" in shown.stdout
+    assert 'padded: "    7|x   |  a  "' in shown.stdout
