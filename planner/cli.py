@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from ._version import __version__
-from .errors import Diagnostic, PlanctlError, PlanError, Severity, UsageError
+from .errors import Diagnostic, PlanctlError, PlanError, Severity, StateError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -352,6 +352,7 @@ class _Invocation:
 
     output = OutputFormat.text
     reporting: Reporting | None = None  # the run's listener: knows the run id once it exists
+    state: Path | None = None  # the state store opened, named if it fails
 
 
 def _remember_output(value: OutputFormat) -> OutputFormat:
@@ -406,6 +407,7 @@ def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
 
     if must_exist and not path.exists():
         raise UsageError(f"no state store at {path}: nothing has run here yet (see --state)")
+    _Invocation.state = path
     return SQLiteStore(path)
 
 
@@ -855,6 +857,24 @@ def _declares_names(run: RunRecord | None) -> bool:
     return False
 
 
+def _store_failure(exc: BaseException) -> tuple[StateError, int] | None:
+    """SQLite saying, in the middle of a command, that the store cannot be used (damaged,
+    locked for too long, full): the user's error to fix, and its exit code. A run under
+    way stopped as if killed: 130, resumable, naming the run."""
+    from .sqlite_store import store_failure
+
+    problem = store_failure(exc)
+    if problem is None:
+        return None
+    reporting = _Invocation.reporting
+    run_id = reporting.run_id if reporting is not None else None
+    where = f"{_Invocation.state}: the state store failed: {problem}"
+    if run_id is None:
+        return StateError(where), StateError.exit_code
+    return StateError(f"{where}; run {run_id} stopped where its last commit left it: "
+                      f"`planctl resume {run_id}` once the store can be written"), 130
+
+
 def _internal_error(exc: BaseException) -> int:
     executor = sys.modules.get("planner.executor")  # secrets resolved so far stay out
     redact = executor.redact_secrets if executor is not None else str
@@ -914,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     _Invocation.output = OutputFormat.text
     _Invocation.reporting = None
+    _Invocation.state = None
     try:
         # Without standalone mode, click returns the code of an Exit raised by a command.
         code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
@@ -940,6 +961,12 @@ def main(argv: list[str] | None = None) -> int:
         except typer.Exit as done:
             return int(done.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no bare traceback
+        failure = _store_failure(exc)
+        if failure is not None:
+            unusable, code = failure
+            _json_error(unusable, code)
+            typer.echo(f"planctl: error: {unusable}", err=True)
+            return code
         code = _internal_error(exc)
         _json_error(exc, code, "internal")
         return code

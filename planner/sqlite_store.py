@@ -31,9 +31,29 @@ from .store import (
     stale_run,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "store_failure"]
 
 SCHEMA_VERSION = 2
+
+BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction to end
+
+# SQLite's primary result codes of a store that cannot be used (busy, locked, read-only,
+# I/O error, damaged, full, cannot open, not a database), as opposed to a bug of planctl.
+_UNUSABLE = {5, 6, 8, 10, 11, 13, 14, 15, 26}
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """What went wrong, when ``exc`` is SQLite saying the store cannot be used (damaged,
+    locked too long, full, read-only): an error for the user, not a bug."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _UNUSABLE:
+        return None
+    if code & 0xFF in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+        return (f"{exc} (another process held a write transaction on it for over "
+                f"{BUSY_TIMEOUT:.0f} s)")
+    return str(exc)
 
 # Events are numbered ``run number << 32 | seq``: one integer key, clustered by run then
 # sequence. Rows of an integer-keyed table are written with fewer WAL pages than rows keyed
@@ -208,8 +228,9 @@ class SQLiteStore:
             os.makedirs(directory, exist_ok=True)
             # Created 0600 before SQLite opens it: the store holds rendered commands.
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT,
                                       check_same_thread=False)
+            self._refuse_foreign()
             self.db.execute("PRAGMA journal_mode=WAL")
             sync = os.environ.get("PLANCTL_SYNC", "NORMAL").upper()
             if sync not in ("NORMAL", "FULL", "EXTRA"):
@@ -222,9 +243,23 @@ class SQLiteStore:
             self.db.execute("PRAGMA journal_size_limit=67108864")
             self._upgrade()
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"{self.path}: not a usable planctl state store: {exc}") from None
+            raise StateError(f"{self.path}: not a usable planctl state store: "
+                             f"{store_failure(exc) or exc}") from None
         except OSError as exc:
             raise StateError(f"{self.path}: cannot open state store: {exc.strerror}") from None
+
+    def _refuse_foreign(self) -> None:
+        """Refuse, before changing anything (WAL mode, tables), a SQLite file of another
+        program: one without planctl's schema version that already holds tables."""
+        if self.db.execute("PRAGMA user_version").fetchone()[0]:
+            return
+        tables = [row[0] for row in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if tables:
+            self.db.close()
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StateError(f"{self.path}: not a planctl state store: it holds tables of "
+                             f"another program ({shown}); choose another --state")
 
     def _upgrade(self) -> None:
         """Create the schema, or bring an older one up to date, in one transaction."""

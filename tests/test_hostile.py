@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,86 @@ def test_the_template_bounds_leave_ordinary_work_alone(tmp_path: Path) -> None:
     assert "list: 1,2,3,3,3" in shown.stdout
     assert "power: 18446744073709551616" in shown.stdout
     assert 'padded: "    7|x   |  a  "' in shown.stdout
+
+
+# -- the state store -----------------------------------------------------------------------
+
+
+def _tables(path: Path) -> tuple[list[str], str]:
+    db = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        return names, db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("schema", ["CREATE TABLE users (id, name)", "CREATE TABLE runs (x)"])
+def test_another_programs_database_is_refused_untouched(tmp_path: Path, schema: str) -> None:
+    """--state naming some other program's SQLite file: refused before anything is
+    written to it (no planctl tables, no WAL mode); a table named like planctl's no longer
+    ends in exit 70."""
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute(schema)
+    db.commit()
+    db.close()
+    before = _tables(other)
+    (tmp_path / "p.yaml").write_text(f"name: t\n{OK_COMMANDS}")
+    for args in (("apply", "p.yaml"), ("runs",)):
+        line = one_error(planctl(tmp_path, *args, "--state", other))
+        assert line.startswith(f"planctl: error: {other}: not a planctl state store: it holds "
+                               "tables of another program")
+    assert _tables(other) == before
+
+
+def test_a_damaged_store_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """A store whose pages were overwritten: `runs`, `show` and `events` say it is
+    damaged (exit 3) instead of exit 70."""
+    (tmp_path / "p.yaml").write_text(f"name: t\n{OK_COMMANDS}")
+    for _ in range(3):
+        assert planctl(tmp_path, "apply", "p.yaml", "--state", "s.db").returncode == 0
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    data = bytearray((tmp_path / "s.db").read_bytes())
+    for start in range(page, len(data), page):  # every page but the header's
+        data[start:start + page] = b"\xab" * page
+    (tmp_path / "s.db").write_bytes(data)
+    for args in (("runs",), ("show", "--last"), ("events", "--last")):
+        line = one_error(planctl(tmp_path, *args, "--state", "s.db"))
+        assert line == "planctl: error: s.db: the state store failed: database disk image " \
+                       "is malformed"
+
+
+HOLDER = """\
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+with open("holder.pid", "w") as f:
+    f.write(str(os.getpid()))
+os.rename("holder.pid", "held")
+time.sleep(90)
+"""
+
+
+def test_a_store_locked_by_another_process_mid_run_is_an_error_not_a_crash(
+        tmp_path: Path) -> None:
+    """A command starts a process that holds a write transaction on the store: planctl's
+    next commit waits its 30 s, then stops with an error that names the run to resume
+    (exit 130, as an interrupted run), not exit 70."""
+    (tmp_path / "holder.py").write_text(HOLDER)
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ncommands:\n  - id: a\n    changes: false\n    run: {shell: \""
+        + f"{sys.executable} holder.py s.db </dev/null >/dev/null 2>&1 &"
+        + " while [ ! -e held ]; do sleep 0.05; done"
+        + "\"}\n  - {id: b, needs: a, changes: false, run: {command: [echo, hi]}}\n")
+    try:
+        done = planctl(tmp_path, "apply", "p.yaml", "--state", "s.db")
+    finally:
+        if (tmp_path / "held").exists():
+            os.kill(int((tmp_path / "held").read_text()), 9)
+    line = one_error(done, 130)
+    assert line.startswith("planctl: error: s.db: the state store failed: database is locked")
+    assert "planctl resume" in line
