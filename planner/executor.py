@@ -588,13 +588,14 @@ class Runner:
 
     @contextlib.contextmanager
     def importable(self) -> Iterator[None]:
-        """For the run, the plan's directory first on ``sys.path``: a `python` action may
-        name a module kept next to the plan."""
+        """For the run, the plan's directory on ``sys.path``: a `python` action may name a
+        module kept next to the plan. Last, not first: a plan's ``http.py`` must not
+        replace the package planctl's own actions import during the run."""
         base = self.plan.base_dir
         if base in sys.path:
             yield
             return
-        sys.path.insert(0, base)
+        sys.path.append(base)
         try:
             yield
         finally:

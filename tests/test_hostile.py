@@ -8,11 +8,14 @@ project's: bad input gives a one-line error and a documented exit code, never ex
 
 from __future__ import annotations
 
+import http.server
 import os
 import resource
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -242,3 +245,62 @@ def test_a_store_locked_by_another_process_mid_run_is_an_error_not_a_crash(
     line = one_error(done, 130)
     assert line.startswith("planctl: error: s.db: the state store failed: database is locked")
     assert "planctl resume" in line
+
+
+# -- python actions and sys.path -------------------------------------------------------------
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering 200 to every GET."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_plan_module_named_like_a_library_does_not_replace_it(tmp_path: Path,
+                                                                 web: str) -> None:
+    """A helper `http.py` next to a plan that uses `python` actions: planctl's own `http`
+    action, which imports Python's http package once the run is under way, still works
+    (the plan's directory used to come first on sys.path and shadow it). The plan is
+    not in the working directory, which `python -m` puts first on sys.path itself."""
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "http.py").write_text("def get():\n    return 'mine'\n")
+    (tmp_path / "plan" / "tools.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "plan" / "p.yaml").write_text(
+        "name: t\ncommands:\n  - {id: a, changes: false, run: {python: 'tools:f'}}\n"
+        f"  - {{id: b, needs: a, changes: false, run: {{http: {{url: '{web}'}}}}}}\n")
+    done = planctl(tmp_path, "apply", "plan/p.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_plan_module_named_like_pythons_own_fails_its_step_naming_both(
+        tmp_path: Path) -> None:
+    """A `python` action naming the plan's `http.py` gets a step failure that names both
+    files, rather than a call into Python's http package or the plan's file shadowing it."""
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "http.py").write_text("def get():\n    return 'mine'\n")
+    (tmp_path / "plan" / "p.yaml").write_text(
+        "name: t\ncommands:\n  - {id: a, changes: false, run: {python: 'http:get'}}\n")
+    done = planctl(tmp_path, "apply", "plan/p.yaml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = [line for line in done.stdout.splitlines() if "FAILED " in line]
+    assert len(failed) == 1
+    assert "module http is Python's or an installed package's (" in failed[0]
+    assert f"this plan's own {tmp_path}/plan/http.py cannot take its name: rename it" \
+        in failed[0]

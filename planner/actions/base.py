@@ -67,7 +67,7 @@ class ActionContext:
     env: Mapping[str, str] = field(default_factory=dict)
     stdin: str | None = None
     timeout: float | None = None
-    plan_dir: str | None = None  # the plan's directory, first on sys.path during its run
+    plan_dir: str | None = None  # the plan's directory, on sys.path (last) during its run
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,16 +71,30 @@ def _check_plan_module(module_name: str, plan_dir: str) -> None:
     loaded = getattr(sys.modules.get(top), "__file__", None)
     if loaded is not None and os.path.realpath(loaded) == os.path.realpath(own):
         return
+    if loaded is None or _on_sys_path(loaded, besides=plan_dir):
+        raise ResolveError(
+            f"module {top} is Python's or an installed package's ({loaded or 'built in'}): "
+            f"this plan's own {own} cannot take its name: rename it")
     raise ResolveError(
         f"module {top} was imported from {loaded} before this plan's own {own}: a process "
         f"keeps one module per name, so plans applied from one process need distinct "
         f"module names")
 
 
+def _on_sys_path(file: str, besides: str) -> bool:
+    """Whether ``file`` lies under an entry of ``sys.path`` other than ``besides``."""
+    file, besides = os.path.realpath(file), os.path.realpath(besides)
+    for entry in sys.path:
+        root = os.path.realpath(entry or os.curdir)
+        if root != besides and file.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
 class PythonAction:
     """Call ``pkg.mod:func`` with the given keyword arguments.
 
-    The module is imported as usual, with the plan's directory first on ``sys.path`` for
+    The module is imported as usual, with the plan's directory last on ``sys.path`` for
     the run (so a module kept next to the plan is found), and the function cached for the
     process, per plan directory. A module of the plan's directory that another of the same
     name was imported before (another plan's) is refused, not called.
