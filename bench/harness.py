@@ -61,18 +61,26 @@ def env() -> dict[str, str]:
 
 @contextmanager
 def plan_dir(text: str) -> Iterator[Path]:
-    """A temporary directory holding ``plan/plan.yaml`` and ``plan/noop.py``."""
+    """A temporary directory holding ``plan/plan.yaml`` and ``plan/noop.py``.
+
+    On the way out the process forgets that ``noop``: Python keeps one module per name,
+    and planctl refuses to call the next directory's ``noop`` while another one is
+    imported (see docs/embedding.md), so a script timing several sizes in one process
+    would fail from the second."""
     with tempfile.TemporaryDirectory(prefix="planctl-bench-") as tmp:
         root = Path(tmp)
         write_plan(root, text)
-        yield root
+        try:
+            yield root
+        finally:
+            sys.modules.pop("noop", None)
 
 
 def write_plan(root: Path, text: str) -> Path:
     """``root/plan/plan.yaml`` holding ``text``, with ``noop.py`` beside it; returns it."""
     (root / "plan").mkdir(parents=True, exist_ok=True)
     (root / "plan" / "plan.yaml").write_text(text)
-    shutil.copy(HERE / "noop.py", root / "plan" / "noop.py")
+    shutil.copy(HERE / "plan_code" / "noop.py", root / "plan" / "noop.py")
     return root / "plan" / "plan.yaml"
 
 

@@ -301,6 +301,6 @@ def test_a_plan_module_named_like_pythons_own_fails_its_step_naming_both(
     assert done.returncode == 1, done.stdout + done.stderr
     failed = [line for line in done.stdout.splitlines() if "FAILED " in line]
     assert len(failed) == 1
-    assert "module http is Python's or an installed package's (" in failed[0]
+    assert "module http is found first elsewhere (" in failed[0]
     assert f"this plan's own {tmp_path}/plan/http.py cannot take its name: rename it" \
         in failed[0]

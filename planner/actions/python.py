@@ -73,7 +73,8 @@ def _check_plan_module(module_name: str, plan_dir: str) -> None:
         return
     if loaded is None or _on_sys_path(loaded, besides=plan_dir):
         raise ResolveError(
-            f"module {top} is Python's or an installed package's ({loaded or 'built in'}): "
+            f"module {top} is found first elsewhere ({loaded or 'built into Python'}: "
+            f"Python's own, an installed package's or another directory's on sys.path): "
             f"this plan's own {own} cannot take its name: rename it")
     raise ResolveError(
         f"module {top} was imported from {loaded} before this plan's own {own}: a process "
