@@ -4,18 +4,14 @@ nothing else happens."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
+
+from terminal import on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -140,37 +136,9 @@ def test_the_github_step_summary_of_a_huge_run_stays_far_below_githubs_limit(
 
 def _on_terminal(tmp: Path, rows: int, cols: int, *args: str) -> tuple[int, str]:
     """Run `planctl ARGS` on a pseudo-terminal of ``rows`` x ``cols``; exit code, output."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    env = _env(tmp, TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
+    env = _env(tmp, TERM="xterm-256color")
     env.pop("NO_COLOR")
-    proc = subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=tmp, env=env,
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    text = out.decode("utf-8", errors="replace")
-    assert "Traceback" not in text, text
-    return code, text
+    return on_terminal(tmp, env, *args, rows=rows, cols=cols, timeout=120)
 
 
 def test_the_live_tree_on_a_narrow_terminal_keeps_to_its_height_and_whole_commands(

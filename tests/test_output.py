@@ -3,17 +3,11 @@ JUnit XML and the GitHub step summary, for apply, rollback and resume of the see
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -24,6 +18,7 @@ from typing import Any
 import junitschema
 import pytest
 from seedplan import Seed, make_seed
+from terminal import on_terminal
 
 FAIL_DISK1 = ["--var", "fail_disks=disk1", "--var", "copy_seconds=0.1"]
 QUICK = ["--var", "copy_seconds=0.1"]
@@ -53,42 +48,12 @@ def _objects(stdout: str) -> list[dict[str, Any]]:
 
 def _on_terminal(seed: Seed, *args: str, env: dict[str, str] | None = None,
                  timeout: float = 60) -> tuple[int, str]:
-    """Run `planctl ARGS` with a pseudo-terminal (120x40) as stdin, stdout and stderr; its
-    exit code and everything it wrote there."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    full = {**seed.env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **(env or {})}
+    """`planctl ARGS` on a 120x40 pseudo-terminal, in the seed's directory and environment
+    (without NO_COLOR unless ``env`` sets it); its exit code and what it wrote there."""
+    full = {**seed.env, "TERM": "xterm-256color", **(env or {})}
     if env is None or "NO_COLOR" not in env:
         full.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=seed.root, env=full,
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        else:
-            raise AssertionError(f"planctl did not end in {timeout}s: {bytes(out)[-2000:]!r}")
-        code = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    text = out.decode("utf-8", errors="replace")
-    assert "Traceback" not in text, text
-    return code, text
+    return on_terminal(seed.root, full, *args, timeout=timeout)
 
 
 def _cases(path: Path) -> tuple[ET.Element, dict[str, ET.Element]]:
