@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -231,7 +232,7 @@ class SQLiteStore:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT,
                                       check_same_thread=False)
             self._refuse_foreign()
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal()
             sync = os.environ.get("PLANCTL_SYNC", "NORMAL").upper()
             if sync not in ("NORMAL", "FULL", "EXTRA"):
                 raise StateError(f"PLANCTL_SYNC={sync!r}: expected NORMAL, FULL or EXTRA")
@@ -251,15 +252,39 @@ class SQLiteStore:
     def _refuse_foreign(self) -> None:
         """Refuse, before changing anything (WAL mode, tables), a SQLite file of another
         program: one without planctl's schema version that already holds tables."""
-        if self.db.execute("PRAGMA user_version").fetchone()[0]:
-            return
-        tables = [row[0] for row in self.db.execute(
-            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
-        if tables:
+        # One read transaction, so both answers come from one state of the file: another
+        # planctl creating this store at the same time commits its tables and its version
+        # together, and must not look like another program half-way.
+        self.db.execute("BEGIN")
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            tables = [row[0] for row in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
+        finally:
+            self.db.execute("COMMIT")
+        if not version and tables:
             self.db.close()
             shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
             raise StateError(f"{self.path}: not a planctl state store: it holds tables of "
                              f"another program ({shown}); choose another --state")
+
+    def _enter_wal(self) -> None:
+        """WAL mode (once per file: it stays). Switching needs the file to itself, and
+        SQLite answers "busy" at once, without the busy timeout, when another process
+        opens it at the same moment (parallel CI jobs starting on a fresh store): try
+        again for up to BUSY_TIMEOUT seconds."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = 0.005
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 5 \
+                        or time.monotonic() + pause > deadline:  # not SQLITE_BUSY, or too long
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _upgrade(self) -> None:
         """Create the schema, or bring an older one up to date, in one transaction."""
