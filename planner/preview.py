@@ -114,6 +114,7 @@ class Verdict(StrEnum):
     NO_RUN = "no-run"  # a parent without `run`: only its children act
     UNKNOWN = "unknown"  # its `when` or `exists` needs values known after apply
     FAIL = "fail"  # its probe cannot answer, or a template does not render
+    NOT_REACHED = "not-reached"  # it waits for a command that would fail: apply stops first
 
     @property
     def label(self) -> str:
@@ -128,6 +129,7 @@ _LABELS = {
     Verdict.NO_RUN: "-",
     Verdict.UNKNOWN: "known after apply",
     Verdict.FAIL: "would fail",
+    Verdict.NOT_REACHED: "not reached",
 }
 _MAY_RUN = frozenset({Verdict.RUN, Verdict.RUN_UNPROBED, Verdict.UNKNOWN})
 
@@ -273,6 +275,18 @@ class _Found:
     verdict: Verdict
     reason: str = ""
     run: str = ""
+    when_unknown: bool = False  # its own `when` needs values known after apply
+
+
+@dataclass(frozen=True, slots=True)
+class _Upstream:
+    """What the steps before one step (in the DAG, transitively) would have done by then."""
+
+    fails: str | None = None  # a command that would fail: apply would start nothing after it
+    changes: str | None = None  # a command that would (or might) change something
+
+
+_NOTHING_BEFORE = _Upstream()
 
 
 class _Previewer:
@@ -285,6 +299,7 @@ class _Previewer:
         self.strict = _Known(self.graph, _UNKNOWN, dict.fromkeys(ids, "PENDING"), {})
         self.shown = _Known(self.graph, _PLACEHOLDER, dict.fromkeys(ids, "PENDING"), {})
         self.found: dict[str, _Found] = {}
+        self.after: dict[str, _Upstream] = {}  # step key -> what its steps and itself did
 
     # -- templates -------------------------------------------------------------------------
 
@@ -365,10 +380,25 @@ class _Previewer:
             for task in running:
                 task.cancel()
 
+    def _before(self, key: str) -> _Upstream:
+        """What the steps before step ``key`` would have done (they are all decided)."""
+        fails = changes = None
+        for pred in self.graph.predecessors[key]:
+            after = self.after[pred]
+            fails = fails or after.fails
+            changes = changes or after.changes
+        return _Upstream(fails, changes) if fails or changes else _NOTHING_BEFORE
+
     async def _begin(self, instance: CommandInstance) -> None:
         iid, spec = instance.id, instance.spec
-        found = await self._decide(instance)
+        before = self._before(instance.first_step)
+        found = await self._decide(instance, before)
         self.found[iid] = found
+        fails = iid if found.verdict is Verdict.FAIL else before.fails
+        changes = before.changes
+        if found.verdict in _MAY_RUN and spec.run is not None and spec.changes:
+            changes = changes or iid
+        self.after[instance.first_step] = _Upstream(fails, changes)
         parent = bool(instance.children)
         if found.verdict is Verdict.SKIPPED:
             self._predict(iid, "SKIPPED", {})
@@ -380,14 +410,23 @@ class _Previewer:
         elif found.verdict is not Verdict.UNCHANGED:  # UNCHANGED predicted its outputs
             self._predict(iid, None)
 
-    async def _decide(self, instance: CommandInstance) -> _Found:
+    async def _decide(self, instance: CommandInstance, before: _Upstream) -> _Found:
         """Apply's decisions (`Runner._begin`, `_probe_then_act`), short of acting."""
         runner, iid, spec = self.runner, instance.id, instance.spec
+        if before.fails is not None:
+            # Apply starts no step once one failed: nothing that waits for it ever runs.
+            return _Found(Verdict.NOT_REACHED, f"it waits for `{before.fails}`, which would "
+                          "fail: apply would start nothing after that",
+                          self._show(spec.run, instance))
         parent = instance.parent
         while parent is not None:
             status = self.strict.status[parent]
             if isinstance(status, str) and status == "SKIPPED":
                 return _Found(Verdict.SKIPPED, "an ancestor is skipped")
+            if self.found[parent].when_unknown:
+                return _Found(Verdict.UNKNOWN, f"whether its ancestor `{parent}` is skipped "
+                              "(its `when`) is known after apply",
+                              self._show(spec.run, instance))
             parent = self.graph.instances[parent].parent
         context = self._context(instance)
         try:
@@ -395,7 +434,7 @@ class _Previewer:
                 return _Found(Verdict.SKIPPED, "`when` is false")
         except KnownAfterApply:
             return _Found(Verdict.UNKNOWN, "`when` needs values known after apply",
-                          self._show(spec.run, instance))
+                          self._show(spec.run, instance), when_unknown=True)
         except TemplateError as exc:
             return _Found(Verdict.FAIL, str(runner.redact(f"when: {exc}")))
         if spec.run is None:
@@ -435,13 +474,17 @@ class _Previewer:
         self._predict(instance.id, "RUNNING" if instance.children else "UNCHANGED", outputs)
 
     def _end(self, instance: CommandInstance) -> None:
-        """A parent ends: SUCCEEDED if it or a child would change something, else UNCHANGED."""
+        """A parent ends: SUCCEEDED if it or a child would change something, else UNCHANGED
+        (as `Runner._end`: its own `run`, done or found present, decides alone)."""
         iid = instance.id
+        before = self._before(instance.last_step)
+        self.after[instance.last_step] = before
         own = self.found[iid].verdict
         if own is Verdict.SKIPPED:
             return
         kids = [self.strict.status[c] for c in instance.children]
-        if own in (Verdict.UNKNOWN, Verdict.FAIL) or any(k is _UNKNOWN for k in kids):
+        if own in (Verdict.UNKNOWN, Verdict.FAIL, Verdict.NOT_REACHED) or before.fails or (
+                own is Verdict.NO_RUN and any(k is _UNKNOWN for k in kids)):
             self._predict(iid, None)
             return
         quiet = own is Verdict.UNCHANGED or (
@@ -556,6 +599,8 @@ def format_preview(preview: PlanPreview) -> str:
                 f"{counts[Verdict.SKIPPED]} skipped")
     if failures:
         summary += f", {len(failures)} would fail"
+    if counts[Verdict.NOT_REACHED]:
+        summary += f", {counts[Verdict.NOT_REACHED]} not reached"
     lines.append(f"{summary}\n")
     if preview.rollback:
         lines.append("\nif apply fails, its rollback would undo, in this order:\n")

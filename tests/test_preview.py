@@ -452,3 +452,121 @@ def test_plan_with_an_unusable_state_file_exits_3(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == \
         "planctl: error: junk.db: not a usable planctl state store: file is not a database"
     assert done.stdout == ""
+
+
+# -- plan against apply: what plan says definitely, apply does -----------------------------
+
+# What apply ends a command with, for each verdict plan gives without "known after apply".
+AGREES = {"run": {"SUCCEEDED"}, "run-unprobed": {"SUCCEEDED"}, "unchanged": {"UNCHANGED"},
+          "skipped": {"SKIPPED"}, "no-run": {"UNCHANGED", "SUCCEEDED"}, "fail": {"FAILED"},
+          "not-reached": {None}}
+
+
+def planned_then_applied(tmp_path: Path, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`planctl plan -o json`, then `planctl apply` of the same plan on the same files: the
+    verdict of each command, and the status its forward part ended with (None: not run)."""
+    done = planctl(tmp_path, "plan", "plan.yaml", "-o", "json", *args)
+    assert done.returncode in (0, EXIT_WOULD_FAIL), done.stdout + done.stderr
+    verdicts = {c["id"]: c["verdict"] for c in as_json(done)["commands"]}
+    applied = planctl(tmp_path, "apply", "plan.yaml", "-o", "json", *args)
+    ended: dict[str, Any] = dict.fromkeys(verdicts)
+    for line in applied.stdout.splitlines():
+        event = json.loads(line)
+        if event["kind"] == "command" and event["execution_reason"] == "REGULAR_FLOW":
+            ended[event["command_id"]] = event["status"]
+    for iid, verdict in verdicts.items():
+        if verdict != "unknown":
+            assert ended[iid] in AGREES[verdict], (iid, verdict, ended[iid], applied.stdout)
+    return verdicts, ended
+
+
+def test_children_of_a_parent_whose_when_is_known_after_apply_are_not_promised(
+        tmp_path: Path) -> None:
+    """A parent's `when` reading outputs of a command that would run is known after apply,
+    and so is every one of its descendants (a group's too): apply may skip them all. Plan
+    no longer says they would run; apply indeed skips them."""
+    write(tmp_path, """\
+        name: late-parent
+        commands:
+          - id: up
+            run: {command: [echo, "no"]}
+            inverse: {command: ["true"]}
+            outputs: {flag: "{{ result.stdout | trim }}"}
+          - id: parent
+            needs: up
+            when: "{{ commands.up.outputs.flag == 'yes' }}"
+            run: {command: [touch, parent]}
+            inverse: {command: [rm, parent]}
+            children:
+              - id: child
+                exists: {command: [test, -e, child]}
+                run: {command: [touch, child]}
+                inverse: {command: [rm, child]}
+                children:
+                  - id: grandchild
+                    run: {command: [touch, grandchild]}
+                    inverse: {command: [rm, grandchild]}
+          - id: group
+            needs: up
+            when: "{{ commands.up.outputs.flag == 'yes' }}"
+            children:
+              - id: member
+                run: {command: [touch, member]}
+                inverse: {command: [rm, member]}
+        """)
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"up": "run-unprobed", "parent": "unknown", "child": "unknown",
+                        "grandchild": "unknown", "group": "unknown", "member": "unknown"}
+    assert ended == {"up": "SUCCEEDED", "parent": "SKIPPED", "child": "SKIPPED",
+                     "grandchild": "SKIPPED", "group": "SKIPPED", "member": "SKIPPED"}
+    text = planctl(tmp_path, "plan", "plan.yaml").stdout
+    assert "known after apply: grandchild: whether its ancestor `parent` is skipped" in text
+
+
+def test_what_waits_for_a_command_that_would_fail_is_not_reached(tmp_path: Path) -> None:
+    """Apply starts nothing after a failure: the children of a command whose probe cannot
+    answer, and what needs it (directly or not), never run. Plan says "not reached" for
+    them, leaves them out of the changes and of the rollback, and exits 11; apply indeed
+    never starts them and undoes only what ran before."""
+    write(tmp_path, """\
+        name: doomed
+        commands:
+          - id: first
+            run: {command: [touch, first]}
+            inverse: {command: [rm, first]}
+          - id: broken
+            needs: first
+            exists: {command: [./no-such-probe]}
+            run: {command: [touch, broken]}
+            inverse: {command: [rm, broken]}
+            children:
+              - id: kid
+                exists: {command: [test, -e, kid]}
+                run: {command: [touch, kid]}
+                inverse: {command: [rm, kid]}
+          - id: after
+            needs: broken
+            run: {command: [touch, after]}
+            inverse: {command: [rm, after]}
+          - id: later
+            needs: after
+            run: {command: [touch, later]}
+            inverse: {command: [rm, later]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml", "--detailed-exitcode")
+    assert done.returncode == EXIT_WOULD_FAIL, done.stdout + done.stderr
+    table = rows(done.stdout)
+    for iid in ("kid", "after", "later"):
+        assert re.search(r"\bnot reached\s", table[iid]), table[iid]
+    assert rollback_order(done.stdout) == ["first"]
+    assert "apply would change 1 command;" in done.stdout and "3 not reached" in done.stdout
+    data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))
+    assert data["changes"] == 1 and data["rollback"] == ["first"]
+    assert {c["id"]: c["reason"] for c in data["commands"]}["later"] == \
+        "it waits for `broken`, which would fail: apply would start nothing after that"
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"first": "run-unprobed", "broken": "fail", "kid": "not-reached",
+                        "after": "not-reached", "later": "not-reached"}
+    assert ended == {"first": "SUCCEEDED", "broken": "FAILED", "kid": None, "after": None,
+                     "later": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".planctl", "plan.yaml"]
