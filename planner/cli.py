@@ -270,7 +270,9 @@ def plan_command(
     Each command would run, or is UNCHANGED because its `exists` probe finds it present.
     Nothing else runs and nothing is written (no state store, no run, no lock). Values only
     apply produces, such as outputs of commands that would run first, show as
-    "(known after apply)"; a probe that needs one is not asked. Entities of the plan that
+    "(known after apply)"; a probe that needs one is not asked, and a probe that apply
+    would ask only after a command that changes something is "known after apply" too.
+    What waits for a command that would fail is "not reached". Entities of the plan that
     another run holds locked in the state file are listed (apply would wait for them, up
     to its lock timeout, or exit 4); the file is only read.
 
@@ -279,9 +281,13 @@ def plan_command(
     probe cannot answer or a template does not render · 3 invalid plan or usage. 10 and
     11 are not Terraform's 2, which in planctl means "leftovers remain".
 
-    Example:
+    Examples:
 
-        planctl plan plans/vm-from-template/plan.yaml --var vm=vm-7 --detailed-exitcode
+        planctl plan plans/vm-from-template/plan.yaml --var vm=vm-7
+
+        planctl plan plans/hello-world.yaml --detailed-exitcode
+
+        planctl plan plans/hello-world.yaml -o json > preview.json
     """
     import json
 

@@ -4,6 +4,9 @@ A preview walks the plan's DAG as apply would, with the same templates, secrets 
 `exists` probes, but runs no `run` and writes nothing: no state store, no run, no lock.
 What only apply produces (``run_id``, the outputs of a command that would run) is
 *known after apply*: shown as such, and a probe or a `when` that needs it is not asked.
+So is the answer of a probe that apply asks only after a command that would change
+something (the world it probes may differ by then), and whatever an unknown `when`
+may skip. What waits for a command that would fail is *not reached*.
 """
 
 from __future__ import annotations
@@ -447,6 +450,11 @@ class _Previewer:
                 return _Found(Verdict.UNKNOWN, "`exists` needs values known after apply", shown)
             except _StepFailed as failure:
                 return _Found(Verdict.FAIL, str(runner.redact(str(failure))), shown)
+            if before.changes is not None:
+                # Apply asks the probe after that command acted, which may change its answer.
+                now = "present" if probe.ok else "absent"
+                return _Found(Verdict.UNKNOWN, f"`exists` says {now} now, but apply would ask "
+                              f"it after `{before.changes}` changed things", shown)
             if probe.ok:
                 self._unchanged(instance, {**context, "result": dict(probe.data)})
                 return _Found(Verdict.UNCHANGED, "`exists` says present", shown)

@@ -65,21 +65,26 @@ def state_files(directory: Path) -> dict[str, bytes]:
 
 
 def test_plan_of_the_seed_plan_shows_what_would_run_and_writes_nothing(tmp_path: Path) -> None:
-    """On an empty storage every command would run, start_vm's argument is known after
-    apply, the rollback would undo the clones (reversed) then the VM; nothing is created:
-    no state store, no VM, no image."""
+    """On an empty storage the VM would be created; its clones' probes, which apply asks
+    only after that, are known after apply (absent now), as is start_vm's argument; the
+    rollback would undo the clones (reversed) then the VM; nothing is created: no state
+    store, no VM, no image."""
     seed = make_seed(tmp_path)
     done = seed.planctl("plan", str(seed.plan))
     assert done.returncode == 0, done.stdout + done.stderr
     table = rows(done.stdout)
     assert list(table) == ["add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]", "start_vm"]
+    assert re.search(r"\bwould run\s+vm/vm-42", table["add_vm"]), table["add_vm"]
     for iid in ("add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]"):
-        assert re.search(r"\bwould run\s+(vm|image)/vm-42", table[iid]), table[iid]
         assert table[iid].rstrip().endswith("inverse")
+    for iid in ("clone[disk0]", "clone[disk1]", "clone[disk2]"):
+        assert re.search(r"\bknown after apply\s+image/vm-42", table[iid]), table[iid]
+        assert f"known after apply: {iid}: `exists` says absent now, but apply would ask it " \
+            "after `add_vm` changed things" in done.stdout
     assert "./store copy-image disk1 vm-42-disk1" in table["clone[disk1]"]
     assert "would run (read-only)" in table["start_vm"]
     assert "(known after apply)" in table["start_vm"]
-    assert "apply would change 4 commands" in done.stdout
+    assert "apply would change 4 commands (3 known only after apply)" in done.stdout
     assert rollback_order(done.stdout) == ["clone[disk2]", "clone[disk1]", "clone[disk0]",
                                            "add_vm"]
     assert "./store remove-image vm-42-disk2" in done.stdout
@@ -164,7 +169,9 @@ commands:
 def test_plan_runs_only_exists_probes_and_follows_outputs_like_apply(tmp_path: Path) -> None:
     """Only `exists` probes run, never `run` or `inverse`. A probe reading the outputs of a
     command found present gets them from that command's probe, as apply would; a probe
-    reading outputs of a command that would run is not asked: known after apply."""
+    reading outputs of a command that would run is not asked: known after apply. A probe
+    apply would ask after a command that would change something (here `parent`, before
+    its `child`) is asked, but its answer may change by then: known after apply too."""
     write(tmp_path, PROBED)
     done = planctl(tmp_path, "plan", "plan.yaml", "-o", "json", "--detailed-exitcode")
     assert done.returncode == EXIT_CHANGES, done.stdout + done.stderr
@@ -175,7 +182,7 @@ def test_plan_runs_only_exists_probes_and_follows_outputs_like_apply(tmp_path: P
     verdicts = {c["id"]: c["verdict"] for c in data["commands"]}
     assert verdicts == {"absent": "run", "present": "unchanged", "reads_present": "run",
                         "made": "run-unprobed", "reads_made": "unknown", "parent": "run",
-                        "child": "run"}
+                        "child": "unknown"}
     by_id = {c["id"]: c for c in data["commands"]}
     assert by_id["reads_made"]["run"] == "touch 'ran-(known after apply)'"
     assert by_id["reads_made"]["changes"] is True  # it may: counted as a change
@@ -269,7 +276,8 @@ def test_plan_json_is_one_document_with_a_version(tmp_path: Path) -> None:
         "add_vm", "clone[disk0]", "clone[disk1]", "clone[disk2]", "start_vm"]
     assert data["commands"][1] == {
         "id": "clone[disk0]", "parent": "add_vm", "entity": "image/vm-42-disk0",
-        "verdict": "run", "reason": "`exists` says absent",
+        "verdict": "unknown",
+        "reason": "`exists` says absent now, but apply would ask it after `add_vm` changed things",
         "run": "./store copy-image disk0 vm-42-disk0",
         "inverse": "./store remove-image vm-42-disk0", "undo": "inverse", "changes": True}
     assert data["rollback"] == ["clone[disk2]", "clone[disk1]", "clone[disk0]", "add_vm"]
@@ -570,3 +578,40 @@ def test_what_waits_for_a_command_that_would_fail_is_not_reached(tmp_path: Path)
     assert ended == {"first": "SUCCEEDED", "broken": "FAILED", "kid": None, "after": None,
                      "later": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == [".planctl", "plan.yaml"]
+
+
+def test_a_probe_apply_asks_after_a_change_is_known_after_apply(tmp_path: Path) -> None:
+    """`configure` probes a file that `unpack`, which it needs and which would run, makes:
+    absent when plan asks, present when apply asks. Plan says so ("known after apply",
+    with what it found now) instead of "would run"; apply finds it present: UNCHANGED.
+    Once `unpack` is present itself, the probe's answer is plan's to give: unchanged."""
+    write(tmp_path, """\
+        name: unpack-then-configure
+        commands:
+          - id: unpack
+            exists: {command: [test, -d, app]}
+            run: {shell: "mkdir app && echo default > app/config"}
+            inverse: {command: [rm, -r, app]}
+          - id: configure
+            needs: unpack
+            exists: {command: [test, -e, app/config]}
+            run: {shell: "echo custom > app/config"}
+            inverse: {command: [rm, app/config]}
+          - id: report
+            needs: configure
+            changes: false
+            exists: {command: [test, -e, app/config]}
+            run: {command: [cat, app/config]}
+        """)
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"unpack": "run", "configure": "unknown", "report": "unknown"}
+    assert ended == {"unpack": "SUCCEEDED", "configure": "UNCHANGED", "report": "UNCHANGED"}
+    reason = {c["id"]: c["reason"] for c in as_json(
+        planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))["commands"]}
+    assert reason == {"unpack": "`exists` says present", "configure": "`exists` says present",
+                      "report": "`exists` says present"}
+    (tmp_path / "app" / "config").unlink()
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"unpack": "unchanged", "configure": "run", "report": "unknown"}
+    assert ended == {"unpack": "UNCHANGED", "configure": "SUCCEEDED", "report": "UNCHANGED"}
+    assert (tmp_path / "app" / "config").read_text() == "custom\n"
