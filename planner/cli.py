@@ -260,10 +260,11 @@ def plan_command(
         help="Exit 0 when nothing would change, 10 when something would.")] = False,
     output: Annotated[PreviewFormat, typer.Option(
         "--output", "-o", help="text: tables; json: one JSON document.")] = PreviewFormat.text,
-    state: Annotated[Path, typer.Option(
-        "--state", "-s", metavar="PATH", envvar="PLANCTL_STATE", show_default=True,
-        help="SQLite state file whose entity locks to report (read only; may not exist).")
-    ] = Path(DEFAULT_STATE),
+    state: Annotated[str, typer.Option(
+        "--state", "-s", metavar="PATH|URL", envvar="PLANCTL_STATE", show_default=True,
+        help="SQLite state file whose entity locks to report, as apply takes it: a path, "
+        "sqlite:///PATH or file:///PATH (read only; may not exist).")
+    ] = str(DEFAULT_STATE),
 ) -> None:
     """Show what apply would do, and what its rollback would undo, asking only `exists`.
 
@@ -298,7 +299,8 @@ def plan_command(
     _print_warnings(plan, loaded.warnings)
     from .sqlite_store import read_locks
 
-    locks = read_locks(state)  # StateError: exit 3 like any unusable store
+    # The same file apply would lock in (a URL too): StateError exits 3 like any unusable store.
+    locks = read_locks(_state_path(state))
     preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel,
                            locks=locks)
     if output is PreviewFormat.json:

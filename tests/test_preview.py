@@ -615,3 +615,33 @@ def test_a_probe_apply_asks_after_a_change_is_known_after_apply(tmp_path: Path) 
     assert verdicts == {"unpack": "unchanged", "configure": "run", "report": "unknown"}
     assert ended == {"unpack": "UNCHANGED", "configure": "SUCCEEDED", "report": "UNCHANGED"}
     assert (tmp_path / "app" / "config").read_text() == "custom\n"
+
+
+def test_plan_reads_the_state_file_apply_would_given_as_a_url(tmp_path: Path) -> None:
+    """`--state` (and PLANCTL_STATE) takes what apply takes: a sqlite:/// or file:/// URL
+    of the state file reports the same locks as its path (here one kept for the leftover
+    of a failed run). It used to be read as a path named like the URL, with no locks."""
+    write(tmp_path, """\
+        name: kept
+        commands:
+          - id: made
+            entity: "file/made"
+            run: {command: [touch, made]}
+            inverse: {command: [rm, made]}
+          - id: boom
+            needs: made
+            run: {command: ["false"]}
+            irreversible: true
+        """)
+    failed = planctl(tmp_path, "apply", "plan.yaml", "--no-rollback", "-s", "st/state.db")
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    before = state_files(tmp_path / "st")
+    for state, env in (("st/state.db", {}), ("sqlite:///st/state.db", {}),
+                       (f"file://{tmp_path}/st/state.db", {}),
+                       (None, {"PLANCTL_STATE": "sqlite:///st/state.db"})):
+        args = ("-s", state) if state else ()
+        data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json", *args, env=env))
+        assert [(lock["entity"], lock["holder"]) for lock in data["locked"]] == [
+            ("file/made", "kept for leftovers")], state
+    assert state_files(tmp_path / "st") == before
+    assert not (tmp_path / "sqlite:").exists()
