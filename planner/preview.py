@@ -576,6 +576,9 @@ def _cut(text: str, width: int = _WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_NAMED = 5  # commands named on a line of reasons shared by several
+
+
 def format_preview(preview: PlanPreview) -> str:
     """The preview as text: a table of commands, then what a rollback would undo."""
     from .report import _table
@@ -594,8 +597,15 @@ def format_preview(preview: PlanPreview) -> str:
                                            if c.verdict is Verdict.UNKNOWN]
     for c in failures:
         lines.append(f"would fail: {c.id}: {c.reason}\n")
+    # One line per reason: the instances of a loop share theirs (a thousand clones after
+    # the VM they go into would be a thousand lines saying the same).
+    reasons: dict[str, list[str]] = {}
     for c in unknown:
-        lines.append(f"known after apply: {c.id}: {c.reason}\n")
+        reasons.setdefault(c.reason, []).append(c.id)
+    for reason, ids in reasons.items():
+        named = ", ".join(ids[:_NAMED]) + (f" and {len(ids) - _NAMED} more"
+                                           if len(ids) > _NAMED else "")
+        lines.append(f"known after apply: {named}: {reason}\n")
     counts = {v: sum(c.verdict is v for c in preview.commands) for v in Verdict}
     changes = len(preview.changes)
     summary = (f"apply would change {changes} command{'s' if changes != 1 else ''}"
