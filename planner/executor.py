@@ -1702,51 +1702,55 @@ def _full_collections_paused() -> Iterator[None]:
             gc.collect()
 
 
-class _PidfdWatcher(asyncio.AbstractChildWatcher):
-    """Python 3.12's child watcher on 3.11: each child is watched through a pidfd on the
-    loop that started it, so no thread per subprocess and any number of loops."""
+if sys.version_info < (3, 12):
+    # Child watchers are deprecated from 3.12 (subclassing AbstractChildWatcher warns at
+    # import) and gone in 3.14; from 3.12 asyncio itself watches children through a pidfd
+    # where the kernel has them, so this class exists on 3.11 only.
+    class _PidfdWatcher(asyncio.AbstractChildWatcher):
+        """Python 3.12's child watcher on 3.11: each child is watched through a pidfd on the
+        loop that started it, so no thread per subprocess and any number of loops."""
 
-    def add_child_handler(  # type: ignore[override]
-            self, pid: int, callback: Callable[..., object], *args: Any) -> None:
-        loop = asyncio.get_running_loop()
-        pidfd = os.pidfd_open(pid)
-        loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
+        def add_child_handler(  # type: ignore[override]
+                self, pid: int, callback: Callable[..., object], *args: Any) -> None:
+            loop = asyncio.get_running_loop()
+            pidfd = os.pidfd_open(pid)
+            loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
 
-    @staticmethod
-    def _reap(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int,
-              callback: Callable[..., object], args: tuple[Any, ...]) -> None:
-        loop.remove_reader(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:  # reaped by someone else
-            code = 255
-        os.close(pidfd)
-        callback(pid, code, *args)
+        @staticmethod
+        def _reap(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int,
+                  callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+            loop.remove_reader(pidfd)
+            try:
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped by someone else
+                code = 255
+            os.close(pidfd)
+            callback(pid, code, *args)
 
-    def remove_child_handler(self, pid: int) -> bool:
-        return True
+        def remove_child_handler(self, pid: int) -> bool:
+            return True
 
-    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        pass
+        def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+            pass
 
-    def close(self) -> None:
-        pass
+        def close(self) -> None:
+            pass
 
-    def is_active(self) -> bool:
-        return True
+        def is_active(self) -> bool:
+            return True
 
-    def __enter__(self) -> _PidfdWatcher:
-        return self
+        def __enter__(self) -> _PidfdWatcher:
+            return self
 
-    def __exit__(self, *exc: object) -> None:
-        pass
+        def __exit__(self, *exc: object) -> None:
+            pass
 
 
 def _watch_children() -> None:
     """On Python 3.11, asyncio's default watches each child process with a thread of its
     own; put the loop-independent pidfd watcher in its place (once, and only if nobody chose
-    another watcher)."""
+    another watcher). From 3.12 on asyncio does this itself, and so does nothing here."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
     policy = asyncio.get_event_loop_policy()

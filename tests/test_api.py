@@ -77,6 +77,26 @@ def test_importing_planner_loads_no_engine() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_no_planner_module_uses_a_deprecated_api_when_imported() -> None:
+    """Importing every planner module raises no DeprecationWarning of planctl's own making:
+    Python 3.12 deprecated subclassing asyncio's child watchers, and 3.14 removes them."""
+    code = textwrap.dedent("""\
+        import importlib, pkgutil, warnings
+        for category in (DeprecationWarning, PendingDeprecationWarning):
+            warnings.filterwarnings("error", category=category, module=r"planner(\\.|$)")
+        import planner
+        names = [m.name for m in pkgutil.walk_packages(planner.__path__, "planner.")]
+        for name in names:
+            if name != "planner.__main__":  # would run the CLI
+                importlib.import_module(name)
+        print(len(names))
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 20, done.stdout  # the walk found the modules
+
+
 def test_listener_hears_the_events_the_cli_prints(tmp_path: Path) -> None:
     """A listener given to apply_plan receives the events `planctl apply --output json`
     prints, in the same order with the same statuses (a sequential plan, so the order is
