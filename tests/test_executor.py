@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from asyncjobs import AsyncJobsServer
+from seedplan import wait_for
 
 import planner
 from planner.store import CommandRecord, EventRecord, RunRecord, TaskRecord
@@ -1355,6 +1356,8 @@ def test_cli_state_file_that_is_not_a_database_exits_3(tmp_path: Path) -> None:
 PY311 = sys.version_info < (3, 12)
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"),
+                    reason="without pidfd asyncio waits for each child in a thread")
 def test_subprocess_fan_out_starts_no_thread_per_process(tmp_path: Path) -> None:
     """Fifty `command` subprocesses in flight at once are watched without a thread each."""
     before = threading.active_count()
@@ -1372,6 +1375,87 @@ def test_subprocess_fan_out_starts_no_thread_per_process(tmp_path: Path) -> None
         listener=lambda _event: counts.append(threading.active_count()))
     assert rec.outcome.status == "SUCCEEDED"
     assert counts and max(counts) <= before, (before, max(counts))
+
+
+# planctl as on macOS or a BSD: no os.pidfd_open, and no /proc (the paths planner.orphans
+# reads point at a directory that does not exist), set up before the CLI starts.
+WITHOUT_LINUX = """\
+import os, pathlib, runpy
+del os.pidfd_open
+from planner import orphans
+missing = pathlib.Path(os.environ["NO_PROC"])
+orphans.stat.__defaults__ = (missing,)
+orphans.scan.__kwdefaults__ = orphans.alive.__kwdefaults__ = {"proc": missing}
+runpy.run_module("planner", run_name="__main__")
+"""
+
+
+def test_without_pidfd_and_proc_a_run_rolls_back_and_resumes(tmp_path: Path) -> None:
+    """Where there is neither os.pidfd_open nor /proc, subprocess actions still run (asyncio
+    watches them its own way), a failed run is rolled back, and a run killed with -9 is
+    resumed: its dead holder is told by its pid alone."""
+    write_plan(tmp_path, """\
+        name: portable
+        vars: {ok: true}
+        commands:
+          - id: made
+            exists: {command: [test, -e, made.txt]}
+            run: {command: [touch, made.txt]}
+            inverse: {command: [rm, made.txt]}
+          - id: last
+            needs: made
+            run: {shell: "touch started; until test -e go; do sleep 0.05; done; {{ ok | lower }}"}
+            changes: false
+        """)
+    env = {**os.environ, "NO_COLOR": "1", "NO_PROC": str(tmp_path / "no-proc")}
+    argv = [PY, "-c", WITHOUT_LINUX]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*argv, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    (tmp_path / "go").touch()
+    failed = cli("apply", "plan.yaml", "--var", "ok=false")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert not (tmp_path / "made.txt").exists()
+
+    for name in ("go", "started"):
+        (tmp_path / name).unlink()
+    killed = subprocess.Popen([*argv, "apply", "plan.yaml"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_for("the last command to start", (tmp_path / "started").exists, proc=killed)
+    finally:
+        killed.kill()
+        killed.wait()
+    (tmp_path / "go").touch()  # the shell left running ends too
+    resumed = cli("resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "SUCCEEDED" in resumed.stderr + resumed.stdout
+    assert (tmp_path / "made.txt").exists()
+
+
+def test_without_proc_a_lock_holder_is_alive_while_its_pid_is() -> None:
+    """Without /proc the signal check alone decides: a live pid holds, a reaped one does
+    not, and a zombie (ended, not yet reaped) still holds until it is reaped, where /proc
+    would have shown it ended (docs/state.md)."""
+    from planner import executor, orphans
+
+    child = subprocess.Popen(["true"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # ended, left a zombie
+        if Path("/proc/self/stat").exists():
+            assert not executor._pid_alive(child.pid)
+        defaults = orphans.stat.__defaults__
+        orphans.stat.__defaults__ = (Path("/no/proc/here"),)
+        try:
+            assert executor._pid_alive(os.getpid())
+            assert executor._pid_alive(child.pid)
+        finally:
+            orphans.stat.__defaults__ = defaults
+    finally:
+        child.wait()
+    assert not executor._pid_alive(child.pid)
 
 
 def _in_thread(work: Callable[[], Any], timeout: float = 15) -> dict[str, Any]:
