@@ -410,6 +410,14 @@ def _json_error(error: BaseException, code: int, kind: str | None = None) -> Non
                    nl=False)
 
 
+def _check_environment() -> None:
+    """The PLANCTL_* settings a run reads, checked before the state store is opened, so a
+    bad one exits 3 with nothing written."""
+    from .reporters import progress_interval
+
+    progress_interval(os.environ)
+
+
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
     from .sqlite_store import SQLiteStore
 
@@ -482,6 +490,7 @@ def apply(
     loaded = _load(plan, var, vars_file)
     _print_warnings(plan, loaded.warnings)
     secrets = resolve_secrets(loaded)
+    _check_environment()
     store = _store(state)
     reporter = _reporting(output, junit, "apply", loaded)
     options = ApplyOptions(max_parallel=max_parallel,
@@ -528,6 +537,7 @@ def rollback(
     from .executor import execute
     from .report import format_rollback_plan
 
+    _check_environment()
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:
@@ -582,6 +592,7 @@ def resume(
     from .executor import execute, load_run
     from .reporters import reports_due
 
+    _check_environment()
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:

@@ -198,7 +198,7 @@ def test_plain_lines_say_what_is_still_running_when_nothing_else_happens(
 def test_progress_lines_can_be_turned_off_and_a_bad_interval_is_a_usage_error(
         tmp_path: Path) -> None:
     """PLANCTL_PROGRESS_INTERVAL=0 prints no progress line; a value that is not a number
-    of seconds exits 3 before anything runs."""
+    of seconds exits 3 before anything runs or the state store is created."""
     plan = _sleepy(tmp_path)
     done = _planctl(tmp_path, "apply", str(plan),
                     env=_env(tmp_path, PLANCTL_PROGRESS_INTERVAL="0"))
@@ -209,7 +209,12 @@ def test_progress_lines_can_be_turned_off_and_a_bad_interval_is_a_usage_error(
     done = _planctl(tmp_path, "apply", str(plan), env=bad)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "PLANCTL_PROGRESS_INTERVAL" in done.stderr
-    assert _planctl(tmp_path, "runs", env=bad).stdout == "no runs recorded\n"
+    assert not (tmp_path / "bad.db").exists(), "a usage error must write nothing"
+    for verb in ("rollback", "resume"):  # an existing store: refused before it is opened
+        done = _planctl(tmp_path, verb, "--last", env=_env(tmp_path,
+                                                            PLANCTL_PROGRESS_INTERVAL="-1"))
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "PLANCTL_PROGRESS_INTERVAL" in done.stderr
 
 
 def test_apply_and_plan_show_a_few_plan_warnings_and_count_the_rest(tmp_path: Path) -> None:
