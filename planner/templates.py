@@ -172,6 +172,19 @@ def _weight(value: Any, memo: dict[int, int] | None = None) -> int:
     return total
 
 
+def _depth(value: Any, memo: dict[int, int] | None = None) -> int:
+    """How deeply lists and mappings nest in ``value`` (a text or number: 0)."""
+    if not isinstance(value, list | tuple | dict):
+        return 0
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    memo[id(value)] = 1  # a value that holds itself
+    items = value.values() if isinstance(value, dict) else value
+    memo[id(value)] = deepest = 1 + max((_depth(item, memo) for item in items), default=0)
+    return deepest
+
+
 def _check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse a ``*``, ``**`` or ``+`` that would build more than the bounds, and a ``%``
     formatting whose field widths would."""
@@ -274,6 +287,7 @@ def _bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
     """Jinja's filters that can build much more than they are given, checked first."""
     center, indent, replace, join = (filters[n] for n in ("center", "indent", "replace", "join"))
     batch, slice_, wordwrap, sum_ = (filters[n] for n in ("batch", "slice", "wordwrap", "sum"))
+    tojson = filters["tojson"]
 
     def checked(original: Any, check: Callable[..., None]) -> Any:
         def filter_(*args: Any, **kwargs: Any) -> Any:
@@ -318,12 +332,21 @@ def _bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
     def format_(value: Any, *args: Any, **kwargs: Any) -> None:
         _check_printf(str(value), kwargs or args)
 
+    def tojson_(_ctx: Any, value: Any, indent: Any = None) -> None:
+        # Each item on a line of its own, indented once per level it is nested at.
+        each = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) \
+            else 0
+        if each > 0:
+            weight = _weight(value)
+            _check(weight)
+            _check(weight * (1 + each * _depth(value)))
+
     return {
         "center": checked(center, center_), "indent": checked(indent, indent_),
         "replace": checked(replace, replace_), "join": functools.update_wrapper(join_, join),
         "batch": checked(batch, batch_), "slice": checked(slice_, slice_check),
         "wordwrap": checked(wordwrap, wordwrap_), "sum": checked(sum_, sum_start),
-        "format": checked(filters["format"], format_),
+        "format": checked(filters["format"], format_), "tojson": checked(tojson, tojson_),
         "planctl_loop": _counted,
     }
 

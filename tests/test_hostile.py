@@ -115,6 +115,7 @@ RUNAWAY_TEMPLATES = {
     "[1] | batch(10**10, 'x')": "builds more than 10,000,000",
     "range(3) | slice(10**10)": "builds more than 10,000,000",
     "lipsum(10**9)": "builds more than 10,000,000",
+    "range(100000) | list | tojson(indent=10**6)": "builds more than 10,000,000",
     "{% set a = 'x' * 10**6 %}{% set a = a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a ~ a %}"
     "{{ a }}": "builds more than 10,000,000",
     "{% for i in range(100) %}{{ 'x' * 10**6 }}{% endfor %}": "builds more than 10,000,000",
@@ -154,6 +155,7 @@ def test_the_template_bounds_leave_ordinary_work_alone(tmp_path: Path) -> None:
         "{% endfor %}{{ 'done' }}\"\n"
         "      list: \"{{ ([1, 2] + [3] * 3) | join(',') }}\"\n"
         "      power: \"{{ 2 ** 64 }}\"\n"
+        "      json: \"{{ {'a': [1, {'b': 2}]} | tojson(indent=2) | length }}\"\n"
         "      padded: \"{{ '{:>5}'.format(7) }}|{{ '%-4s' % 'x' }}|{{ 'a' | center(5) }}\"\n")
     done = planctl(tmp_path, "apply", "p.yaml", "-o", "json")
     assert done.returncode == 0, done.stderr
@@ -162,6 +164,7 @@ def test_the_template_bounds_leave_ordinary_work_alone(tmp_path: Path) -> None:
     assert "loops: done" in shown.stdout
     assert "list: 1,2,3,3,3" in shown.stdout
     assert "power: 18446744073709551616" in shown.stdout
+    assert "json: 48" in shown.stdout  # tojson(indent=2): eight lines, as plain Jinja
     assert 'padded: "    7|x   |  a  "' in shown.stdout
 
 
