@@ -660,7 +660,8 @@ def locks(state: StateOption = Path(DEFAULT_STATE)) -> None:
 def unlock(
     entity: Annotated[str, typer.Argument(metavar="ENTITY", help="Entity to release.")],
     force: Annotated[bool, typer.Option(
-        "--force", help="Release even when the holding run is alive.")] = False,
+        "--force", help="Release even when the holding run is alive: its planctl then "
+                        "stops (exit 130), its run resumable.")] = False,
     state: StateOption = Path(DEFAULT_STATE),
 ) -> None:
     """Release an entity lock left by a dead run (its leftovers become yours to handle).
@@ -679,13 +680,16 @@ def unlock(
         lock = held.get(entity)
         if lock is None:
             raise UsageError(f"entity {entity} is not locked")
-        if lock_alive(lock, time.time(), lock_lease()) and not force:
+        alive = lock_alive(lock, time.time(), lock_lease())
+        if alive and not force:
             raise UsageError(f"entity {entity} is held by run {lock.run_id}, which is alive "
                              f"(pid {lock.pid} on {lock.host}); use --force to release anyway")
         store.unlock(entity)
     finally:
         store.close()
-    typer.echo(f"unlocked {entity} (was held by run {lock.run_id})")
+    typer.echo(f"unlocked {entity} (was held by run {lock.run_id})" + (
+        f"; its planctl (pid {lock.pid} on {lock.host}) stops at its next heartbeat, and "
+        f"`planctl resume {lock.run_id}` continues it" if alive else ""))
 
 
 def _recorded_runner(store: SQLiteStore, run_id: str, lock_timeout: float | None,

@@ -7,6 +7,7 @@ Exception tree::
     ├── UsageError               bad command-line or API arguments (exit 3)
     ├── StateError               the state store is unusable or a run is unknown (exit 3)
     └── LockedError              an entity is locked by another run (exit 4)
+        └── LockLostError        a run lost its locks to another planctl while it ran (130)
 
 Anything else escaping the CLI is a bug: the CLI writes its traceback to a debug log
 and prints a one-line message pointing there.
@@ -20,6 +21,7 @@ from enum import StrEnum
 
 __all__ = [
     "Diagnostic",
+    "LockLostError",
     "LockedError",
     "PlanError",
     "PlanctlError",
@@ -119,3 +121,12 @@ class LockedError(PlanctlError):
     """An entity the run needs is held by another run."""
 
     exit_code = 4
+
+
+class LockLostError(LockedError):
+    """The executor of a run lost the run's lock while it ran: another planctl took the run
+    over (its `resume` or `rollback`, once this one looked dead: paused, or its heartbeat
+    late) or `planctl unlock` released it. Nothing more was recorded or started; the run
+    stopped where its last commit left it, as if killed."""
+
+    exit_code = 130

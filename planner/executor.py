@@ -51,6 +51,7 @@ from .status import (
     check_transition,
 )
 from .store import (
+    RUN_KEY,
     Batch,
     CommandRecord,
     EventRecord,
@@ -60,6 +61,7 @@ from .store import (
     TaskEnd,
     TaskRecord,
     live_lock,
+    run_key,
 )
 from .templates import TemplateError, render_value
 
@@ -286,17 +288,6 @@ def _pid_alive(pid: int) -> bool:
         pass  # another user's process: it exists
     found = orphans.stat(pid)  # None without /proc (not Linux): the signal check stands
     return found is None or found[1] not in orphans.ENDED
-
-
-# A run holds a lock on itself too, under this prefix and its id, entities or not: that is
-# how `resume` and `rollback` see that the run's own executor is still alive. No entity of
-# a plan may start with it.
-RUN_KEY = "planctl:run/"
-
-
-def run_key(run_id: str) -> str:
-    """The key of the lock a run holds on itself while an executor drives it."""
-    return RUN_KEY + run_id
 
 
 def live_holder(store: Store, run_id: str, now: float, lease: float) -> LockRecord | None:
@@ -571,6 +562,7 @@ class Runner:
         self.running: set[asyncio.Task[bool]] = set()
         self.heartbeat: asyncio.Task[None] | None = None
         self.interrupted: str | None = None
+        self.lost = False  # the run's lock is no longer this executor's (``_lost``)
         self.failing: asyncio.Event | None = None  # set on failure, with --cancel-inflight
         self.ticker: _Ticker | None = None  # the sleeps of polls, on the run's loop
         # Test hook for crash-recovery tests: SIGKILL ourselves at the N-th crash point
@@ -709,7 +701,22 @@ class Runner:
     async def _beat(self, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            self.store.heartbeat(self.run_id, self.clock())
+            if not self.store.heartbeat(self.run_id, self.clock()):
+                self._lost()
+                return
+
+    def _lost(self) -> None:
+        """The run's lock is no longer this executor's (another planctl took the run over
+        while this one looked dead, or `planctl unlock` released it): start nothing more
+        and cancel what is in flight, as SIGTERM would; the next commit raises
+        LockLostError and writes nothing."""
+        self.lost = True
+        if self.interrupted is None:
+            self.interrupted = "lost its lock"
+        for task in self.running:
+            task.cancel()
+        if self.wake is not None:
+            self.wake.set()
 
     def _unlock(self, keep: Sequence[str | None]) -> None:
         """The run ended: release its entities but ``keep``, which stay locked to it (with
@@ -1585,6 +1592,8 @@ class Runner:
         return out
 
     def _conclude(self, status: str, leftovers: list[Leftover] | None = None) -> RunOutcome:
+        if self.lost:  # raises LockLostError: nothing is announced or written
+            self.store.commit(self.run_id, Batch())
         if leftovers is None:
             leftovers = self._forward_leftovers() if status == RunStatus.STOPPED else []
         self._event("run", status=status,

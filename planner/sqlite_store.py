@@ -29,6 +29,8 @@ from .store import (
     TaskEnd,
     TaskRecord,
     live_lock,
+    lost_lock,
+    run_key,
     stale_run,
 )
 
@@ -221,6 +223,9 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._bases: dict[str, int] = {}
+        # Each run this store's executor took the lock of (``run_key``), with the host and
+        # pid it took it as: its batches are written only while it still holds it.
+        self._holders: dict[str, tuple[str, int]] = {}
         # Each run's plan snapshot and vars, parsed once: they never change after
         # create_run, and a 100,000-command snapshot takes ~0.25 s to parse.
         self._plans: dict[str, tuple[Any, Any]] = {}
@@ -354,17 +359,31 @@ class SQLiteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             try:
+                self._fence(db, run_id)
                 self._write(db, run_id, batch, base)
             except UnicodeEncodeError:
                 # A text with a lone surrogate (in an error a plan's Python code raised):
                 # SQLite takes UTF-8 only. Written escaped rather than ending the run.
                 db.execute("ROLLBACK")
                 db.execute("BEGIN IMMEDIATE")
+                self._fence(db, run_id)
                 self._write(db, run_id, _escaped(batch), base)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _fence(self, db: sqlite3.Connection, run_id: str) -> None:
+        """In the caller's transaction: raise LockLostError if the executor that took
+        ``run_id`` here no longer holds it (another planctl took it over, or it was
+        unlocked), so that nothing it writes lands beside the new holder's writes."""
+        holder = self._holders.get(run_id)
+        if holder is None:
+            return
+        row = db.execute("SELECT run_id, host, pid FROM locks WHERE entity = ?",
+                         (run_key(run_id),)).fetchone()
+        if row is None or tuple(row) != (run_id, *holder):
+            raise lost_lock(run_id, None if row is None else tuple(row))
 
     @staticmethod
     def _write(db: sqlite3.Connection, run_id: str, batch: Batch, base: int) -> None:
@@ -569,6 +588,8 @@ class SQLiteStore:
                 " pid = excluded.pid, heartbeat_at = excluded.heartbeat_at",
                 [(entity, run_id, host, pid, now, now) for entity in entities],
             )
+        if run_key(run_id) in entities:
+            self._holders[run_id] = (host, pid)
         return []
 
     @staticmethod
@@ -583,17 +604,33 @@ class SQLiteStore:
                 out.append(LockRecord(*row))
         return out
 
-    def heartbeat(self, run_id: str, now: float) -> None:
+    def _mine(self, run_id: str) -> tuple[str, tuple[Any, ...]]:
+        """The WHERE clause picking the locks of ``run_id`` this store's executor took."""
+        holder = self._holders.get(run_id)
+        if holder is None:
+            return "run_id = ?", (run_id,)
+        return "run_id = ? AND host = ? AND pid = ?", (run_id, *holder)
+
+    def heartbeat(self, run_id: str, now: float) -> bool:
+        where, args = self._mine(run_id)
         with self._transaction() as db:
-            db.execute("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?", (now, run_id))
+            db.execute(f"UPDATE locks SET heartbeat_at = ? WHERE {where}", (now, *args))
+            if run_id not in self._holders:
+                return True
+            row = db.execute(f"SELECT 1 FROM locks WHERE entity = ? AND {where}",
+                             (run_key(run_id), *args)).fetchone()
+        return row is not None
 
     def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None:
         """Release the run's locks but those in ``keep``, which are marked as left over
-        (heartbeat 0): held for the run's own rollback, with no live holder."""
+        (heartbeat 0): held for the run's own rollback, with no live holder. Only those
+        this store's executor took: not those of another that took the run over."""
+        where, args = self._mine(run_id)
+        self._holders.pop(run_id, None)
         with self._transaction() as db:
             kept = set(keep)
-            for (entity,) in db.execute("SELECT entity FROM locks WHERE run_id = ?",
-                                        (run_id,)).fetchall():
+            for (entity,) in db.execute(f"SELECT entity FROM locks WHERE {where}",
+                                        args).fetchall():
                 if entity in kept:
                     db.execute("UPDATE locks SET heartbeat_at = 0 WHERE entity = ?", (entity,))
                 else:
@@ -606,6 +643,10 @@ class SQLiteStore:
         with self._transaction() as db:
             found = self._locks(db, [entity])
             db.execute("DELETE FROM locks WHERE entity = ?", (entity,))
+            if found:  # its executor loses the run too: it stops at its next commit
+                lock = found[0]
+                db.execute("DELETE FROM locks WHERE entity = ? AND host = ? AND pid = ?",
+                           (run_key(lock.run_id), lock.host, lock.pid))
         return found[0] if found else None
 
     def last_seq(self, run_id: str) -> int:

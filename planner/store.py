@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from .errors import LockedError
+from .errors import LockedError, LockLostError
 
 __all__ = [
     "COMMAND_FIELDS",
+    "RUN_KEY",
     "Batch",
     "CommandRecord",
     "EventRecord",
@@ -25,8 +26,21 @@ __all__ = [
     "Store",
     "TaskRecord",
     "live_lock",
+    "lost_lock",
+    "run_key",
     "stale_run",
 ]
+
+# A run holds a lock on itself too, under this prefix and its id, entities or not: that is
+# how `resume` and `rollback` see that the run's own executor is still alive, and how that
+# executor knows it still drives the run (a store writes a run's batches only while the
+# executor that took its locks holds it). No entity of a plan may start with it.
+RUN_KEY = "planctl:run/"
+
+
+def run_key(run_id: str) -> str:
+    """The key of the lock a run holds on itself while an executor drives it."""
+    return RUN_KEY + run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,16 +189,36 @@ class Store(Protocol):
         the caller read of the run: if nothing stops it but more were written since,
         raises LockedError and takes nothing (what it read is stale)."""
         ...
-    def heartbeat(self, run_id: str, now: float) -> None: ...
+    def heartbeat(self, run_id: str, now: float) -> bool:
+        """Renew the run's locks held by this store's executor (the host and pid that
+        took them); False when its lock on the run itself is no longer its own."""
+        ...
     def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None: ...
     def list_locks(self) -> list[LockRecord]: ...
-    def unlock(self, entity: str) -> LockRecord | None: ...
+    def unlock(self, entity: str) -> LockRecord | None:
+        """Release ``entity``; its holder's executor loses the run too (``run_key``), so
+        that it stops at its next commit rather than act on what is no longer its own."""
+        ...
     def close(self) -> None: ...
 
 
 def stale_run(run_id: str) -> LockedError:
     return LockedError(f"run {run_id} changed since this planctl read it (another planctl "
                        "on it?): try again")
+
+
+def lost_lock(run_id: str, now: tuple[str, str, int] | None) -> LockLostError:
+    """The error of an executor that no longer holds ``run_id``; ``now`` is who does
+    (run, host, pid), if anyone."""
+    if now is None:
+        why = ("its lock was released (`planctl unlock`), or another planctl took the run "
+               "over and ended it")
+    else:
+        why = (f"another planctl took it over (pid {now[2]} on {now[1]}: a `resume` or "
+               f"`rollback` of it, once this one looked dead)")
+    return LockLostError(f"run {run_id} is no longer held by this planctl: {why}; this one "
+                         f"stopped where its last commit left it, starting nothing more "
+                         f"(`planctl show {run_id}`)")
 
 
 def live_lock(locks: Iterable[LockRecord], run_id: str, alive: Callable[[LockRecord], bool],
@@ -206,6 +240,7 @@ class MemoryStore:
         self.tasks: dict[tuple[str, str, str], TaskRecord] = {}
         self.events: list[EventRecord] = []
         self.locks: dict[str, LockRecord] = {}
+        self.holders: dict[str, tuple[str, int]] = {}  # run -> the executor that took it
         self.commits = 0
 
     def create_run(self, run: RunRecord, commands: Sequence[CommandRecord]) -> None:
@@ -214,7 +249,18 @@ class MemoryStore:
         self.runs[run.id] = run
         self.commands[run.id] = {c.id: c for c in commands}
 
+    def _fence(self, run_id: str) -> None:
+        """Raise LockLostError if the executor that took ``run_id`` here no longer holds it."""
+        holder = self.holders.get(run_id)
+        if holder is None:
+            return
+        lock = self.locks.get(run_key(run_id))
+        if lock is None or (lock.run_id, lock.host, lock.pid) != (run_id, *holder):
+            raise lost_lock(run_id, None if lock is None
+                            else (lock.run_id, lock.host, lock.pid))
+
     def commit(self, run_id: str, batch: Batch) -> None:
+        self._fence(run_id)
         rows = self.commands[run_id]
         for command_id, fields in batch.commands:  # all or nothing, like a transaction
             unknown = set(fields) - COMMAND_FIELDS
@@ -291,24 +337,39 @@ class MemoryStore:
         for entity in entities:
             since = self.locks[entity].acquired_at if entity in self.locks else now
             self.locks[entity] = LockRecord(entity, run_id, host, pid, since, now)
+        if run_key(run_id) in entities:
+            self.holders[run_id] = (host, pid)
         return []
 
-    def heartbeat(self, run_id: str, now: float) -> None:
+    def _held(self, lock: LockRecord, run_id: str) -> bool:
+        """Whether ``lock`` is one of ``run_id``'s taken by this store's executor."""
+        holder = self.holders.get(run_id)
+        return lock.run_id == run_id and (holder is None or (lock.host, lock.pid) == holder)
+
+    def heartbeat(self, run_id: str, now: float) -> bool:
         for entity, lock in self.locks.items():
-            if lock.run_id == run_id:
+            if self._held(lock, run_id):
                 self.locks[entity] = replace(lock, heartbeat_at=now)
+        own = self.locks.get(run_key(run_id))
+        return run_id not in self.holders or (own is not None and self._held(own, run_id))
 
     def release_locks(self, run_id: str, keep: Sequence[str] = ()) -> None:
         self.locks = {
             e: (replace(lock, heartbeat_at=0.0) if e in keep else lock)
-            for e, lock in self.locks.items() if lock.run_id != run_id or e in keep
+            for e, lock in self.locks.items() if not self._held(lock, run_id) or e in keep
         }
+        self.holders.pop(run_id, None)
 
     def list_locks(self) -> list[LockRecord]:
         return [self.locks[e] for e in sorted(self.locks)]
 
     def unlock(self, entity: str) -> LockRecord | None:
-        return self.locks.pop(entity, None)
+        found = self.locks.pop(entity, None)
+        if found is not None:
+            own = self.locks.get(run_key(found.run_id))
+            if own is not None and (own.host, own.pid) == (found.host, found.pid):
+                del self.locks[own.entity]
+        return found
 
     def close(self) -> None:
         pass

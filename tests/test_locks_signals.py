@@ -219,20 +219,29 @@ def test_lock_timeout_waits_for_the_holder_then_runs(seed: Seed) -> None:
     assert (after.returncode, after.stdout) == (0, "no locks held\n")
 
 
-def test_unlock_refuses_a_live_holder_without_force(
-        seed: Seed, holder: tuple[subprocess.Popen[str], str]) -> None:
+def test_unlock_refuses_a_live_holder_without_force(seed: Seed) -> None:
     """`planctl unlock` of an entity held by a live run exits 3 and keeps the lock; with
-    --force it releases it."""
-    _, run_id = holder
-    refused = seed.planctl("unlock", "vm/vm-42")
-    assert refused.returncode == 3, refused.stdout + refused.stderr
-    assert f"held by run {run_id}, which is alive" in refused.stderr
-    assert "--force" in refused.stderr
-    assert sorted(x.entity for x in seed.locks()) == ENTITIES
-    forced = seed.planctl("unlock", "--force", "vm/vm-42")
-    assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert f"unlocked vm/vm-42 (was held by run {run_id})" in forced.stdout
-    assert "vm/vm-42" not in [x.entity for x in seed.locks()]
+    --force it releases it, saying that the holder stops, which it does (exit 130)."""
+    proc, run_id = _spawn_holder(seed, 60)
+    try:
+        refused = seed.planctl("unlock", "vm/vm-42")
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert f"held by run {run_id}, which is alive" in refused.stderr
+        assert "--force" in refused.stderr
+        assert sorted(x.entity for x in seed.locks()) == ENTITIES
+        forced = seed.planctl("unlock", "--force", "vm/vm-42")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert f"unlocked vm/vm-42 (was held by run {run_id}); its planctl (pid {proc.pid}" \
+            in forced.stdout
+        assert "vm/vm-42" not in [x.entity for x in seed.locks()]
+        code, out, err = finish(proc)
+        assert code == 130, out + err
+        assert f"run {run_id} is no longer held by this planctl" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        seed.store("reset")  # stops the detached copy workers
 
 
 def test_locks_of_a_killed_run_stay_until_unlocked_or_resumed(seed: Seed) -> None:
@@ -709,3 +718,107 @@ def test_a_rollback_waits_for_an_inverse_the_killed_rollback_left_running(seed: 
     assert seed.commands()["f"].status == "REVERTED"
     assert not (seed.root / "f").exists()
     assert _shell_log(seed) == ["run", "inverse"]
+
+
+# -- an executor that lost its lock -----------------------------------------------------------
+
+# b waits for a file `go`; c, after it, logs each time it runs.
+RACE_PLAN = """\
+name: race
+commands:
+  - id: a
+    entity: file/a
+    exists: {command: [test, -e, a]}
+    run: {command: [touch, a]}
+    inverse: {command: [rm, a]}
+  - id: b
+    entity: file/b
+    needs: [a]
+    exists: {command: [test, -e, b]}
+    run: {shell: "echo b >> started; until [ -e go ]; do sleep 0.05; done; touch b"}
+    inverse: {command: [rm, b]}
+  - id: c
+    entity: file/c
+    needs: [b]
+    run: {shell: "echo c >> ran; touch c"}
+    inverse: {command: [rm, c]}
+"""
+
+
+def _race(seed: Seed, lease: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """An apply of RACE_PLAN with a lease of ``lease`` seconds, once b has started."""
+    plan = seed.root / "race.yaml"
+    plan.write_text(RACE_PLAN)
+    env = {"PLANCTL_LOCK_LEASE": lease}
+    proc = seed.spawn("apply", str(plan), env=env)
+    try:
+        wait_for("b to start", lambda: (seed.root / "started").exists(), proc=proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, env
+
+
+def test_a_paused_apply_whose_run_was_resumed_meanwhile_stops_when_it_wakes(
+        seed: Seed) -> None:
+    """An apply paused (SIGSTOP: a slow machine, a suspended job) past its lease looks dead,
+    and `resume` takes the run over and finishes it. Woken (SIGCONT), the first apply
+    finds the run no longer its own: it exits 130 saying so, writes nothing and starts
+    nothing, so c runs once. Before, it went on beside the resume: exit 70 on a clash of
+    event numbers in the store, or c run a second time."""
+    proc, env = _race(seed, "1")
+    run_id = seed.last_run().id
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for("the paused apply to look dead",
+                 lambda: "dead (" in seed.planctl("locks", env=env).stdout)
+        resumer = seed.spawn("resume", run_id, env=env)
+        wait_for("the resume to take the run over", lambda: any(
+            lock.pid == resumer.pid for lock in seed.all_locks()), proc=resumer)
+        (seed.root / "go").touch()
+        code, out, err = finish(resumer)
+        assert code == 0, out + err
+        assert seed.last_run().status == "SUCCEEDED"
+        events = len(seed.events(run_id))
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    code, out, err = finish(proc)
+    assert code == 130, out + err
+    assert f"planctl: error: run {run_id} is no longer held by this planctl" in err
+    assert "starting nothing more" in err
+    assert (seed.root / "ran").read_text() == "c\n"
+    assert (seed.root / "started").read_text() == "b\n"
+    assert seed.last_run().status == "SUCCEEDED"
+    assert len(seed.events(run_id)) == events
+    assert seed.all_locks() == []
+
+
+def test_an_apply_whose_entity_is_unlocked_by_force_stops(seed: Seed) -> None:
+    """`planctl unlock --force` of an entity a live apply holds: that apply stops (exit 130,
+    saying it lost its lock) rather than go on acting on an entity another run may take
+    now; c never runs. Its run stays resumable: `resume` takes the locks again and
+    finishes it. Before, the apply went on and ran c on the released entity."""
+    proc, env = _race(seed, "3")
+    run_id = seed.last_run().id
+    try:
+        forced = seed.planctl("unlock", "--force", "file/c", env=env)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        code, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 130, out + err
+    assert f"planctl: error: run {run_id} is no longer held by this planctl" in err
+    assert "`planctl unlock`" in err
+    assert not (seed.root / "ran").exists()
+    assert seed.last_run().status == "RUNNING"
+    assert sorted(lock.entity for lock in seed.locks()) == ["file/a", "file/b"]
+    (seed.root / "go").touch()
+    resumed = seed.planctl("resume", run_id, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (seed.root / "ran").read_text() == "c\n"
+    assert seed.last_run().status == "SUCCEEDED"
+    assert seed.all_locks() == []
+

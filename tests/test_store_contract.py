@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from planner.errors import LockedError, StateError
+from planner.errors import LockedError, LockLostError, StateError
 from planner.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from planner.store import (
     Batch,
@@ -24,6 +24,7 @@ from planner.store import (
     Store,
     TaskEnd,
     TaskRecord,
+    run_key,
 )
 
 SNAPSHOT: dict[str, Any] = {
@@ -405,7 +406,54 @@ def test_release_and_unlock_free_entities(store: Store) -> None:
     assert store.acquire_locks("run-3", ["vm/a", "vm/c"], "h", 3, 200.0) == []
 
 
+def test_unlock_takes_the_run_from_the_executor_holding_the_entity(run: Store) -> None:
+    """`unlock` of an entity also releases the run's own lock held by the same executor:
+    that executor's heartbeat then says so, and its next commit raises LockLostError and
+    writes nothing (before, it went on acting on the entity another run could now take)."""
+    event = EventRecord("run-1", 1.0, "run", None, {}, 1)
+    assert run.acquire_locks("run-1", ["vm/a", run_key("run-1")], "h", 1, 100.0) == []
+    assert run.heartbeat("run-1", 110.0) is True
+    run.commit("run-1", Batch(events=[event]))
+    unlocked = run.unlock("vm/a")
+    assert unlocked is not None and unlocked.run_id == "run-1"
+    assert run.list_locks() == []
+    assert run.heartbeat("run-1", 120.0) is False
+    with pytest.raises(LockLostError, match="run run-1 is no longer held by this planctl"):
+        run.commit("run-1", Batch(events=[dataclasses.replace(event, seq=2)]))
+    assert run.last_seq("run-1") == 1
+
+
 # -- SQLite only -------------------------------------------------------------------------
+
+
+def test_an_executor_whose_run_was_taken_over_writes_nothing_more(tmp_path: Path) -> None:
+    """Two executors of one run on one file, the first paused past its lease (SIGSTOP, a
+    slow machine) and the run taken over by the second (its resume): the first's heartbeat
+    says it lost the run and leaves the second's locks alone, its commits raise
+    LockLostError naming the new holder and write nothing, and its release frees nothing
+    of the second's. Before, it wrote beside the second (exit 70 on a clash of event
+    numbers, or a step run twice) and its release freed the second's locks."""
+    path = tmp_path / "s.db"
+    old, new = SQLiteStore(path), SQLiteStore(path)
+    try:
+        old.create_run(run_record(), commands())
+        keys = ["vm/a", run_key("run-1")]
+        assert old.acquire_locks("run-1", keys, "h", 1, 100.0) == []
+        old.commit("run-1", Batch(events=[EventRecord("run-1", 1.0, "run", None, {}, 1)]))
+        assert new.acquire_locks("run-1", keys, "h", 2, 200.0, alive=lambda lock: False,
+                                 seq=1) == []
+        assert old.heartbeat("run-1", 300.0) is False
+        assert {(lock.pid, lock.heartbeat_at) for lock in new.list_locks()} == {(2, 200.0)}
+        with pytest.raises(LockLostError, match="took it over \\(pid 2 on h"):
+            old.commit("run-1", Batch(events=[EventRecord("run-1", 2.0, "x", None, {}, 2)]))
+        old.release_locks("run-1")
+        assert [lock.entity for lock in new.list_locks()] == sorted(keys)
+        new.commit("run-1", Batch(events=[EventRecord("run-1", 3.0, "run", None, {}, 2)]))
+        assert [e.kind for e in new.get_events("run-1")] == ["run", "run"]
+        assert new.heartbeat("run-1", 310.0) is True
+    finally:
+        old.close()
+        new.close()
 
 
 def test_sqlite_file_is_created_private(tmp_path: Path) -> None:
