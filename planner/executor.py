@@ -701,7 +701,15 @@ class Runner:
     async def _beat(self, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            if not self.store.heartbeat(self.run_id, self.clock()):
+            try:
+                held = self.store.heartbeat(self.run_id, self.clock())
+            except Exception as exc:  # noqa: BLE001 - the store busy or failing for a while
+                # Not the end of the heartbeat: it would leave a live run looking dead for
+                # the rest of its life. A store that stays unusable fails the next commit.
+                self._event("warning", None, message=f"heartbeat not recorded ({exc}): "
+                            f"trying again in {every:g}s")
+                continue
+            if not held:
                 self._lost()
                 return
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -1633,3 +1634,51 @@ def test_a_bug_in_a_step_is_not_reported_as_a_plain_failure(
                 changes: false
                 run: {command: [sh, -c, "sleep 0.01"]}
             """)
+
+
+def test_a_heartbeat_the_store_refused_once_is_renewed_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat that fails (the store busy past its timeout: another process held a
+    write transaction for over 30 s) is tried again at the next beat, with a warning.
+    Before, the first failure ended the heartbeat for good: the live run looked dead
+    (`planctl locks`: "dead (40s ago)") until it ended, and could be taken over."""
+    monkeypatch.setenv("PLANCTL_LOCK_LEASE", "0.6")  # a beat every 0.2 s
+
+    beats: list[float] = []
+
+    class BusyOnce(planner.SQLiteStore):
+        def heartbeat(self, run_id: str, now: float) -> bool:
+            beats.append(now)
+            if len(beats) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return super().heartbeat(run_id, now)
+
+    path = write_plan(tmp_path, """\
+        name: beats
+        commands:
+          - id: slow
+            changes: false
+            run: {shell: "until [ -e go ]; do sleep 0.05; done"}
+        """)
+    heard: list[EventRecord] = []
+
+    def go_after_three_beats() -> None:
+        try:
+            wait_for("three heartbeats", lambda: len(beats) >= 3, timeout=10)
+        finally:
+            (tmp_path / "go").touch()
+
+    store = BusyOnce(tmp_path / "state.db")
+    waiter = threading.Thread(target=go_after_three_beats)
+    waiter.start()
+    try:
+        outcome = planner.apply_plan(planner.load_plan(path), store, listener=heard.append,
+                                     handle_signals=False)
+    finally:
+        (tmp_path / "go").touch()
+        waiter.join()
+        store.close()
+    assert outcome.status == "SUCCEEDED"
+    assert len(beats) >= 3
+    warnings = [e.data["message"] for e in heard if e.kind == "warning"]
+    assert warnings == ["heartbeat not recorded (database is locked): trying again in 0.2s"]
