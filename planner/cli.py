@@ -413,9 +413,11 @@ def _json_error(error: BaseException, code: int, kind: str | None = None) -> Non
 def _check_environment() -> None:
     """The PLANCTL_* settings a run reads, checked before the state store is opened, so a
     bad one exits 3 with nothing written."""
+    from .executor import lock_lease
     from .reporters import progress_interval
 
     progress_interval(os.environ)
+    lock_lease()
 
 
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:

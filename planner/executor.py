@@ -209,8 +209,20 @@ def _recorded(options: ApplyOptions, run: RunRecord) -> ApplyOptions:
 
 
 def lock_lease() -> float:
-    """Seconds a lock stays valid without a heartbeat (PLANCTL_LOCK_LEASE, default 30)."""
-    return float(os.environ.get("PLANCTL_LOCK_LEASE", "30"))
+    """Seconds a lock stays valid without a heartbeat (PLANCTL_LOCK_LEASE, default 30);
+    UsageError unless a positive number: 0 or less would make every holder look dead at
+    once (and its heartbeat spin), NaN none ever."""
+    text = os.environ.get("PLANCTL_LOCK_LEASE", "").strip()
+    if not text:
+        return 30.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"PLANCTL_LOCK_LEASE={text!r}: expected seconds, more than 0 "
+                         f"(the default is 30)")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -822,3 +822,31 @@ def test_an_apply_whose_entity_is_unlocked_by_force_stops(seed: Seed) -> None:
     assert seed.last_run().status == "SUCCEEDED"
     assert seed.all_locks() == []
 
+
+@pytest.mark.parametrize("lease", ["abc", "0", "-5", "nan", "inf"])
+def test_a_lease_that_is_not_a_positive_number_exits_3_writing_nothing(
+        seed: Seed, lease: str) -> None:
+    """PLANCTL_LOCK_LEASE must be a positive number of seconds: otherwise apply exits 3
+    naming it and creates no state store, and rollback, locks and unlock exit 3 too,
+    leaving the locks of a stopped run as they were. Before, a word was an internal error
+    (exit 70) once the store was made, and 0 or less made every live holder look dead at
+    once (its heartbeat spinning without a pause)."""
+    env = {"PLANCTL_LOCK_LEASE": lease}
+    message = f"planctl: error: PLANCTL_LOCK_LEASE={lease!r}: expected seconds"
+    done = seed.apply(env=env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert message in done.stderr
+    assert not seed.state.exists()
+    assert seed.log() == []
+    stopped = seed.apply("--var", "copy_seconds=0.05", "--var", "fail_disks=disk1",
+                         "--no-rollback")
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr
+    kept = seed.locks()
+    assert [lock.entity for lock in kept] == ENTITIES
+    for args in (("rollback", "--last"), ("resume", "--last"), ("locks",),
+                 ("unlock", "vm/vm-42")):
+        done = seed.planctl(*args, env=env)
+        assert done.returncode == 3, f"{args}: {done.stdout}{done.stderr}"
+        assert message in done.stderr
+    assert seed.locks() == kept
+    assert seed.last_run().status == "STOPPED"
