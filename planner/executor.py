@@ -708,6 +708,10 @@ class Runner:
                 raise LockedError(_locked_message(others[0], now, lease,
                                                   holder.status if holder else None))
             await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
+            if self.interrupted is not None:  # SIGINT, SIGTERM: stop waiting, take nothing
+                holder = self.store.get_run(others[0].run_id)
+                raise LockedError(f"{self.interrupted} while waiting: " + _locked_message(
+                    others[0], self.clock(), lease, holder.status if holder else None))
         self.heartbeat = asyncio.create_task(self._beat(lease / 3))
 
     async def _beat(self, every: float) -> None:

@@ -850,3 +850,52 @@ def test_a_lease_that_is_not_a_positive_number_exits_3_writing_nothing(
         assert message in done.stderr
     assert seed.locks() == kept
     assert seed.last_run().status == "STOPPED"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (Linux: /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_sigterm_while_waiting_for_a_lock_stops_the_wait_and_takes_nothing(
+        seed: Seed) -> None:
+    """SIGTERM (a CI job cancelled) to an apply waiting with --lock-timeout for an entity a
+    live run holds: it stops waiting and exits 4 saying so, records no run and takes no
+    lock. Before, it printed INTERRUPTING and went on waiting out its timeout; had the
+    holder ended meanwhile, it would have taken every entity and recorded an INTERRUPTED
+    run keeping them all locked until someone resumed or rolled it back."""
+    proc, _ = _race(seed, "30")
+    run_id = seed.last_run().id
+    try:
+        waiter = seed.spawn("apply", str(seed.root / "race.yaml"), "--lock-timeout", "600")
+        try:
+            # Its SIGTERM handler is installed once it runs the plan, then it waits.
+            wait_for("the waiting apply to handle SIGTERM",
+                     lambda: _catches(waiter.pid, signal.SIGTERM), proc=waiter)
+            waiter.send_signal(signal.SIGTERM)
+            code, out, err = finish(waiter)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.communicate()
+        assert code == 4, out + err
+        assert f"planctl: error: SIGTERM while waiting: entity file/a is locked by run " \
+               f"{run_id}" in err
+        assert proc.poll() is None, "the holder ended: the waiter may have waited for it"
+        with seed.db() as store:
+            assert [run.id for run in store.list_runs()] == [run_id]
+        assert {lock.run_id for lock in seed.all_locks()} == {run_id}
+        (seed.root / "go").touch()
+        code, out, err = finish(proc)
+        assert code == 0, out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert seed.all_locks() == []
