@@ -90,6 +90,7 @@ class _Checker:
         self.first_seen: dict[str, Path] = {}
         self.specs: dict[str, CommandSpec] = {}
         self.refs: list[tuple[str, Any, Path]] = []  # (command id, CommandRef, where)
+        self.own_outputs: list[tuple[str, frozenset[str], Path]] = []  # `outputs.x` in inverse
         self.duplicates = False
         self.bad_needs = False  # a need on itself, an ancestor or a descendant
 
@@ -132,6 +133,8 @@ class _Checker:
             where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
             self.error(path, f"template syntax: {exc}{where}")
             return
+        if info.output_keys and "outputs" in allowed:
+            self.own_outputs.append((owner, info.output_keys, path))
         if info.names <= allowed:
             if info.command_refs:
                 for ref in info.command_refs:
@@ -408,6 +411,12 @@ class _Checker:
         return False
 
     def check_refs(self) -> None:
+        for owner, keys, path in self.own_outputs:
+            own = self.specs[owner].outputs if owner in self.specs else {}
+            for key in sorted(keys - set(own)):
+                self.error(path, f"`outputs.{key}`: `{owner}` declares no output `{key}`",
+                           hint=schema.did_you_mean(key, own)
+                           or f"declared: {', '.join(own) or 'none'}")
         for owner, ref, path in self.refs:
             if ref.id not in self.specs:
                 self.error(path, f"`commands.{ref.id}`: unknown command",

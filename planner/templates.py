@@ -87,10 +87,12 @@ class CommandRef:
 
 @dataclass(frozen=True, slots=True)
 class TemplateInfo:
-    """What a template reads: free names and ``commands.*`` references."""
+    """What a template reads: free names, ``commands.*`` references and the keys of
+    ``outputs.*`` it reads (a command's own outputs, in its inverse)."""
 
     names: frozenset[str]
     command_refs: tuple[CommandRef, ...]
+    output_keys: frozenset[str] = frozenset()
 
 
 def is_template(value: str) -> bool:
@@ -453,8 +455,8 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
     return env
 
 
-def _chain(node: nodes.Node) -> list[str] | None:
-    """``commands.a.outputs.b`` → ['a', 'outputs', 'b']; None when not rooted at commands."""
+def _chain(node: nodes.Node, root: str = "commands") -> list[str] | None:
+    """``commands.a.outputs.b`` → ['a', 'outputs', 'b']; None when not rooted at ``root``."""
     parts: list[str] = []
     while True:
         if isinstance(node, _j.nodes.Getattr):
@@ -464,7 +466,7 @@ def _chain(node: nodes.Node) -> list[str] | None:
         elif isinstance(node, _j.nodes.Getitem):
             parts.clear()  # dynamic key: only what precedes it is known
         elif isinstance(node, _j.nodes.Name):
-            return parts[::-1] if node.name == "commands" else None
+            return parts[::-1] if node.name == root else None
         else:
             return None
         node = node.node
@@ -486,6 +488,7 @@ def _simple_info(found: tuple[str, ...]) -> TemplateInfo:
     return TemplateInfo(
         frozenset(d[0] for d in dotted),
         _refs({tuple(d[1:4]) for d in dotted if d[0] == "commands"}),
+        frozenset(d[1] for d in dotted if d[0] == "outputs" and len(d) > 1),
     )
 
 
@@ -514,12 +517,19 @@ def analyze(source: str) -> TemplateInfo:
         raise TemplateError(exc.message or "invalid template", exc.lineno) from None
     names = frozenset(undeclared - env.globals.keys())
     chains: set[tuple[str, ...]] = set()
-    if "commands" in names:
+    keys: set[str] = set()
+    if "commands" in names or "outputs" in names:
+        # `outputs.get('x')` calls a method of the mapping: it reads no key `get`.
+        called = {id(call.node) for call in tree.find_all(_j.nodes.Call)}
         for node in tree.find_all((_j.nodes.Getattr, _j.nodes.Getitem)):
+            if id(node) in called:
+                continue
             chain = _chain(node)
             if chain is not None:
                 chains.add(tuple(chain[:3]))
-    return TemplateInfo(names, _refs(chains))
+            elif "outputs" in names and (own := _chain(node, "outputs")):
+                keys.add(own[0])
+    return TemplateInfo(names, _refs(chains), frozenset(keys))
 
 
 @lru_cache(maxsize=65536)

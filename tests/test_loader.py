@@ -286,6 +286,47 @@ def test_a_reference_to_an_undeclared_output() -> None:
     assert found.hint == "did you mean `uuid`?"
 
 
+def test_an_inverse_reading_an_undeclared_output_of_its_own_command() -> None:
+    """`outputs.file` in an inverse, when the command declares only `path`, is a load
+    error at the template: it used to pass validation and fail only during the rollback."""
+    found = one_error(command("""\
+        run: {command: [mktemp]}
+        inverse: {command: [rm, "{{ outputs.file }}"]}
+        outputs: {path: "{{ result.stdout | trim }}"}
+        """))
+    assert found.message == "`outputs.file`: `a` declares no output `file`"
+    assert found.hint == "declared: path"
+    assert (found.line, found.column) == (5, 29)
+    found = one_error(command("""\
+        run: {command: [mktemp]}
+        inverse: {command: [rm, "{{ outputs['paht'] }}"]}
+        outputs: {path: "{{ result.stdout | trim }}"}
+        """))
+    assert found.hint == "did you mean `path`?"
+    found = one_error(command("""\
+        run: {command: [mktemp]}
+        inverse: {command: [rm, "{{ outputs.path }}"]}
+        """))
+    assert found.hint == "declared: none"
+
+
+def test_calling_a_method_of_outputs_reads_no_output_of_its_name() -> None:
+    """`outputs.get('x', '')` and `commands.a.outputs.get(...)` call the mapping's `get`:
+    no output named `get` is required (the second was refused as `declares no output get`)."""
+    load("""\
+        name: p
+        commands:
+          - id: a
+            run: {command: [mktemp]}
+            inverse: {command: [rm, "{{ outputs.get('path', '') }}", "{{ outputs.items() }}"]}
+            outputs: {path: "{{ result.stdout | trim }}"}
+          - id: b
+            needs: a
+            changes: false
+            run: {command: [echo, "{{ commands.a.outputs.get('path', '') }}"]}
+        """)
+
+
 def test_a_reference_to_an_unknown_attribute() -> None:
     """A command has `outputs` and `status` only."""
     found = one_error(refs("{{ commands.add_vm.output.uuid }}"))
