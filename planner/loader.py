@@ -32,6 +32,9 @@ RESERVED = frozenset(
     {"env", "commands", "result", "outputs", "handle", "poll", "execution_reason", "run_id"}
 )
 _BASE_NAMES = frozenset({"env", "commands", "execution_reason", "run_id"})
+# What a condition written as plain text may say: the words it is read as true or false by.
+_CONDITION_WORDS = frozenset(
+    {"", "true", "false", "yes", "no", "on", "off", "1", "0", "none"})
 # Where each engine-defined name becomes available, for "not available here" messages.
 _WHERE = {
     "result": "after the operation ran: in failed_when, outputs, async and inverse",
@@ -158,6 +161,20 @@ class _Checker:
             for ref in info.command_refs:
                 self.refs.append((owner, ref, path))
 
+    def condition(self, value: Any, path: Path, allowed: frozenset[str], owner: str) -> None:
+        """Check a condition (``when``, ``failed_when``, ``until``): a boolean, a template,
+        or one of the words conditions read as true or false. Any other text is a condition
+        written without ``{{ }}`` (as Ansible's ``when: enabled`` is), which would always be
+        true: ``until: poll.json.done`` would end a task at its first poll."""
+        if not isinstance(value, str):
+            return
+        if is_template(value):
+            self.template(value, path, allowed, owner)
+        elif value.strip().lower() not in _CONDITION_WORDS:
+            key = next((p for p in reversed(path) if isinstance(p, str)), "condition")
+            self.error(path, f"`{key}: {value}` is text, not a template, so it is always true",
+                       hint=f"write the condition as a template: \"{{{{ {value.strip()} }}}}\"")
+
     # -- operations ----------------------------------------------------------------------
 
     def operation(
@@ -204,8 +221,8 @@ class _Checker:
                 self.template(raw[option], (*path, option), allowed, owner)
         if "env" in raw:
             self.template(raw["env"], (*path, "env"), allowed, owner)
-        if isinstance(raw.get("failed_when"), str):
-            self.template(raw["failed_when"], (*path, "failed_when"), after, owner)
+        if "failed_when" in raw:
+            self.condition(raw["failed_when"], (*path, "failed_when"), after, owner)
         async_spec = None
         if "async" in raw and role in ("run", "inverse"):
             async_spec = self.async_spec(raw["async"], (*path, "async"), after, owner)
@@ -235,8 +252,8 @@ class _Checker:
         if "cancel" in raw:
             cancel = self.operation(raw["cancel"], (*path, "cancel"), "cancel", with_handle, owner)
         for key in ("until", "failed_when"):
-            if isinstance(raw.get(key), str):
-                self.template(raw[key], (*path, key), _plus(with_handle, "poll"), owner)
+            if key in raw:
+                self.condition(raw[key], (*path, key), _plus(with_handle, "poll"), owner)
         if poll is None:
             return None
         return AsyncSpec(
@@ -288,9 +305,10 @@ class _Checker:
             self.error((*path, "as"), "`as` names the loop variable of `for_each`, which is "
                        "missing", at_key=True)
         base = _plus(self.names, *loop_names)
-        for key in ("name", "when"):
-            if isinstance(raw.get(key), str):
-                self.template(raw[key], (*path, key), base, cid)
+        if isinstance(raw.get("name"), str):
+            self.template(raw["name"], (*path, "name"), base, cid)
+        if "when" in raw:
+            self.condition(raw["when"], (*path, "when"), base, cid)
         if isinstance(raw.get("entity"), str):
             # Entities are stored, printed and used as lock keys: no secret in them. They
             # are rendered before the first step, when no command has outputs yet.

@@ -373,6 +373,31 @@ def test_result_and_handle_are_available_where_the_spec_says() -> None:
         """))
 
 
+@pytest.mark.parametrize(("body", "where"), [
+    ("when: enable_cache\nrun: {command: [mk]}\nchanges: false\n", "when"),
+    ("run: {command: [mk], failed_when: result.rc > 1}\nchanges: false\n", "run.failed_when"),
+    ("run:\n  command: [mk]\n  async:\n    handle: '{{ result.stdout }}'\n"
+     "    poll: {command: [st, '{{ handle }}']}\n    until: poll.stdout == 'done'\n"
+     "changes: false\n", "run.async.until"),
+])
+def test_a_condition_written_as_plain_text_is_an_error(body: str, where: str) -> None:
+    """Ansible's `when: enable_cache` has no `{{ }}`: as text it was always true, so the
+    command ran with enable_cache false, and `until: poll.stdout == 'done'` ended the task
+    at its first poll. Now it is a load error that shows the template to write."""
+    found = one_error(command(body, vars="vars: {enable_cache: false}\n"))
+    assert ".".join(str(p) for p in found.path) == f"commands.0.{where}"
+    key = where.rsplit(".", 1)[-1]
+    assert found.message.startswith(f"`{key}: ")
+    assert found.message.endswith("` is text, not a template, so it is always true")
+    assert found.hint and found.hint.startswith("write the condition as a template: \"{{ ")
+
+
+@pytest.mark.parametrize("value", ["true", "False", "no", "on", "0", "1", "none", "", "{{ 1 }}"])
+def test_a_condition_may_be_one_of_the_words_read_as_true_or_false(value: str) -> None:
+    """`when: "no"` (quoted, so a string) is read as false, as documented: no error."""
+    load(command(f"when: '{value}'\nrun: {{command: [mk]}}\nchanges: false\n"))
+
+
 def test_handle_outside_async_is_not_available() -> None:
     """`handle` in a plain run is reported as not available here."""
     found = one_error(command("run: {command: [mk, '{{ handle }}']}\nirreversible: true\n"))
