@@ -104,7 +104,11 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
     elif validator == "uniqueItems":
         yield Diagnostic(path, "has duplicate entries")
     elif validator == "not" and value == {"required": ["json", "body"]}:
-        yield Diagnostic((*path, "body"), "give either `json` or `body`, not both", at_key=True)
+        # `required` holds of anything but a mapping, so `not` fails for `http: URL` too;
+        # that value's type error says it all.
+        if isinstance(instance, dict):
+            yield Diagnostic((*path, "body"), "give either `json` or `body`, not both",
+                             at_key=True)
     else:
         yield Diagnostic(path, error.message)
 

@@ -191,6 +191,15 @@ def test_http_json_and_body_together_point_at_body() -> None:
     assert found.at_key
 
 
+@pytest.mark.parametrize("http", ["http://127.0.0.1:8080/x", ["http://x"], None])
+def test_http_that_is_not_a_mapping_is_one_type_error(http: Any) -> None:
+    """`http: URL` (or a list, or nothing) is one error, its type; it also read "give either
+    `json` or `body`, not both", for a request with neither."""
+    found = only(check(plan(run={"http": http})))
+    assert found.path == ("commands", 0, "run", "http")
+    assert found.message.startswith("expected a mapping, got ")
+
+
 @pytest.mark.parametrize("method", ["GET", "options", "Delete", "pAtCh"])
 def test_an_http_method_may_be_written_in_any_case(method: str) -> None:
     """The http action upper-cases its method, so the schema takes one in any case."""
