@@ -14,6 +14,7 @@ networkx's import (~0.1 s) or its per-edge bookkeeping.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,7 +22,7 @@ from typing import Any
 
 from .errors import Diagnostic, Path
 from .model import CommandSpec, Plan
-from .templates import TemplateError, render_value
+from .templates import TemplateError, is_template, render_value
 
 __all__ = ["END", "RUN", "CommandInstance", "PlanGraph", "Step", "before_run", "command_names",
            "compile_graph"]
@@ -117,9 +118,7 @@ class _Compiler:
         if isinstance(items, dict):
             items = [{"key": k, "value": v} for k, v in items.items()]
         if not isinstance(items, list | tuple):
-            self.problems.append(Diagnostic(
-                (*spec.path, "for_each"), f"for_each must give a list, got {type(items).__name__}"
-            ))
+            self.problems.append(_not_a_list(spec, items, self.context_base))
             return []
         out: list[CommandInstance] = []
         seen: set[str] = set()
@@ -301,3 +300,26 @@ def _cycle(graph: Any, steps: Mapping[str, Step], needs_at: Mapping[tuple[str, s
         where, f"dependency cycle: {' → '.join(names)}",
         hint="each arrow reads 'waits for'; remove one of these needs",
     )
+
+
+def _not_a_list(spec: CommandSpec, items: Any, names: Mapping[str, Any]) -> Diagnostic:
+    """for_each gave a string (`hosts: web1, web2` is one), a number, a boolean or null."""
+    hint = "write a YAML list, such as [a, b]"
+    source = spec.for_each
+    named = re.fullmatch(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}", source.strip()) \
+        if isinstance(source, str) else None
+    if isinstance(items, str):
+        got = f"a string ({items!r})" if len(items) < 40 else "a string"
+        parts = [p.strip() for p in items.split(",") if p.strip()] if "," in items else []
+        if isinstance(source, str) and not is_template(source) and source.strip() in names:
+            hint = f"to loop over the variable `{source.strip()}`, write: " \
+                f"for_each: \"{{{{ {source.strip()} }}}}\""
+        elif 1 < len(parts) <= 10:
+            where = named.group(1) if named else "for_each"
+            hint = f"write a YAML list: {where}: [{', '.join(parts)}]; a string is not split " \
+                "into items"
+    else:
+        got = "null" if items is None else "a boolean" if isinstance(items, bool) \
+            else f"a number ({items!r})" if isinstance(items, int | float) \
+            else f"a {type(items).__name__}"
+    return Diagnostic((*spec.path, "for_each"), f"for_each must give a list, got {got}", hint)

@@ -96,7 +96,12 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
                 return
         text = f"{_show(instance)} is not valid" \
             if not isinstance(instance, dict | list) else "not valid"
-        yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message)
+        hint = None
+        if path and path[-1] == "needs" and isinstance(instance, str) and "," in instance:
+            ids = [i.strip() for i in instance.split(",") if i.strip()]
+            hint = f"to need several commands, write a list: needs: [{', '.join(ids)}]"
+        yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message,
+                         hint)
     elif validator == "propertyNames":
         yield Diagnostic(path, f"invalid name {instance!r}: {error.message}")
     elif (validator == "minItems" and value == 1) or validator == "minProperties":

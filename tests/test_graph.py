@@ -318,8 +318,37 @@ def test_a_loop_that_does_not_give_a_list() -> None:
             run: {command: [c]}
             changes: false
         """)
-    assert found.message == "for_each must give a list, got str"
+    assert found.message == "for_each must give a list, got a string ('disk0')"
     assert (found.line, found.column) == (5, 15)
+
+
+@pytest.mark.parametrize(("vars_", "for_each", "message", "hint"), [
+    ("{hosts: 'web1, web2'}", '"{{ hosts }}"', "got a string ('web1, web2')",
+     "write a YAML list: hosts: [web1, web2]; a string is not split into items"),
+    ("{}", "web1, web2", "got a string ('web1, web2')",
+     "write a YAML list: for_each: [web1, web2]; a string is not split into items"),
+    ("{hosts: [web1, web2]}", "hosts", "got a string ('hosts')",
+     'to loop over the variable `hosts`, write: for_each: "{{ hosts }}"'),
+    ("{n: 3}", '"{{ n }}"', "got a number (3)", "write a YAML list, such as [a, b]"),
+    ("{n: null}", '"{{ n }}"', "got null", "write a YAML list, such as [a, b]"),
+])
+def test_a_loop_that_does_not_give_a_list_says_what_to_write(
+    vars_: str, for_each: str, message: str, hint: str
+) -> None:
+    """A newcomer's `hosts: web1, web2` (a string), or `for_each: hosts` (the name without
+    braces): the error says what it got in the plan's words, and the list to write; it
+    read `got str` and nothing else."""
+    found = one_error(f"""\
+        name: p
+        vars: {vars_}
+        commands:
+          - id: ping
+            for_each: {for_each}
+            run: {{command: [ping]}}
+            changes: false
+        """)
+    assert found.message == f"for_each must give a list, {message}"
+    assert found.hint == hint
 
 
 @pytest.mark.parametrize(("items", "why", "column"),

@@ -191,6 +191,14 @@ def test_http_json_and_body_together_point_at_body() -> None:
     assert found.at_key
 
 
+def test_needs_written_as_a_comma_separated_string_hints_at_a_list() -> None:
+    """`needs: a, c` is one string: the error shows the list to write instead."""
+    found = only(check(plan(needs="db, cache")))
+    assert found.path == ("commands", 0, "needs")
+    assert found.hint == "to need several commands, write a list: needs: [db, cache]"
+    assert only(check(plan(needs="db cache"))).hint is None
+
+
 @pytest.mark.parametrize("http", ["http://127.0.0.1:8080/x", ["http://x"], None])
 def test_http_that_is_not_a_mapping_is_one_type_error(http: Any) -> None:
     """`http: URL` (or a list, or nothing) is one error, its type; it also read "give either
