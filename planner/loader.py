@@ -32,6 +32,7 @@ RESERVED = frozenset(
     {"env", "commands", "result", "outputs", "handle", "poll", "execution_reason", "run_id"}
 )
 _BASE_NAMES = frozenset({"env", "commands", "execution_reason", "run_id"})
+_ASYNC_KEYS = frozenset({"handle", "poll", "until", "interval", "max_interval", "cancel"})
 # What a condition written as plain text may say: the words it is read as true or false by.
 _CONDITION_WORDS = frozenset(
     {"", "true", "false", "yes", "no", "on", "off", "1", "0", "none"})
@@ -196,8 +197,11 @@ class _Checker:
         for key in action_keys:
             if key != name:
                 choices = [*actions.names(), *OPERATION_OPTIONS]
-                self.error((*path, key), f"unknown action or option `{key}`",
-                           hint=schema.did_you_mean(key, choices), at_key=True)
+                hint = f"`{key}` belongs under `async:`, which follows a task the action " \
+                    "started" if key in _ASYNC_KEYS and role in ("run", "inverse") \
+                    else schema.did_you_mean(key, choices)
+                self.error((*path, key), f"unknown action or option `{key}`", hint=hint,
+                           at_key=True)
         if name is None:
             return None
         action = actions.get(name)

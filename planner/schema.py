@@ -32,6 +32,48 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
+# Keys of other tools (Terraform, Ansible) and keys put one level too high, with where
+# their meaning lives in a plan: "did you mean" finds no near spelling for them.
+_ELSEWHERE_IN_COMMAND = {
+    **dict.fromkeys(("depends_on", "dependencies", "requires", "after"),
+                    "commands this one waits for are its `needs`"),
+    **dict.fromkeys(("loop", "with_items", "with_list", "items"),
+                    "to repeat a command, use `for_each`, with `as` naming the loop variable"),
+    **dict.fromkeys(("loop_var", "loop_control"), "the loop variable is named by `as`"),
+    "register": "values kept for later commands are `outputs`, read as "
+                "`commands.<id>.outputs.<name>`",
+    **dict.fromkeys(("creates", "unless", "check", "probe"),
+                    "a probe that says whether `run` is needed is `exists`"),
+    **dict.fromkeys(("rollback", "undo", "revert", "destroy", "delete", "down"),
+                    "the operation that undoes `run` is `inverse`"),
+    **dict.fromkeys(("block", "tasks", "steps", "commands"),
+                    "nested commands are `children`"),
+    **dict.fromkeys(("timeout", "retries", "delay", "backoff", "env", "cwd"),
+                    "it is an option of an operation: put it under `run:`, `inverse:` or "
+                    "`exists:`; `defaults:` sets it for every operation"),
+    **dict.fromkeys(("failed_when", "stdin"),
+                    "it is an option of an operation: put it under `run:`, `inverse:` or "
+                    "`exists:`"),
+    "async": "`async` goes under `run:` or `inverse:`, next to the action that starts the task",
+    **dict.fromkeys(("command", "shell", "http", "python"),
+                    "it is an action: put it under `run:`, `inverse:` or `exists:`"),
+}
+_ELSEWHERE_AT_TOP = {
+    **dict.fromkeys(("tasks", "steps", "resources", "jobs"), "a plan's steps are its `commands`"),
+    **dict.fromkeys(("variables", "variable", "locals", "parameters"),
+                    "template variables are `vars`"),
+}
+
+
+def _unknown_key_hint(key: str, allowed: list[str]) -> str:
+    hint = did_you_mean(key, allowed)
+    if "needs" in allowed and "children" in allowed:  # a command
+        hint = _ELSEWHERE_IN_COMMAND.get(key.lower(), hint)
+    elif "commands" in allowed and "vars" in allowed:  # the top level
+        hint = _ELSEWHERE_AT_TOP.get(key.lower(), hint)
+    return hint or f"allowed: {', '.join(allowed)}"
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -69,7 +111,7 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
             yield Diagnostic(
                 (*path, key),
                 f"unknown key `{key}`",
-                hint=did_you_mean(key, allowed) or f"allowed: {', '.join(allowed)}",
+                hint=_unknown_key_hint(key, allowed),
                 at_key=True,
             )
     elif validator == "required":
@@ -80,7 +122,9 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
             # `comands:` is reported as an unknown key with "did you mean `commands`?".
             if any(did_you_mean(e, allowed) == f"did you mean `{key}`?" for e in extra):
                 continue
-            yield Diagnostic(path, f"missing required key `{key}`")
+            hint = "`name` is a title; what identifies a command is its `id`" \
+                if key == "id" and "name" in instance else None
+            yield Diagnostic(path, f"missing required key `{key}`", hint)
     elif validator == "type":
         yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(instance)}")
     elif validator == "enum":

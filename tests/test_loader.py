@@ -511,6 +511,21 @@ def test_an_operation_without_action_lists_the_actions() -> None:
     assert found.hint == "add one of: command, shell, http, python"
 
 
+def test_async_keys_written_in_the_operation_itself_say_they_belong_under_async() -> None:
+    """`until:` next to `http:` (async: forgotten) said only 'unknown action or option'."""
+    found = errors(command("""\
+        run:
+          command: [start]
+          handle: "{{ result.stdout }}"
+          until: "{{ poll.stdout == 'done' }}"
+        changes: false
+        """))
+    assert [(d.message, d.hint) for d in found] == [
+        (f"unknown action or option `{key}`",
+         f"`{key}` belongs under `async:`, which follows a task the action started")
+        for key in ("handle", "until")]
+
+
 def test_an_unknown_action_suggests_a_known_one() -> None:
     """`comand:` is an unknown action or option, with did-you-mean, at the key."""
     found = one_error(command("run: {comand: [a]}\nirreversible: true\n"))

@@ -191,6 +191,49 @@ def test_http_json_and_body_together_point_at_body() -> None:
     assert found.at_key
 
 
+@pytest.mark.parametrize(("key", "hint"), [
+    ("depends_on", "commands this one waits for are its `needs`"),
+    ("loop", "to repeat a command, use `for_each`, with `as` naming the loop variable"),
+    ("register", "values kept for later commands are `outputs`, read as "
+                 "`commands.<id>.outputs.<name>`"),
+    ("creates", "a probe that says whether `run` is needed is `exists`"),
+    ("rollback", "the operation that undoes `run` is `inverse`"),
+    ("tasks", "nested commands are `children`"),
+    ("timeout", "it is an option of an operation: put it under `run:`, `inverse:` or "
+                "`exists:`; `defaults:` sets it for every operation"),
+    ("async", "`async` goes under `run:` or `inverse:`, next to the action that starts the task"),
+    ("command", "it is an action: put it under `run:`, `inverse:` or `exists:`"),
+])
+def test_a_key_of_another_tool_or_level_in_a_command_says_where_it_goes(
+    key: str, hint: str
+) -> None:
+    """Terraform's depends_on, Ansible's loop and register, or `timeout` and `command` one
+    level too high (a misindented `run:` body) had no near spelling: the hint listed the
+    fifteen allowed keys. It now names the key that means it, or where the key goes."""
+    found = only(check(plan(**{key: 1})))
+    assert found.path == ("commands", 0, key)
+    assert found.message == f"unknown key `{key}`"
+    assert found.hint == hint
+
+
+def test_top_level_keys_of_other_tools_say_where_they_go() -> None:
+    """`tasks:` (Ansible) and `variables:`/`locals:` (Terraform) at the top."""
+    for key, hint in [("tasks", "a plan's steps are its `commands`"),
+                      ("locals", "template variables are `vars`")]:
+        found = only(check({**plan(), key: {}}))
+        assert (found.path, found.hint) == ((key,), hint)
+    assert only(check({**plan(), "defualts": {}})).hint == "did you mean `defaults`?"
+
+
+def test_a_command_with_a_name_but_no_id_says_the_id_identifies_it() -> None:
+    """Ansible tasks start with `name:`; a command needs an `id`."""
+    data = {"name": "x", "commands": [{"name": "b", "run": {"command": ["b"]},
+                                       "changes": False}]}
+    found = only(check(data))
+    assert found.message == "missing required key `id`"
+    assert found.hint == "`name` is a title; what identifies a command is its `id`"
+
+
 def test_needs_written_as_a_comma_separated_string_hints_at_a_list() -> None:
     """`needs: a, c` is one string: the error shows the list to write instead."""
     found = only(check(plan(needs="db, cache")))
