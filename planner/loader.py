@@ -258,6 +258,17 @@ class _Checker:
         for key in ("until", "failed_when"):
             if key in raw:
                 self.condition(raw[key], (*path, key), _plus(with_handle, "poll"), owner)
+        until = raw.get("until")
+        if isinstance(until, str) and is_template(until):
+            try:
+                reads_poll = "poll" in analyze(until).names
+            except TemplateError:  # reported above
+                reads_poll = True
+            if not reads_poll:
+                self.warn((*path, "until"), "`until` does not read `poll`, so every poll gives "
+                          "it the same answer: the task ends at its first poll or never",
+                          hint="test the poll's result, e.g. \"{{ poll.json.state == 'done' "
+                          "}}\"; `result` is what started the task")
         if poll is None:
             return None
         return AsyncSpec(

@@ -164,6 +164,30 @@ def test_exists_without_run_warns() -> None:
     assert "never asked" in warning.message
 
 
+ASYNC_UNTIL = """\
+    run:
+      command: [start]
+      async:
+        handle: "{{ result.stdout }}"
+        poll: {command: [status, "{{ handle }}"]}
+        until: UNTIL
+    changes: false
+    """
+
+
+def test_an_until_that_does_not_read_poll_warns() -> None:
+    """`until: "{{ result.json.state == 'done' }}"` tests what *started* the task, the same
+    at every poll: the task ends at its first poll or runs into its timeout (1h). It
+    passed without a word; it now warns at `until`."""
+    plan = command(ASYNC_UNTIL.replace("UNTIL", "\"{{ result.stdout == 'done' }}\""))
+    (warning,) = load(plan).warnings
+    assert warning.message == "`until` does not read `poll`, so every poll gives it the " \
+        "same answer: the task ends at its first poll or never"
+    assert (warning.line, warning.column) == (9, 16)
+    for fine in ("\"{{ poll.stdout == 'done' }}\"", "true", "\"{{ 'done' in poll.stdout }}\""):
+        assert load(command(ASYNC_UNTIL.replace("UNTIL", fine))).warnings == ()
+
+
 def test_warnings_do_not_fail_a_plan_with_errors_alone() -> None:
     """A plan with an error raises; its warnings are reported along with the error."""
     with pytest.raises(PlanError) as caught:
