@@ -477,6 +477,13 @@ class _Checker:
                            hint=schema.did_you_mean(ref.key, target.outputs)
                            or f"declared: {declared}")
                 continue
+            if ref.id == owner and ref.attr in (None, "outputs") \
+                    and path[len(target.path)] != "inverse":
+                self.error(path, f"`commands.{ref.id}.outputs` is read by `{ref.id}` itself, "
+                           "before its outputs exist",
+                           hint="a command's outputs are known once its `run` ended: read them "
+                           "in its `inverse`, as `outputs.<name>`")
+                continue
             if ref.id != owner and not self.upstream(owner, ref.id):
                 self.error(path, f"`commands.{ref.id}` is read before `{ref.id}` has run",
                            hint=f"add `{ref.id}` to the needs of `{owner}`")

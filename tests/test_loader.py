@@ -334,6 +334,35 @@ def test_an_inverse_reading_an_undeclared_output_of_its_own_command() -> None:
     assert found.hint == "declared: none"
 
 
+def test_a_command_reading_its_own_outputs_before_they_exist() -> None:
+    """`commands.a.outputs.x` in a's own `run`, `exists` or `outputs` passed validation and
+    failed at run time ('commands.a.outputs.x' is undefined); it is a load error there. In
+    its inverse it is fine (the outputs exist then), and a child reads its parent's."""
+    plan = """\
+        name: p
+        commands:
+          - id: a
+            exists: {command: [test, -e, "{{ commands.a.outputs.x }}"]}
+            run: {command: [echo, "{{ commands.a.outputs.x }}"]}
+            inverse: {command: [rm, "{{ commands.a.outputs.x }}"]}
+            outputs: {x: "{{ result.stdout }}", y: "{{ commands.a.outputs.x }}"}
+            children:
+              - id: b
+                changes: false
+                run: {command: [echo, "{{ commands.a.outputs.x }}"]}
+        """
+    found = errors(plan)
+    assert [(d.line, d.column) for d in found] == [(4, 34), (5, 27), (7, 44)]
+    assert {d.message for d in found} == {
+        "`commands.a.outputs` is read by `a` itself, before its outputs exist"}
+    assert found[0].hint == "a command's outputs are known once its `run` ended: read them " \
+        "in its `inverse`, as `outputs.<name>`"
+    load(plan.replace('exists: {command: [test, -e, "{{ commands.a.outputs.x }}"]}', "")
+         .replace('run: {command: [echo, "{{ commands.a.outputs.x }}"]}',
+                  "run: {command: [echo]}")
+         .replace(', y: "{{ commands.a.outputs.x }}"', ""))
+
+
 def test_calling_a_method_of_outputs_reads_no_output_of_its_name() -> None:
     """`outputs.get('x', '')` and `commands.a.outputs.get(...)` call the mapping's `get`:
     no output named `get` is required (the second was refused as `declares no output get`)."""
