@@ -495,6 +495,16 @@ def _plus(names: frozenset[str], *more: str) -> frozenset[str]:
     return names | frozenset(more)
 
 
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list):
+        return any(_holds_template(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_template(item) for item in value.values())
+    return False
+
+
 def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -575,6 +585,12 @@ def _check(document: Document, file: str, variables: Mapping[str, Any] | None) -
         checker.error((section, name), f"`{name}` is a reserved name", at_key=True)
     for name in sorted(set(plan_vars) & set(secrets)):
         checker.error(("secrets", name), f"`{name}` is both a var and a secret", at_key=True)
+    for name, value in data.get("vars", {}).items():
+        if name not in (variables or {}) and _holds_template(value):
+            checker.warn(("vars", name), f"`{name}` holds a template, but vars are values, "
+                         "not templates: it is used as written, braces included",
+                         hint="write the template where the value is used, in the command "
+                         "or the entity: there it is rendered")
     commands = checker.commands(data["commands"], ("commands",), None, frozenset())
     checker.check_needs()
     checker.check_refs()

@@ -188,6 +188,22 @@ def test_an_until_that_does_not_read_poll_warns() -> None:
         assert load(command(ASYNC_UNTIL.replace("UNTIL", fine))).warnings == ()
 
 
+def test_a_var_holding_a_template_warns_that_it_is_used_as_written() -> None:
+    """Ansible renders vars that refer to vars; planctl does not: `url: "https://{{ host
+    }}/v1"` reaches the program with its braces. It passed without a word; it now warns at
+    the var, unless --var gives the var another value."""
+    plan = command("run: {command: [curl, '{{ url }}']}\nchanges: false\n",
+                   vars='vars:\n  host: api.example\n  url: "https://{{ host }}/v1"\n'
+                   '  hosts: [a, "{{ host }}"]\n')
+    first, second = load(plan).warnings
+    assert first.message == "`url` holds a template, but vars are values, not templates: " \
+        "it is used as written, braces included"
+    assert (first.line, first.column) == (4, 8)
+    assert second.path == ("vars", "hosts")
+    (only,) = load(plan, variables={"url": "https://api.example/v1"}).warnings
+    assert only.path == ("vars", "hosts")
+
+
 def test_warnings_do_not_fail_a_plan_with_errors_alone() -> None:
     """A plan with an error raises; its warnings are reported along with the error."""
     with pytest.raises(PlanError) as caught:
