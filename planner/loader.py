@@ -32,6 +32,14 @@ RESERVED = frozenset(
     {"env", "commands", "result", "outputs", "handle", "poll", "execution_reason", "run_id"}
 )
 _BASE_NAMES = frozenset({"env", "commands", "execution_reason", "run_id"})
+# Undefined names a newcomer uses, with what they mean in a plan.
+_HINTS = {
+    "item": "`item` is the loop variable of `for_each`, and no loop here names it",
+    "var": "vars are read by their own names: `{{ NAME }}`, not `{{ var.NAME }}`",
+    "vars": "vars are read by their own names: `{{ NAME }}`, not `{{ vars.NAME }}`",
+    "lookup": "templates have no lookup(): read the environment as `env.NAME`, a file "
+              "with a `file:` secret",
+}
 _ASYNC_KEYS = frozenset({"handle", "poll", "until", "interval", "max_interval", "cancel"})
 # What a condition written as plain text may say: the words it is read as true or false by.
 _CONDITION_WORDS = frozenset(
@@ -155,7 +163,9 @@ class _Checker:
                            hint="`for_each` and `entity` are expanded before the run, "
                            "stored and printed; secrets never are")
             else:
-                hint = schema.did_you_mean(name, allowed - _BASE_NAMES)
+                hint = schema.did_you_mean(name, allowed - _BASE_NAMES) or _HINTS.get(name)
+                if hint is None and (name.isupper() or name in os.environ):
+                    hint = f"environment variables are read as `env.{name}`"
                 self.error(path, f"undefined name `{name}`",
                            hint=hint or "declare it under `vars:` or `secrets:`")
         if "commands" in info.names and "commands" in allowed:

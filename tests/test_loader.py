@@ -481,6 +481,22 @@ def test_an_undefined_name_suggests_a_var() -> None:
     assert found.hint == "did you mean `vm`?"
 
 
+@pytest.mark.parametrize(("name", "hint"), [
+    ("item", "`item` is the loop variable of `for_each`, and no loop here names it"),
+    ("HOME", "environment variables are read as `env.HOME`"),
+    ("var.region", "vars are read by their own names: `{{ NAME }}`, not `{{ var.NAME }}`"),
+    ("lookup('env', 'HOME')", "templates have no lookup(): read the environment as "
+                              "`env.NAME`, a file with a `file:` secret"),
+])
+def test_an_undefined_name_a_newcomer_uses_says_what_to_write(name: str, hint: str) -> None:
+    """`item` outside a loop, `HOME`, Terraform's `var.x`, Ansible's lookup(): the hint
+    was 'declare it under `vars:` or `secrets:`', which is not what they meant."""
+    found = one_error(command(f"run: {{command: [echo, \"{{{{ {name} }}}}\"]}}\n"
+                              "changes: false\n", vars="vars: {region: eu}\n"))
+    assert found.message.startswith("undefined name `")
+    assert found.hint == hint
+
+
 def test_secrets_may_be_used_like_vars_but_not_in_for_each() -> None:
     """A secret is a template name, but a loop cannot expand over one."""
     body = """\
