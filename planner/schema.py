@@ -126,7 +126,17 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
                 if key == "id" and "name" in instance else None
             yield Diagnostic(path, f"missing required key `{key}`", hint)
     elif validator == "type":
-        yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(instance)}")
+        hint = None
+        if len(path) == 2 and path[0] == "secrets" and isinstance(instance, str):
+            # `token: $API_TOKEN`, `token: hunter2`: a secret names where its value is.
+            variable = instance.strip().lstrip("$").strip("{}")
+            hint = f"to read the environment variable {variable}, write: {{env: {variable}}}" \
+                if instance.strip().startswith("$") and variable \
+                else "a secret names where its value is: {env: VARIABLE} or {file: PATH}"
+        yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(instance)}", hint)
+    elif validator in ("oneOf", "anyOf") and schema.get("type") == "object" \
+            and not isinstance(instance, dict):
+        return  # its branches hold of anything but a mapping: the type error says it all
     elif validator == "enum":
         options = ", ".join(str(v) for v in value)
         hint = did_you_mean(str(instance), [str(v) for v in value])

@@ -234,6 +234,23 @@ def test_a_command_with_a_name_but_no_id_says_the_id_identifies_it() -> None:
     assert found.hint == "`name` is a title; what identifies a command is its `id`"
 
 
+@pytest.mark.parametrize(("value", "hint"), [
+    ("$API_TOKEN", "to read the environment variable API_TOKEN, write: {env: API_TOKEN}"),
+    ("${API_TOKEN}", "to read the environment variable API_TOKEN, write: {env: API_TOKEN}"),
+    ("hunter2", "a secret names where its value is: {env: VARIABLE} or {file: PATH}"),
+])
+def test_a_secret_written_as_a_string_is_one_error_saying_what_to_write(
+    value: str, hint: str
+) -> None:
+    """`token: $API_TOKEN` was two errors at one place, its type and "not valid: expected
+    a secret source" (the oneOf of `required`s holds vacuously of a string); it is one,
+    with the mapping to write."""
+    found = only(check({**plan(), "secrets": {"token": value}}))
+    assert found.path == ("secrets", "token")
+    assert found.message == f"expected a mapping, got a string ({value!r})"
+    assert found.hint == hint
+
+
 def test_needs_written_as_a_comma_separated_string_hints_at_a_list() -> None:
     """`needs: a, c` is one string: the error shows the list to write instead."""
     found = only(check(plan(needs="db, cache")))
