@@ -113,7 +113,7 @@ class _Builder:
         elif cls is ev.MappingStartEvent:
             if event.tag not in (None, "!", _MAP):
                 raise _tag_error(event.tag, path)
-            value = self.mapping(path)
+            value = self.mapping(path, event.start_mark.index)
         elif cls is ev.SequenceStartEvent:
             if event.tag not in (None, "!", _SEQ):
                 raise _tag_error(event.tag, path)
@@ -129,7 +129,7 @@ class _Builder:
             self.anchors[event.anchor] = value
         return value
 
-    def mapping(self, path: Path) -> dict[str, Any]:
+    def mapping(self, path: Path, start: int = -2) -> dict[str, Any]:
         out: dict[str, Any] = {}
         merged: list[dict[str, Any]] = []
         get = self.get
@@ -138,7 +138,11 @@ class _Builder:
             if key_event.__class__ is ev.MappingEndEvent:
                 break
             if key_event.__class__ is not ev.ScalarEvent:
-                problem = Diagnostic(path, "mapping keys must be plain strings")
+                # `{{ dest }}` unquoted is a flow mapping whose first key is `{ dest }`.
+                hint = "a template must be quoted, \"{{ ... }}\": unquoted, YAML reads `{` " \
+                    "as the start of a mapping" if key_event.__class__ is ev.MappingStartEvent \
+                    and getattr(key_event.start_mark, "index", -1) == start + 1 else None
+                problem = Diagnostic(path, "mapping keys must be plain strings", hint)
                 raise _Invalid(_at(key_event, problem))
             key = key_event.value
             # Fast path: an untagged key whose first character no implicit type starts with

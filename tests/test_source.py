@@ -234,6 +234,21 @@ def test_complex_keys_are_refused() -> None:
     assert (found.line, found.column) == (2, 3)
 
 
+@pytest.mark.parametrize("text", [
+    "run: {command: [echo, {{ dest }}]}\n",
+    "run:\n  shell: {{ dest }}\n",
+    "run:\n  command:\n    - {{ dest }}/file\n",
+])
+def test_an_unquoted_template_says_to_quote_it(text: str) -> None:
+    """`{{ dest }}` unquoted is a YAML mapping keyed by a mapping: the error said only
+    'mapping keys must be plain strings'; its hint now says to quote the template."""
+    found = error(text)
+    assert found.message == "mapping keys must be plain strings"
+    assert found.hint == "a template must be quoted, \"{{ ... }}\": unquoted, YAML reads " \
+        "`{` as the start of a mapping"
+    assert error("name: x\n? {a: 1}\n: 1\n").hint is None  # a block key is no template
+
+
 # -- whole documents -----------------------------------------------------------------------
 
 
