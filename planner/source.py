@@ -342,6 +342,14 @@ def read_document(text: bytes | str, file: str) -> Document:
         # libyaml does not name the character; a tab is by far the most common one.
         hint = "indent with spaces; YAML does not allow tabs here" \
             if mark and _char_at(text, mark.line, mark.column) == "\t" else None
+        if hint is None and "mapping values are not allowed" in problem:
+            # `shell: echo note: x` or `run: command: [x]`
+            hint = "quote a value that contains ': ', or put a nested key on a line of its " \
+                "own, indented under its parent"
+        elif hint is None and ("did not find expected key" in problem
+                               or "did not find expected '-' indicator" in problem):
+            hint = "check the indentation of this line, or a missing `- `: the keys of one " \
+                "mapping, and the items of one list, start in the same column"
         # PyYAML 6.0.4 stops deep nesting itself; older ones end in a RecursionError (below).
         message = f"the YAML is nested too deeply ({problem})" \
             if "nesting depth" in problem else f"YAML syntax: {problem}"

@@ -296,6 +296,28 @@ def test_a_tab_in_indentation_gets_a_hint() -> None:
     assert "tabs" in (found.hint or "")
 
 
+@pytest.mark.parametrize(("text", "hint"), [
+    ("run:\n  shell: echo note: this breaks\n",
+     "quote a value that contains ': ', or put a nested key on a line of its own, indented "
+     "under its parent"),
+    ("run: command: [echo]\n",
+     "quote a value that contains ': ', or put a nested key on a line of its own, indented "
+     "under its parent"),
+    ("run:\n  command: [echo]\n inverse:\n  command: [echo]\n",
+     "check the indentation of this line, or a missing `- `: the keys of one mapping, and "
+     "the items of one list, start in the same column"),
+    ("commands:\n  - id: a\n  id: b\n",
+     "check the indentation of this line, or a missing `- `: the keys of one mapping, and "
+     "the items of one list, start in the same column"),
+])
+def test_the_commonest_yaml_syntax_errors_say_what_to_check(text: str, hint: str) -> None:
+    """libyaml's 'mapping values are not allowed in this context' and 'did not find
+    expected key' (or '-' indicator) came with no hint; they say what to look at."""
+    found = error(text)
+    assert found.message.startswith("YAML syntax: ")
+    assert found.hint == hint
+
+
 @pytest.mark.parametrize("opener", ["[", "{a: "])
 def test_deep_nesting_is_a_plan_error_not_a_recursion_error(opener: str) -> None:
     """A hundred thousand nested brackets give a PlanError, never a RecursionError."""
