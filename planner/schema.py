@@ -71,6 +71,9 @@ def _unknown_key_hint(key: str, allowed: list[str]) -> str:
         hint = _ELSEWHERE_IN_COMMAND.get(key.lower(), hint)
     elif "commands" in allowed and "vars" in allowed:  # the top level
         hint = _ELSEWHERE_AT_TOP.get(key.lower(), hint)
+        if key.startswith(("x-", ".")):  # docker compose's and GitLab's homes for anchors
+            hint = "a plan has no extension keys: anchor the first mapping that uses the " \
+                "values (`run: &retry {...}`), or share operation options with `defaults:`"
     return hint or f"allowed: {', '.join(allowed)}"
 
 

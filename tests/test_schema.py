@@ -223,6 +223,10 @@ def test_top_level_keys_of_other_tools_say_where_they_go() -> None:
         found = only(check({**plan(), key: {}}))
         assert (found.path, found.hint) == ((key,), hint)
     assert only(check({**plan(), "defualts": {}})).hint == "did you mean `defaults`?"
+    for key in ("x-common", ".retry"):  # was "did you mean `commands`?" for x-common
+        assert only(check({**plan(), key: {}})).hint == "a plan has no extension keys: " \
+            "anchor the first mapping that uses the values (`run: &retry {...}`), or share " \
+            "operation options with `defaults:`"
 
 
 def test_a_command_with_a_name_but_no_id_says_the_id_identifies_it() -> None:
