@@ -349,6 +349,8 @@ class _Checker:
                 ops[role] = self.operation(raw[role], (*path, role), role, allowed, cid)
         outputs = raw.get("outputs", {})
         self.template(outputs, (*path, "outputs"), _plus(base, "result", "handle", "poll"), cid)
+        if "exists" in raw and "run" in raw:
+            self._outputs_after_probe(outputs, (*path, "outputs"))
         self._shape_checks(raw, path)
         children = self.commands(raw.get("children", []), (*path, "children"), cid, loop_names)
         needs = raw.get("needs", ())
@@ -373,6 +375,26 @@ class _Checker:
         )
         self.specs.setdefault(cid, spec)
         return spec
+
+    def _outputs_after_probe(self, outputs: Mapping[str, Any], path: Path) -> None:
+        """Outputs are rendered from the `exists` probe's `result` when it finds the
+        resource present: one that reads `poll` or `handle` then cannot be."""
+        for key, value in outputs.items():
+            if not (isinstance(value, str) and is_template(value)):
+                continue
+            try:
+                names = analyze(value).names
+            except TemplateError:  # reported by template()
+                continue
+            if "defined" in value or "default" in value:
+                continue  # `poll.json.x if poll is defined else result.x`: written for both
+            for name in sorted(names & {"poll", "handle"}):
+                self.warn((*path, key), f"output `{key}` reads `{name}`, which a command "
+                          "found present by `exists` (UNCHANGED) does not have: its outputs "
+                          "are then rendered from the probe's `result`",
+                          hint=f"read the probe's answer when `{name}` is not there, e.g. "
+                          f"\"{{{{ {name}.json.x if {name} is defined else result.json.x }}}}\"")
+                break
 
     def _shape_checks(self, raw: Mapping[str, Any], path: Path) -> None:
         has_run, has_inverse = "run" in raw, "inverse" in raw

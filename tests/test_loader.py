@@ -204,6 +204,24 @@ def test_a_var_holding_a_template_warns_that_it_is_used_as_written() -> None:
     assert only.path == ("vars", "hosts")
 
 
+def test_an_output_from_poll_of_a_command_with_exists_warns() -> None:
+    """A command found present by `exists` takes its outputs from the probe's `result`: an
+    output that reads `poll` (or `handle`) is then lost, and whatever reads it downstream
+    fails on the second apply ('dict object' has no attribute 'url'). It passed without a
+    word; it now warns at the output, unless the template handles both."""
+    body = textwrap.dedent(ASYNC_UNTIL.replace("UNTIL", "\"{{ poll.stdout == 'done' }}\"")) \
+        + "exists: {command: [test, -e, x]}\noutputs: {url: OUT}\n"
+    (warning,) = load(command(body.replace("OUT", "\"{{ poll.stdout }}\""))).warnings
+    assert warning.path == ("commands", 0, "outputs", "url")
+    assert warning.message == "output `url` reads `poll`, which a command found present by " \
+        "`exists` (UNCHANGED) does not have: its outputs are then rendered from the probe's " \
+        "`result`"
+    both = "\"{{ poll.stdout if poll is defined else result.stdout }}\""
+    assert load(command(body.replace("OUT", both))).warnings == ()
+    no_probe = body.replace("exists: {command: [test, -e, x]}\n", "")
+    assert load(command(no_probe.replace("OUT", "\"{{ poll.stdout }}\""))).warnings == ()
+
+
 def test_warnings_do_not_fail_a_plan_with_errors_alone() -> None:
     """A plan with an error raises; its warnings are reported along with the error."""
     with pytest.raises(PlanError) as caught:
