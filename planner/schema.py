@@ -157,6 +157,9 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
         if path and path[-1] == "needs" and isinstance(instance, str) and "," in instance:
             ids = [i.strip() for i in instance.split(",") if i.strip()]
             hint = f"to need several commands, write a list: needs: [{', '.join(ids)}]"
+        elif "needs" in path[-2:] and isinstance(instance, str) and "[" in instance:
+            hint = f"needs names a command by its id, and waits for every instance of a " \
+                f"looped one: `{instance.split('[', 1)[0]}`"
         yield Diagnostic(path, f"{text}: expected {_lower(what)}" if what else error.message,
                          hint)
     elif validator == "propertyNames":

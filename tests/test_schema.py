@@ -263,6 +263,14 @@ def test_needs_written_as_a_comma_separated_string_hints_at_a_list() -> None:
     assert only(check(plan(needs="db cache"))).hint is None
 
 
+@pytest.mark.parametrize("needs", ["copy[a]", ["copy[a]"]])
+def test_needing_one_instance_of_a_loop_says_needs_takes_the_id(needs: Any) -> None:
+    """`needs: [copy[a]]`: instances are not needed one by one; the hint says the id."""
+    found = only(check(plan(needs=needs)))
+    assert found.hint == "needs names a command by its id, and waits for every instance " \
+        "of a looped one: `copy`"
+
+
 @pytest.mark.parametrize("http", ["http://127.0.0.1:8080/x", ["http://x"], None])
 def test_http_that_is_not_a_mapping_is_one_type_error(http: Any) -> None:
     """`http: URL` (or a list, or nothing) is one error, its type; it also read "give either
