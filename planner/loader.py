@@ -454,6 +454,10 @@ class _Checker:
                     self.error(where, f"`{target}` is a descendant of `{cid}`",
                                hint="a parent ends after all its children; drop this need")
 
+    def loops(self, cid: str) -> set[str]:
+        """The looped commands among ``cid`` and its ancestors: the loops it is in."""
+        return {c for c in (cid, *self.ancestors(cid)) if self.specs[c].for_each is not None}
+
     def upstream(self, cid: str, target: str) -> bool:
         """Whether ``target`` has ended (or, for an ancestor, run) before ``cid`` starts."""
         seen: set[str] = set()
@@ -501,7 +505,15 @@ class _Checker:
                            f"{', '.join(named[:-1])} and {named[-1]}",
                            hint=schema.did_you_mean(ref.attr or "", attrs))
                 continue
-            if ref.attr == "outputs" and ref.key is not None and target.for_each is None \
+            if ref.attr == "outputs" and ref.key is not None and not ref.key.isdigit() \
+                    and not self.loops(ref.id) <= self.loops(owner):
+                # Outside the target's loop, its outputs are a list: one item per instance.
+                self.error(path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` is in a "
+                           "loop, so here its outputs are a list, one item per instance",
+                           hint=f"for every instance's `{ref.key}`: {{{{ commands.{ref.id}."
+                           f"outputs | map(attribute='{ref.key}') | list }}}}")
+                continue
+            if ref.attr == "outputs" and ref.key is not None and not ref.key.isdigit() \
                     and ref.key not in target.outputs:
                 declared = ", ".join(target.outputs) or "none"
                 self.error(path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` declares "

@@ -397,6 +397,49 @@ def test_a_command_reading_its_own_outputs_before_they_exist() -> None:
          .replace(', y: "{{ commands.a.outputs.x }}"', ""))
 
 
+LOOP_READ = """\
+    name: p
+    vars: {vms: [a, b], files: [x, y]}
+    commands:
+      - id: vm
+        for_each: "{{ vms }}"
+        changes: false
+        run: {command: [echo]}
+        outputs: {uuid: "{{ result.stdout }}"}
+        children:
+          - id: disk
+            for_each: "{{ files }}"
+            changes: false
+            run: {command: [echo, "{{ commands.vm.outputs.uuid }}"]}
+            outputs: {path: "{{ result.stdout }}"}
+          - id: report
+            needs: disk
+            changes: false
+            run: {command: [echo, "READ"]}
+      - id: summary
+        needs: vm
+        changes: false
+        run: {command: [echo, "{{ commands.vm.outputs | map(attribute='uuid') | list }}"]}
+    """
+
+
+def test_an_output_of_a_looped_command_read_as_one_value_from_outside_its_loop() -> None:
+    """Outside its loop, `commands.disk.outputs` is a list (one item per instance): reading
+    `.path` of it passed validation and failed at run time ('commands.disk.outputs.path'
+    is undefined). It is a load error with the map() to write; inside the loop, and by
+    index, it is fine."""
+    found = one_error(LOOP_READ.replace("READ", "{{ commands.disk.outputs.path }}"))
+    assert found.message == "`commands.disk.outputs.path`: `disk` is in a loop, so here its " \
+        "outputs are a list, one item per instance"
+    assert found.hint == "for every instance's `path`: {{ commands.disk.outputs | " \
+        "map(attribute='path') | list }}"
+    assert (found.line, found.column) == (18, 31)
+    load(LOOP_READ.replace("READ", "{{ commands.disk.outputs[0].path }}"))
+    load(LOOP_READ.replace("READ", "{{ commands.vm.outputs.uuid }}"))  # its own iteration
+    found = one_error(LOOP_READ.replace("READ", "{{ commands.vm.outputs.uid }}"))
+    assert found.hint == "did you mean `uuid`?"  # now checked inside a loop too
+
+
 def test_calling_a_method_of_outputs_reads_no_output_of_its_name() -> None:
     """`outputs.get('x', '')` and `commands.a.outputs.get(...)` call the mapping's `get`:
     no output named `get` is required (the second was refused as `declares no output get`)."""
