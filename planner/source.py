@@ -346,6 +346,10 @@ def read_document(text: bytes | str, file: str) -> Document:
             # `shell: echo note: x` or `run: command: [x]`
             hint = "quote a value that contains ': ', or put a nested key on a line of its " \
                 "own, indented under its parent"
+        elif hint is None and "did not find expected ','" in problem:
+            # `headers: {Authorization: Bearer {{ token }}}`
+            hint = "every `[` and `{` needs its `]` or `}`; inside them, quote a value that " \
+                "holds `{`, `}`, `[`, `]` or `,`, as a template: \"Bearer {{ token }}\""
         elif hint is None and ("did not find expected key" in problem
                                or "did not find expected '-' indicator" in problem):
             hint = "check the indentation of this line, or a missing `- `: the keys of one " \

@@ -309,6 +309,9 @@ def test_a_tab_in_indentation_gets_a_hint() -> None:
     ("commands:\n  - id: a\n  id: b\n",
      "check the indentation of this line, or a missing `- `: the keys of one mapping, and "
      "the items of one list, start in the same column"),
+    ("run: {http: {url: x, headers: {Authorization: Bearer {{ token }}}}}\n",
+     "every `[` and `{` needs its `]` or `}`; inside them, quote a value that holds `{`, "
+     "`}`, `[`, `]` or `,`, as a template: \"Bearer {{ token }}\""),
 ])
 def test_the_commonest_yaml_syntax_errors_say_what_to_check(text: str, hint: str) -> None:
     """libyaml's 'mapping values are not allowed in this context' and 'did not find
