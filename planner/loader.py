@@ -103,6 +103,7 @@ class _Checker:
         self.specs: dict[str, CommandSpec] = {}
         self.refs: list[tuple[str, Any, Path]] = []  # (command id, CommandRef, where)
         self.own_outputs: list[tuple[str, frozenset[str], Path]] = []  # `outputs.x` in inverse
+        self.compared: list[tuple[str, str, Path]] = []  # commands.<id>.status == '...'
         self.duplicates = False
         self.bad_needs = False  # a need on itself, an ancestor or a descendant
 
@@ -147,6 +148,8 @@ class _Checker:
             return
         if info.output_keys and "outputs" in allowed:
             self.own_outputs.append((owner, info.output_keys, path))
+        for target in info.status_compared:
+            self.compared.append((owner, target, path))
         if info.names <= allowed:
             if info.command_refs:
                 for ref in info.command_refs:
@@ -486,6 +489,14 @@ class _Checker:
                 self.error(path, f"`outputs.{key}`: `{owner}` declares no output `{key}`",
                            hint=schema.did_you_mean(key, own)
                            or f"declared: {', '.join(own) or 'none'}")
+        for owner, target_id, path in self.compared:
+            if target_id in self.specs and owner in self.specs \
+                    and not self.loops(target_id) <= self.loops(owner):
+                self.error(path, f"`commands.{target_id}.status` is a list here, one status per "
+                           f"instance of looped `{target_id}`: comparing it with a string (== "
+                           "or !=) always gives the same answer",
+                           hint=f"test the list, e.g. \"{{{{ 'FAILED' not in commands."
+                           f"{target_id}.status }}}}\"")
         for owner, ref, path in self.refs:
             if ref.id not in self.specs:
                 self.error(path, f"`commands.{ref.id}`: unknown command",

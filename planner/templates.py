@@ -93,6 +93,8 @@ class TemplateInfo:
     names: frozenset[str]
     command_refs: tuple[CommandRef, ...]
     output_keys: frozenset[str] = frozenset()
+    # ids whose `commands.<id>.status` is compared (== or !=) with a string
+    status_compared: frozenset[str] = frozenset()
 
 
 def is_template(value: str) -> bool:
@@ -529,7 +531,18 @@ def analyze(source: str) -> TemplateInfo:
                 chains.add(tuple(chain[:3]))
             elif "outputs" in names and (own := _chain(node, "outputs")):
                 keys.add(own[0])
-    return TemplateInfo(names, _refs(chains), frozenset(keys))
+    compared: set[str] = set()
+    if "commands" in names:
+        for compare in tree.find_all(_j.nodes.Compare):
+            sides = [compare.expr, *(op.expr for op in compare.ops if op.op in ("eq", "ne"))]
+            if len(sides) < 2 or not any(isinstance(side, _j.nodes.Const)
+                                         and isinstance(side.value, str) for side in sides):
+                continue
+            for side in sides:
+                chain = _chain(side)
+                if chain is not None and len(chain) == 2 and chain[1] == "status":
+                    compared.add(chain[0])
+    return TemplateInfo(names, _refs(chains), frozenset(keys), frozenset(compared))
 
 
 @lru_cache(maxsize=65536)

@@ -440,6 +440,22 @@ def test_an_output_of_a_looped_command_read_as_one_value_from_outside_its_loop()
     assert found.hint == "did you mean `uuid`?"  # now checked inside a loop too
 
 
+@pytest.mark.parametrize("test", ["commands.disk.status == 'SUCCEEDED'",
+                                  "'FAILED' != commands.disk.status"])
+def test_the_status_of_a_looped_command_compared_with_a_string(test: str) -> None:
+    """Outside its loop, `commands.disk.status` is a list: `== 'SUCCEEDED'` was always
+    false (a `when` skipped the command every time) and `!=` always true, without a word.
+    It is a load error; inside the loop (one status) and `in` tests stay valid."""
+    found = one_error(LOOP_READ.replace("READ", "x").replace(
+        "needs: disk\n", f"needs: disk\n            when: \"{{{{ {test} }}}}\"\n"))
+    assert found.message == "`commands.disk.status` is a list here, one status per instance " \
+        "of looped `disk`: comparing it with a string (== or !=) always gives the same answer"
+    assert found.hint == "test the list, e.g. \"{{ 'FAILED' not in commands.disk.status }}\""
+    assert found.path[-1] == "when"
+    load(LOOP_READ.replace("READ", "{{ 'FAILED' not in commands.disk.status }}"))
+    load(LOOP_READ.replace("READ", "{{ commands.vm.status == 'SUCCEEDED' }}"))
+
+
 def test_calling_a_method_of_outputs_reads_no_output_of_its_name() -> None:
     """`outputs.get('x', '')` and `commands.a.outputs.get(...)` call the mapping's `get`:
     no output named `get` is required (the second was refused as `declares no output get`)."""
