@@ -148,8 +148,9 @@ class _Checker:
             return
         if info.output_keys and "outputs" in allowed:
             self.own_outputs.append((owner, info.output_keys, path))
-        for target in info.status_compared:
-            self.compared.append((owner, target, path))
+        if "commands" in allowed:
+            for target in info.status_compared:
+                self.compared.append((owner, target, path))
         if info.names <= allowed:
             if info.command_refs:
                 for ref in info.command_refs:

@@ -454,6 +454,10 @@ def test_the_status_of_a_looped_command_compared_with_a_string(test: str) -> Non
     assert found.path[-1] == "when"
     load(LOOP_READ.replace("READ", "{{ 'FAILED' not in commands.disk.status }}"))
     load(LOOP_READ.replace("READ", "{{ commands.vm.status == 'SUCCEEDED' }}"))
+    found = one_error(LOOP_READ.replace("READ", "x").replace(  # one error where `commands`
+        "needs: disk\n", "needs: disk\n            entity: \"{{ commands.disk.status "
+        "== 'x' }}\"\n"))  # is not available at all
+    assert found.message == "`commands` is not available here"
 
 
 def test_calling_a_method_of_outputs_reads_no_output_of_its_name() -> None:
