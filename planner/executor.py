@@ -703,6 +703,8 @@ class Runner:
                 raise LockedError(still_running(twin, now))
             if not others:
                 break
+            if self._free_unrecorded(others, now, lease):
+                continue
             if now >= deadline:
                 holder = self.store.get_run(others[0].run_id)
                 raise LockedError(_locked_message(others[0], now, lease,
@@ -713,6 +715,20 @@ class Runner:
                 raise LockedError(f"{self.interrupted} while waiting: " + _locked_message(
                     others[0], self.clock(), lease, holder.status if holder else None))
         self.heartbeat = asyncio.create_task(self._beat(lease / 3))
+
+    def _free_unrecorded(self, others: Sequence[LockRecord], now: float, lease: float
+                         ) -> bool:
+        """Release the locks of dead executors that never recorded their run (killed
+        between taking their locks and writing the run): nothing was done under them, and
+        no `resume` or `rollback` of a run that does not exist could release them. True
+        if any was released."""
+        dead = {lock.run_id for lock in others
+                if not lock_kept(lock) and not lock_alive(lock, now, lease)}
+        unrecorded = [run_id for run_id in sorted(dead)
+                      if self.store.get_run(run_id, plan=False) is None]
+        for run_id in unrecorded:
+            self.store.release_locks(run_id)
+        return bool(unrecorded)
 
     async def _beat(self, every: float) -> None:
         while True:

@@ -454,6 +454,33 @@ def test_a_killed_apply_not_yet_reaped_can_be_resumed_at_once(seed: Seed) -> Non
     assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
 
 
+def test_an_apply_killed_before_it_recorded_its_run_locks_nothing_out(seed: Seed) -> None:
+    """kill -9 after apply took its locks and before it wrote its run (the state store
+    is opened in the killed process, the run record never written): no run exists to
+    resume or roll back, so the next apply frees those locks instead of exiting 4 with a
+    hint to resume a run that does not exist."""
+    killed = subprocess.run(
+        [sys.executable, "-c",
+         "import os, signal, sys\n"
+         "from planner import cli, sqlite_store\n"
+         "def die(*args, **kwargs):\n"
+         "    os.kill(os.getpid(), signal.SIGKILL)\n"
+         "sqlite_store.SQLiteStore.create_run = die\n"
+         "sys.exit(cli.main(sys.argv[1:]))\n",
+         "apply", str(seed.plan), "--var", "copy_seconds=0.2"],
+        cwd=seed.root, env=seed.env, capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert sorted(x.entity for x in seed.locks()) == ENTITIES
+    with seed.db() as store:
+        assert store.last_run_id() is None
+
+    applied = seed.apply("--var", "copy_seconds=0.2")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert seed.last_run().status == "SUCCEEDED"
+    assert seed.all_locks() == []
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+
+
 def test_resume_after_kill_9_renders_outputs_from_the_async_result(seed: Seed) -> None:
     """The forward `result` of an async `run` is committed with its handle: after kill -9
     while its task is polled, `planctl resume` re-attaches and renders the command's
