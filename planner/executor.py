@@ -1428,7 +1428,8 @@ class Runner:
         self._warn_short_secrets()
         if status in (RunStatus.ROLLING_BACK, RunStatus.ROLLBACK_FAILED) or any(
                 s in (S.REVERTING, S.REVERTED, S.REVERT_SKIPPED, S.REVERT_FAILED)
-                for s in self.status.values()):
+                for s in self.status.values()) or (
+                status == RunStatus.INTERRUPTED and self._rollback_interrupted()):
             return await self.rollback()
         steps, instances = self.graph.steps, self.graph.instances
         finished = set()
@@ -1455,6 +1456,18 @@ class Runner:
             failed = await self._drive(scheduler, self._admit,
                                        stop_on_failure=self.on_failure in ("rollback", "stop"))
         return await self._after_forward(failed)
+
+    def _rollback_interrupted(self) -> bool:
+        """Whether the run was rolling back when a signal interrupted it. Once an inverse
+        started, its command's status says so; before that (while the rollback followed
+        a task, waited for a program or asked `exists`), only the run's events do: its last
+        start of a flow is ROLLING_BACK."""
+        flow = None
+        for event in self.store.get_events(self.run_id):
+            if event.kind == "run" and event.data.get("status") in (
+                    RunStatus.RUNNING, "RESUMED", RunStatus.ROLLING_BACK):
+                flow = event.data["status"]
+        return flow == RunStatus.ROLLING_BACK
 
     def _interrupted(self) -> RunOutcome:
         leftovers = self._forward_leftovers() + [

@@ -561,6 +561,56 @@ def test_a_signal_interrupts_the_run_and_resume_finishes_it(seed: Seed,
     assert seed.locks() == []
 
 
+SLOW_PROBE_PLAN = """\
+name: slow-probe
+commands:
+  - id: f
+    entity: file/f
+    # Asked before the inverse, the first time only, it takes its time: a signal lands
+    # while the rollback has not started any inverse yet.
+    exists:
+      shell: >-
+        if [ "$PLANCTL_EXECUTION_REASON" = ROLLBACK_FLOW ] && [ ! -e probed ];
+        then touch probed; sleep 60; fi; test -e f
+    run: {command: [touch, f]}
+    inverse: {shell: "rm f && echo removed >> inverse.log"}
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_resume_of_a_rollback_interrupted_before_its_first_inverse_rolls_back(
+        seed: Seed, sig: signal.Signals) -> None:
+    """A rollback of a run that succeeded, interrupted while it asks `exists` (no inverse
+    started yet), ends INTERRUPTED; `planctl resume`, the "continue with" it prints,
+    continues the rollback: ROLLED_BACK, the file removed once. It used to see only
+    SUCCEEDED commands, take the run forward and end it SUCCEEDED, the rollback dropped."""
+    plan = seed.root / "slow-probe.yaml"
+    plan.write_text(SLOW_PROBE_PLAN)
+    assert seed.planctl("apply", str(plan)).returncode == 0
+    proc = seed.spawn("rollback", "--last")
+    try:
+        wait_for("the rollback to ask exists", (seed.root / "probed").exists, proc=proc)
+        proc.send_signal(sig)
+        code, out, err = finish(proc, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    run = seed.last_run()
+    assert code == 130, out + err
+    assert run.status == "INTERRUPTED"
+    assert f"planctl resume {run.id}" in out
+    assert (seed.root / "f").exists()
+
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert seed.last_run().status == "ROLLED_BACK"
+    assert not (seed.root / "f").exists()
+    assert (seed.root / "inverse.log").read_text() == "removed\n"
+    again = seed.planctl("rollback", "--last")
+    assert again.returncode == 0 and "nothing to undo" in again.stdout, again.stdout
+
+
 def test_resume_keeps_the_options_of_the_apply_it_continues(seed: Seed) -> None:
     """`apply --no-rollback -j 3` interrupted by SIGINT keeps its locks until resumed; the
     resumed run still stops instead of rolling back when a copy fails after the resume
