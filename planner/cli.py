@@ -346,7 +346,8 @@ LockTimeoutOption = Annotated[
     float | None,
     typer.Option("--lock-timeout", metavar="SECONDS", min=0,
                  help="Wait this long for entities held by another run (default: the "
-                      "plan's settings.lock_timeout, or 0: fail at once with exit 4)."),
+                      "plan's settings.lock_timeout, or 0: fail at once with exit 4); "
+                      "Ctrl-C stops the wait, exit 130."),
 ]
 
 

@@ -690,6 +690,11 @@ class Runner:
             timeout = self.plan.settings.lock_timeout
         deadline = self.clock() + timeout
         while True:
+            if self.interrupted is not None:
+                # SIGINT/SIGTERM before the locks are taken (while waiting for another
+                # run's): nothing was taken or written yet (an apply has not even recorded
+                # its run), so stop as Ctrl-C before a run does: exit 130.
+                raise KeyboardInterrupt
             now = self.clock()
             # One transaction checks that no live executor holds this run and takes it:
             # of two `rollback`s started together, the second stops here.
@@ -709,11 +714,11 @@ class Runner:
                 holder = self.store.get_run(others[0].run_id)
                 raise LockedError(_locked_message(others[0], now, lease,
                                                   holder.status if holder else None))
-            await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
-            if self.interrupted is not None:  # SIGINT, SIGTERM: stop waiting, take nothing
-                holder = self.store.get_run(others[0].run_id)
-                raise LockedError(f"{self.interrupted} while waiting: " + _locked_message(
-                    others[0], self.clock(), lease, holder.status if holder else None))
+            pause = min(0.25, max(0.0, deadline - now))
+            if self.wake is not None:
+                await _wait(self.wake, pause)  # set by ``interrupt``: stop at once
+            else:
+                await asyncio.sleep(pause)
         self.heartbeat = asyncio.create_task(self._beat(lease / 3))
 
     def _free_unrecorded(self, others: Sequence[LockRecord], now: float, lease: float
@@ -809,7 +814,8 @@ class Runner:
         if self.interrupted is not None:
             return
         self.interrupted = signame
-        self._event("run", status="INTERRUPTING", signal=signame)
+        if self.heartbeat is not None:  # before the run's locks are held, ``_lock`` stops
+            self._event("run", status="INTERRUPTING", signal=signame)
         for task in self.running:
             task.cancel()
         if self.wake is not None:

@@ -219,6 +219,40 @@ def test_lock_timeout_waits_for_the_holder_then_runs(seed: Seed) -> None:
     assert (after.returncode, after.stdout) == (0, "no locks held\n")
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (planctl installs its SIGTERM
+    handler when the run's event loop starts)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_signals_while_waiting_for_a_lock_stop_the_wait_and_record_nothing(
+        seed: Seed, holder: tuple[subprocess.Popen[str], str]) -> None:
+    """An apply waiting (--lock-timeout) for entities another run holds stops at once on
+    SIGTERM then SIGINT: exit 130, no run recorded, no lock taken. It used to ignore both,
+    wait for the holder, then record a run INTERRUPTED that kept every entity locked."""
+    _, run_id = holder
+    waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120")
+    try:
+        wait_for("the waiting apply to handle SIGTERM",
+                 lambda: _catches(waiting.pid, signal.SIGTERM), proc=waiting)
+        waiting.send_signal(signal.SIGTERM)
+        waiting.send_signal(signal.SIGINT)
+        code, out, err = finish(waiting, timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert code == 130, out + err
+    with seed.db() as store:
+        assert [r.id for r in store.list_runs()] == [run_id]
+    assert {x.run_id for x in seed.all_locks()} == {run_id}
+    assert "INTERRUPT" not in out + err
+
+
 def test_unlock_refuses_a_live_holder_without_force(seed: Seed) -> None:
     """`planctl unlock` of an entity held by a live run exits 3 and keeps the lock; with
     --force it releases it, saying that the holder stops, which it does (exit 130)."""
@@ -927,52 +961,3 @@ def test_a_lease_that_is_not_a_positive_number_exits_3_writing_nothing(
         assert message in done.stderr
     assert seed.locks() == kept
     assert seed.last_run().status == "STOPPED"
-
-
-def _catches(pid: int, signum: int) -> bool:
-    """Whether process ``pid`` has a handler for ``signum`` (Linux: /proc/PID/status)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
-    return bool(int(mask, 16) >> (signum - 1) & 1)
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_sigterm_while_waiting_for_a_lock_stops_the_wait_and_takes_nothing(
-        seed: Seed) -> None:
-    """SIGTERM (a CI job cancelled) to an apply waiting with --lock-timeout for an entity a
-    live run holds: it stops waiting and exits 4 saying so, records no run and takes no
-    lock. Before, it printed INTERRUPTING and went on waiting out its timeout; had the
-    holder ended meanwhile, it would have taken every entity and recorded an INTERRUPTED
-    run keeping them all locked until someone resumed or rolled it back."""
-    proc, _ = _race(seed, "30")
-    run_id = seed.last_run().id
-    try:
-        waiter = seed.spawn("apply", str(seed.root / "race.yaml"), "--lock-timeout", "600")
-        try:
-            # Its SIGTERM handler is installed once it runs the plan, then it waits.
-            wait_for("the waiting apply to handle SIGTERM",
-                     lambda: _catches(waiter.pid, signal.SIGTERM), proc=waiter)
-            waiter.send_signal(signal.SIGTERM)
-            code, out, err = finish(waiter)
-        finally:
-            if waiter.poll() is None:
-                waiter.kill()
-                waiter.communicate()
-        assert code == 4, out + err
-        assert f"planctl: error: SIGTERM while waiting: entity file/a is locked by run " \
-               f"{run_id}" in err
-        assert proc.poll() is None, "the holder ended: the waiter may have waited for it"
-        with seed.db() as store:
-            assert [run.id for run in store.list_runs()] == [run_id]
-        assert {lock.run_id for lock in seed.all_locks()} == {run_id}
-        (seed.root / "go").touch()
-        code, out, err = finish(proc)
-        assert code == 0, out + err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert seed.all_locks() == []
