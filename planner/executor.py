@@ -723,17 +723,21 @@ class Runner:
 
     def _free_unrecorded(self, others: Sequence[LockRecord], now: float, lease: float
                          ) -> bool:
-        """Release the locks of dead executors that never recorded their run (killed
-        between taking their locks and writing the run): nothing was done under them, and
-        no `resume` or `rollback` of a run that does not exist could release them. True
-        if any was released."""
+        """Release the locks of dead executors that hold them for nothing: that never
+        recorded their run (killed between taking their locks and writing the run), or
+        whose run ended with nothing left (killed between recording SUCCEEDED or
+        ROLLED_BACK and releasing its locks). Nothing more happens under them, and
+        `resume` finds nothing to resume that would release them. True if any was."""
         dead = {lock.run_id for lock in others
                 if not lock_kept(lock) and not lock_alive(lock, now, lease)}
-        unrecorded = [run_id for run_id in sorted(dead)
-                      if self.store.get_run(run_id, plan=False) is None]
-        for run_id in unrecorded:
+        stale = []
+        for run_id in sorted(dead):
+            run = self.store.get_run(run_id, plan=False)
+            if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK):
+                stale.append(run_id)
+        for run_id in stale:
             self.store.release_locks(run_id)
-        return bool(unrecorded)
+        return bool(stale)
 
     async def _beat(self, every: float) -> None:
         while True:

@@ -488,22 +488,28 @@ def test_a_killed_apply_not_yet_reaped_can_be_resumed_at_once(seed: Seed) -> Non
     assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
 
 
-def test_an_apply_killed_before_it_recorded_its_run_locks_nothing_out(seed: Seed) -> None:
-    """kill -9 after apply took its locks and before it wrote its run (the state store
-    is opened in the killed process, the run record never written): no run exists to
-    resume or roll back, so the next apply frees those locks instead of exiting 4 with a
-    hint to resume a run that does not exist."""
+def _apply_killed_in(seed: Seed, method: str) -> None:
+    """Run a real apply of the seed plan that kill -9s itself when it calls ``method`` of
+    its SQLite store."""
     killed = subprocess.run(
         [sys.executable, "-c",
          "import os, signal, sys\n"
          "from planner import cli, sqlite_store\n"
          "def die(*args, **kwargs):\n"
          "    os.kill(os.getpid(), signal.SIGKILL)\n"
-         "sqlite_store.SQLiteStore.create_run = die\n"
+         f"sqlite_store.SQLiteStore.{method} = die\n"
          "sys.exit(cli.main(sys.argv[1:]))\n",
          "apply", str(seed.plan), "--var", "copy_seconds=0.2"],
         cwd=seed.root, env=seed.env, capture_output=True, text=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
+
+def test_an_apply_killed_before_it_recorded_its_run_locks_nothing_out(seed: Seed) -> None:
+    """kill -9 after apply took its locks and before it wrote its run (the state store
+    is opened in the killed process, the run record never written): no run exists to
+    resume or roll back, so the next apply frees those locks instead of exiting 4 with a
+    hint to resume a run that does not exist."""
+    _apply_killed_in(seed, "create_run")
     assert sorted(x.entity for x in seed.locks()) == ENTITIES
     with seed.db() as store:
         assert store.last_run_id() is None
@@ -511,6 +517,29 @@ def test_an_apply_killed_before_it_recorded_its_run_locks_nothing_out(seed: Seed
     applied = seed.apply("--var", "copy_seconds=0.2")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert seed.last_run().status == "SUCCEEDED"
+    assert seed.all_locks() == []
+    assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
+
+
+def test_an_apply_killed_after_it_ended_before_it_unlocked_locks_nothing_out(
+        seed: Seed) -> None:
+    """kill -9 after apply recorded SUCCEEDED and before it released its locks: `resume`
+    has nothing to resume, and the next apply frees the dead run's locks and finds
+    everything in place, instead of exiting 4 with hints that either do nothing
+    (`resume`) or undo the run (`rollback`)."""
+    _apply_killed_in(seed, "release_locks")
+    run = seed.last_run()
+    assert run.status == "SUCCEEDED"
+    assert sorted(x.entity for x in seed.locks()) == ENTITIES
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 0 and "nothing to resume" in resumed.stdout
+
+    applied = seed.apply("--var", "copy_seconds=0.2")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    again = seed.last_run()
+    assert again.id != run.id and again.status == "SUCCEEDED"
+    assert set(c.status for c in seed.commands(again.id).values()) == {"UNCHANGED",
+                                                                      "SUCCEEDED"}
     assert seed.all_locks() == []
     assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
 
