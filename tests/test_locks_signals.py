@@ -238,7 +238,7 @@ def test_signals_while_waiting_for_a_lock_stop_the_wait_and_record_nothing(
     waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120")
     try:
         wait_for("the waiting apply to handle SIGTERM",
-                 lambda: _catches(waiting.pid, signal.SIGTERM), proc=waiting)
+                 lambda: _catches(waiting.pid, signal.SIGTERM), timeout=60, proc=waiting)
         waiting.send_signal(signal.SIGTERM)
         waiting.send_signal(signal.SIGINT)
         code, out, err = finish(waiting, timeout=30)
@@ -652,9 +652,10 @@ def test_resume_of_a_rollback_interrupted_before_its_first_inverse_rolls_back(
     assert seed.planctl("apply", str(plan)).returncode == 0
     proc = seed.spawn("rollback", "--last")
     try:
-        wait_for("the rollback to ask exists", (seed.root / "probed").exists, proc=proc)
+        wait_for("the rollback to ask exists", (seed.root / "probed").exists, timeout=60,
+                 proc=proc)
         proc.send_signal(sig)
-        code, out, err = finish(proc, timeout=20)
+        code, out, err = finish(proc, timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
