@@ -80,3 +80,13 @@ def test_compare_without_peers_runs_every_workload_and_its_limits(tmp_path: Path
         assert (workload, "planctl") in ran, sorted(ran)
     assert ("W1", "sqlite-limit") in ran and ("W2", "asyncio-sqlite-limit") in ran, sorted(ran)
     assert (tmp_path / "out" / "compare-quick.md").read_text().count("| W1 |") >= 2
+
+
+def test_crash_soak_kills_recovers_and_finds_every_invariant_kept(tmp_path: Path) -> None:
+    """A few iterations of the crash soak: planctl killed at random moments and recovered;
+    it exits 0 only when every iteration kept its invariants."""
+    out = _bench(tmp_path, str(BENCH / "crash_soak.py"), "--iterations", "4", "--jobs", "1",
+                 "--seed", "1", "--dir", str(tmp_path / "soak"))
+    [result] = _results(out)
+    assert (result["iterations"], result["failures"]) == ("4", "0"), out
+    assert int(result["invocations"]) >= 4, out
