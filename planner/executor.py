@@ -1694,6 +1694,19 @@ def load_run(store: Store, run_id: str) -> LoadedPlan:
     return load_text(json.dumps(run.snapshot), run.plan_file, variables=variables)
 
 
+def off_loop(name: str) -> None:
+    """``name`` runs an event loop of its own and returns when it is done: on a thread
+    whose loop is running (a coroutine, Jupyter, an async web handler) it cannot, and says
+    how to call it instead (UsageError) before it reads or writes anything."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError(f"{name}() cannot be called from a running asyncio event loop: it runs "
+                     f"one of its own; from async code, call it in a worker thread: "
+                     f"await asyncio.to_thread(planner.{name}, ...)")
+
+
 def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
             handle_signals: bool = True) -> RunOutcome:
     """Run one of ``runner``'s flows (``runner.apply``, ``.rollback``, ``.resume``) to the
@@ -1847,9 +1860,11 @@ def apply_plan(loaded: LoadedPlan, store: Store, *, options: ApplyOptions | None
     the plan's, resolved from the environment and files as the CLI does (UsageError if a
     required one is missing). With ``handle_signals``, on the main thread, SIGINT/SIGTERM
     stop the run resumably (INTERRUPTED), and the caller's handlers are restored after.
-    Not for a thread that runs an event loop: call it through ``asyncio.to_thread``.
+    Not for a thread that runs an event loop (UsageError): call it through
+    ``asyncio.to_thread``.
     ``kwargs`` (``clock``, ``rng``) go to the Runner.
     """
+    off_loop("apply_plan")
     if secrets is None:
         secrets = resolve_secrets(loaded)
     runner = Runner(loaded, store, options=options, listener=listener, secrets=secrets,
@@ -1862,6 +1877,7 @@ def rollback_run(store: Store, run_id: str, *, options: ApplyOptions | None = No
                  handle_signals: bool = True, **kwargs: Any) -> RunOutcome:
     """Undo what a recorded run changed (any run: succeeded, stopped, interrupted, partly
     rolled back), from the plan snapshot kept with it; arguments as for ``apply_plan``."""
+    off_loop("rollback_run")
     loaded = load_run(store, run_id)
     if secrets is None:
         secrets = resolve_secrets(loaded)
@@ -1875,6 +1891,7 @@ def resume_run(store: Store, run_id: str, *, options: ApplyOptions | None = None
                handle_signals: bool = True, **kwargs: Any) -> RunOutcome:
     """Continue a run that was interrupted (crash, kill -9, SIGINT): re-attach to its
     async tasks, settle what was in flight, go on; arguments as for ``apply_plan``."""
+    off_loop("resume_run")
     loaded = load_run(store, run_id)
     if secrets is None:
         secrets = resolve_secrets(loaded)

@@ -33,6 +33,7 @@ from .executor import (
     _watch_children,
     lock_lease,
     lock_state,
+    off_loop,
     resolve_secrets,
 )
 from .graph import END, CommandInstance
@@ -237,6 +238,7 @@ def preview_plan(loaded: LoadedPlan, *, secrets: Mapping[str, str] | None = None
     runs' statuses (``read_locks(path)``, or ``store.list_locks()`` and the runs): those on
     the plan's entities are reported in ``locked``.
     """
+    off_loop("preview_plan")
     if secrets is None:
         secrets = resolve_secrets(loaded)
     runner = Runner(loaded, MemoryStore(), options=ApplyOptions(max_parallel=max_parallel),

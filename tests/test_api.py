@@ -3,6 +3,7 @@ the CLI prints; secrets resolved as the CLI does; the runnable example in exampl
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -277,3 +278,45 @@ def test_runs_that_keep_overlapping_still_get_a_full_collection(
         third.__exit__(None, None, None)
     finally:
         gc.callbacks.remove(heard)
+
+
+def test_calling_the_api_from_a_running_event_loop_is_a_usage_error(tmp_path: Path) -> None:
+    """apply_plan, rollback_run, resume_run and preview_plan run their own event loop: from
+    a coroutine (pytest-asyncio, Jupyter, an async web handler) each raises a UsageError
+    saying to use a worker thread, before anything is written; through
+    asyncio.to_thread the same calls work."""
+    loaded = planner.load_plan(write(tmp_path, """\
+        name: touch
+        commands:
+          - id: touch
+            run: {command: [touch, touched]}
+            inverse: {command: [rm, touched]}
+        """))
+    store = planner.SQLiteStore(tmp_path / "state.db")
+
+    async def host() -> list[str]:
+        messages = []
+        for call in (lambda: planner.apply_plan(loaded, store),
+                     lambda: planner.rollback_run(store, "no-such-run"),
+                     lambda: planner.resume_run(store, "no-such-run"),
+                     lambda: planner.preview_plan(loaded)):
+            with pytest.raises(planner.UsageError) as raised:
+                call()
+            assert raised.value.exit_code == 3
+            messages.append(str(raised.value))
+        assert store.list_runs() == [] and not (tmp_path / "touched").exists()
+        outcome = await asyncio.to_thread(planner.apply_plan, loaded, store,
+                                          handle_signals=False)
+        assert outcome.status == "SUCCEEDED"
+        return messages
+
+    try:
+        messages = asyncio.run(host())
+        assert len(store.list_runs()) == 1 and (tmp_path / "touched").exists()
+    finally:
+        store.close()
+    for name, message in zip(("apply_plan", "rollback_run", "resume_run", "preview_plan"),
+                             messages, strict=True):
+        assert message == (f"{name}() cannot be called from a running asyncio event loop: "
+                           f"it runs one of its own; from async code, call it in a worker "
+                           f"thread: await asyncio.to_thread(planner.{name}, ...)")
