@@ -527,6 +527,12 @@ class _StepFailed(Exception):
         self.result = result  # what the failed `run` returned (stdout, stderr, rc...)
 
 
+# Plan directories runs put on sys.path, with how many runs (threads) use each: the last
+# to end removes it, not the first, whose removal would leave the others without it.
+_path_lock = threading.Lock()
+_path_runs: dict[str, int] = {}
+
+
 class Runner:
     """One run of one plan: drives the scheduler, runs steps, persists and reports."""
 
@@ -596,15 +602,24 @@ class Runner:
         module kept next to the plan. Last, not first: a plan's ``http.py`` must not
         replace the package planctl's own actions import during the run."""
         base = self.plan.base_dir
-        if base in sys.path:
+        with _path_lock:
+            own = base not in _path_runs and base in sys.path  # the caller's own entry
+            if not own:
+                if base not in _path_runs:
+                    sys.path.append(base)
+                _path_runs[base] = _path_runs.get(base, 0) + 1  # shared with other threads
+        if own:
             yield
             return
-        sys.path.append(base)
         try:
             yield
         finally:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(base)
+            with _path_lock:
+                _path_runs[base] -= 1
+                if not _path_runs[base]:
+                    del _path_runs[base]
+                    with contextlib.suppress(ValueError):
+                        sys.path.remove(base)
 
     # -- persistence and events ----------------------------------------------------------
 

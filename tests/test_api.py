@@ -320,3 +320,61 @@ def test_calling_the_api_from_a_running_event_loop_is_a_usage_error(tmp_path: Pa
         assert message == (f"{name}() cannot be called from a running asyncio event loop: "
                            f"it runs one of its own; from async code, call it in a worker "
                            f"thread: await asyncio.to_thread(planner.{name}, ...)")
+
+
+def test_overlapping_runs_of_plans_in_one_directory_keep_it_on_sys_path(
+        tmp_path: Path) -> None:
+    """Two threads apply plans of the same directory; the first to start ends first, while
+    the second has yet to import the module its `python` step names from that directory:
+    the directory stays on sys.path until the last of them ends (the first run's end took
+    it away: `module not found`), and is gone afterwards."""
+    import threading
+
+    hold = "touch {0}-started; until [ -e {0}-go ]; do sleep 0.02; done"
+    (tmp_path / "first.yaml").write_text(textwrap.dedent(f"""\
+        name: first
+        commands:
+          - id: hold
+            run: {{command: [sh, -c, '{hold.format("first")}']}}
+        """))
+    (tmp_path / "second.yaml").write_text(textwrap.dedent(f"""\
+        name: second
+        commands:
+          - id: hold
+            run: {{command: [sh, -c, '{hold.format("second")}']}}
+          - id: call
+            needs: hold
+            run: {{python: "api_shared_dir_helpers:answer"}}
+        """))
+    (tmp_path / "api_shared_dir_helpers.py").write_text("def answer():\n    return 42\n")
+    plans = {name: planner.load_plan(tmp_path / f"{name}.yaml") for name in ("first", "second")}
+    outcomes: dict[str, planner.RunOutcome] = {}
+
+    def apply(name: str) -> None:
+        outcomes[name] = planner.apply_plan(plans[name], planner.MemoryStore())
+
+    def wait_for(name: str) -> None:
+        for _ in range(3000):
+            if (tmp_path / name).exists():
+                return
+            threading.Event().wait(0.02)
+        raise AssertionError(f"{name} never appeared")
+
+    first = threading.Thread(target=apply, args=("first",))
+    second = threading.Thread(target=apply, args=("second",))
+    try:
+        first.start()
+        wait_for("first-started")
+        second.start()
+        wait_for("second-started")
+        (tmp_path / "first-go").touch()
+        first.join(60)
+        (tmp_path / "second-go").touch()
+        second.join(60)
+    finally:
+        (tmp_path / "first-go").touch()
+        (tmp_path / "second-go").touch()
+        sys.modules.pop("api_shared_dir_helpers", None)
+    assert outcomes["first"].status == "SUCCEEDED"
+    assert outcomes["second"].errors == {} and outcomes["second"].status == "SUCCEEDED"
+    assert plans["second"].plan.base_dir not in sys.path
