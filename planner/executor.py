@@ -178,6 +178,23 @@ class ApplyOptions:
     # asking `exists` or running the inverse. Not kept for a resume.
     gone: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Options the CLI would refuse are a UsageError here too, before anything runs
+        (``max_parallel=-1`` started nothing and waited for ever)."""
+        def bad(name: str, value: object, want: str) -> UsageError:
+            return UsageError(f"ApplyOptions({name}={value!r}): {want}")
+
+        parallel = self.max_parallel
+        if parallel is not None and (type(parallel) is not int or parallel < 1):
+            raise bad("max_parallel", parallel, "a whole number of steps, 1 or more")
+        if self.on_failure is not None and self.on_failure not in ("rollback", "stop"):
+            raise bad("on_failure", self.on_failure, "'rollback' or 'stop'")
+        timeout = self.lock_timeout
+        if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
+            raise bad("lock_timeout", timeout, "seconds, 0 or more")
+        if self.run_id is not None and type(self.run_id) is not str:
+            raise bad("run_id", self.run_id, "a string")
+
 
 # The key, in a run's recorded variables, of the options of its apply that its resume
 # keeps (no var can take it: var names are identifiers).

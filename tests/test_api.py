@@ -378,3 +378,30 @@ def test_overlapping_runs_of_plans_in_one_directory_keep_it_on_sys_path(
     assert outcomes["first"].status == "SUCCEEDED"
     assert outcomes["second"].errors == {} and outcomes["second"].status == "SUCCEEDED"
     assert plans["second"].plan.base_dir not in sys.path
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_parallel": -1}, "ApplyOptions(max_parallel=-1): a whole number of steps, 1 or more"),
+    ({"max_parallel": 0}, "ApplyOptions(max_parallel=0): a whole number of steps, 1 or more"),
+    ({"max_parallel": "3"}, "ApplyOptions(max_parallel='3'): a whole number of steps, 1 or "
+                            "more"),
+    ({"on_failure": "continue"}, "ApplyOptions(on_failure='continue'): 'rollback' or 'stop'"),
+    ({"lock_timeout": -5}, "ApplyOptions(lock_timeout=-5): seconds, 0 or more"),
+    ({"lock_timeout": float("nan")}, "ApplyOptions(lock_timeout=nan): seconds, 0 or more"),
+    ({"run_id": 7}, "ApplyOptions(run_id=7): a string"),
+])
+def test_bad_apply_options_are_a_usage_error_before_anything_runs(
+        tmp_path: Path, options: dict[str, object], message: str) -> None:
+    """ApplyOptions the CLI would refuse (`--max-parallel 0`, a negative `--lock-timeout`)
+    raise UsageError naming the option: max_parallel=-1 used to start nothing and wait for
+    ever, '3' to fail with a TypeError after recording a RUNNING run, an unknown on_failure
+    to go on after a failure as no setting does."""
+    with pytest.raises(planner.UsageError) as raised:
+        planner.ApplyOptions(**options)  # type: ignore[arg-type]
+    assert str(raised.value) == message and raised.value.exit_code == 3
+    if "max_parallel" in options:  # preview_plan's too
+        with pytest.raises(planner.UsageError, match=r"^ApplyOptions\(max_parallel="):
+            planner.preview_plan(planner.load_plan(write(tmp_path, CHAIN)),
+                                 max_parallel=options["max_parallel"])  # type: ignore[arg-type]
+    assert planner.ApplyOptions(max_parallel=1, on_failure="stop", lock_timeout=0.5,
+                                run_id="r-1").max_parallel == 1
