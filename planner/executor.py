@@ -1539,6 +1539,9 @@ class Runner:
         self.wake = asyncio.Event()
         for instance in self.graph.instances.values():
             self._entities[instance.id] = self._entity(instance)
+        if self.options.run_id is not None and self.store.get_run(self.run_id, plan=False):
+            raise UsageError(f"run {self.run_id} exists already in the state store: each "
+                             f"apply needs a run_id of its own")
         await self._lock()  # nothing is written when an entity is held by another run
         variables = dict(self.plan.vars)
         lasting = _lasting(self.options)

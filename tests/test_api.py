@@ -405,3 +405,35 @@ def test_bad_apply_options_are_a_usage_error_before_anything_runs(
                                  max_parallel=options["max_parallel"])  # type: ignore[arg-type]
     assert planner.ApplyOptions(max_parallel=1, on_failure="stop", lock_timeout=0.5,
                                 run_id="r-1").max_parallel == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_apply_with_the_run_id_of_a_recorded_run_is_a_usage_error(
+        tmp_path: Path, kind: str) -> None:
+    """ApplyOptions(run_id=...) naming a run the store has already is a UsageError before
+    anything is written; it used to surface the store's own error (sqlite3.IntegrityError,
+    ValueError) after taking the recorded run's lock, so that run then read as still
+    running and could not be rolled back."""
+    loaded = planner.load_plan(write(tmp_path, """\
+        name: fixed
+        commands:
+          - id: touch
+            run: {command: [touch, touched]}
+            inverse: {command: [rm, touched]}
+        """))
+    store = planner.SQLiteStore(tmp_path / "state.db") if kind == "sqlite" \
+        else planner.MemoryStore()
+    options = planner.ApplyOptions(run_id="fixed-1")
+    try:
+        assert planner.apply_plan(loaded, store, options=options,
+                                  handle_signals=False).status == "SUCCEEDED"
+        events = store.get_events("fixed-1")
+        with pytest.raises(planner.UsageError) as raised:
+            planner.apply_plan(loaded, store, options=options, handle_signals=False)
+        assert str(raised.value) == ("run fixed-1 exists already in the state store: each "
+                                     "apply needs a run_id of its own")
+        assert store.get_events("fixed-1") == events and store.list_locks() == []
+        undone = planner.rollback_run(store, "fixed-1", handle_signals=False)
+        assert undone.status == "ROLLED_BACK" and not (tmp_path / "touched").exists()
+    finally:
+        store.close()
