@@ -1749,7 +1749,11 @@ def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
         installed: dict[signal.Signals, Any] = {}
+        wakeup = -1
         if handle_signals and threading.current_thread() is threading.main_thread():
+            # The loop's handlers replace the caller's wakeup fd (a GUI's, another loop's)
+            # and remove it when they go: it is put back with the handlers.
+            wakeup = signal.set_wakeup_fd(-1)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 installed[sig] = signal.getsignal(sig)
                 loop.add_signal_handler(sig, runner.interrupt, sig.name)
@@ -1760,6 +1764,8 @@ def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
             for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, previous)  # the caller's handlers, as they were
+            if wakeup != -1:
+                signal.set_wakeup_fd(wakeup)
             await _close_clients()
 
     with runner.importable(), _heap_frozen():

@@ -437,3 +437,31 @@ def test_apply_with_the_run_id_of_a_recorded_run_is_a_usage_error(
         assert undone.status == "ROLLED_BACK" and not (tmp_path / "touched").exists()
     finally:
         store.close()
+
+
+def test_handling_signals_gives_the_callers_wakeup_fd_back(tmp_path: Path) -> None:
+    """On the main thread, apply_plan's SIGINT/SIGTERM handlers take the signal wakeup fd
+    (signal.set_wakeup_fd) for its loop: afterwards the caller's is back, as its handlers
+    are (it used to be left unset, so a program woken by it - a GUI's loop, another event
+    loop - no longer heard of its signals)."""
+    import signal
+    import socket
+
+    loaded = planner.load_plan(write(tmp_path, """\
+        name: wakeup
+        commands:
+          - id: touch
+            run: {command: [touch, touched]}
+        """))
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = signal.set_wakeup_fd(writer.fileno())
+    try:
+        outcome = planner.apply_plan(loaded, planner.MemoryStore())
+        assert outcome.status == "SUCCEEDED"
+        assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    finally:
+        assert signal.set_wakeup_fd(before) == writer.fileno()
+        reader.close()
+        writer.close()
