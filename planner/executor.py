@@ -1758,8 +1758,19 @@ def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
                 installed[sig] = signal.getsignal(sig)
                 loop.add_signal_handler(sig, runner.interrupt, sig.name)
         _watch_children()
+        flow = asyncio.ensure_future(work())
         try:
-            return await work()
+            try:
+                return await asyncio.shield(flow)
+            except asyncio.CancelledError:
+                # Only asyncio.run cancels this: on SIGINT, on the main thread, when nobody
+                # handles it (handle_signals=False and the caller's SIGINT handler Python's
+                # own). Stop the run as a signal stops it, resumably, then let asyncio.run
+                # raise the caller's KeyboardInterrupt.
+                if not flow.done():
+                    runner.interrupt("SIGINT")
+                    await flow
+                raise
         finally:
             for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
@@ -1900,7 +1911,8 @@ def apply_plan(loaded: LoadedPlan, store: Store, *, options: ApplyOptions | None
     secrets masked; one that raises is removed and the run goes on. ``secrets`` default to
     the plan's, resolved from the environment and files as the CLI does (UsageError if a
     required one is missing). With ``handle_signals``, on the main thread, SIGINT/SIGTERM
-    stop the run resumably (INTERRUPTED), and the caller's handlers are restored after.
+    stop the run resumably (INTERRUPTED), and the caller's handlers are restored after;
+    without, a Ctrl-C that asyncio.run turns into KeyboardInterrupt stops it so first.
     Not for a thread that runs an event loop (UsageError): call it through
     ``asyncio.to_thread``.
     ``kwargs`` (``clock``, ``rng``) go to the Runner.

@@ -465,3 +465,52 @@ def test_handling_signals_gives_the_callers_wakeup_fd_back(tmp_path: Path) -> No
         assert signal.set_wakeup_fd(before) == writer.fileno()
         reader.close()
         writer.close()
+
+
+def test_ctrl_c_without_handle_signals_stops_the_run_resumably_then_raises(
+        tmp_path: Path) -> None:
+    """handle_signals=False on the main thread of a host that left SIGINT to Python: the
+    host still gets its KeyboardInterrupt, and the run has stopped as a signal stops it -
+    in-flight step cancelled, INTERRUPTED, its locks kept for resume_run - rather than
+    being left RUNNING with its locks held by the live host (another process's resume then
+    said it was still running), so it resumes at once."""
+    write(tmp_path, """\
+        name: ctrl-c
+        commands:
+          - id: hold
+            entity: thing
+            run: {command: [sh, -c, 'touch started; until [ -e go ]; do sleep 0.02; done']}
+            inverse: {command: ["true"]}
+        """)
+    host = tmp_path / "host.py"
+    host.write_text(textwrap.dedent("""\
+        import os, signal, sys, threading, time
+        import planner
+
+        def press_ctrl_c():
+            while not os.path.exists("started"):
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        store = planner.SQLiteStore("state.db")
+        try:
+            planner.apply_plan(planner.load_plan("plan.yaml"), store, handle_signals=False)
+        except KeyboardInterrupt:
+            run = store.get_run(store.last_run_id(), plan=False)
+            locks = sorted((lock.entity, lock.heartbeat_at) for lock in store.list_locks())
+            print("KeyboardInterrupt", run.status, locks)
+        """))
+    done = subprocess.run([sys.executable, str(host)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "KeyboardInterrupt INTERRUPTED [('thing', 0.0)]"
+    (tmp_path / "go").touch()
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        run_id = store.last_run_id()
+        assert run_id is not None
+        assert planner.resume_run(store, run_id, handle_signals=False).status == "SUCCEEDED"
+    finally:
+        store.close()
