@@ -544,6 +544,10 @@ class _StepFailed(Exception):
         self.result = result  # what the failed `run` returned (stdout, stderr, rc...)
 
 
+# The runs that a Runner of this process drives (on any thread), from its first lock until
+# it releases them, or its execute() ends.
+_driven_lock = threading.Lock()
+_driven: set[str] = set()
 # Plan directories runs put on sys.path, with how many runs (threads) use each: the last
 # to end removes it, not the first, whose removal would leave the others without it.
 _path_lock = threading.Lock()
@@ -596,6 +600,7 @@ class Runner:
         self.record: RunRecord | None = None  # set when rebuilt from the store
         self.running: set[asyncio.Task[bool]] = set()
         self.heartbeat: asyncio.Task[None] | None = None
+        self.driving = False  # its run is in _driven, until it ends
         self.interrupted: str | None = None
         self.lost = False  # the run's lock is no longer this executor's (``_lost``)
         self.failing: asyncio.Event | None = None  # set on failure, with --cancel-inflight
@@ -711,6 +716,16 @@ class Runner:
         or `rollback` while this one is alive) stop at once, whether it has entities or not."""
         if self.heartbeat is not None:
             return
+        if not self.driving:
+            # The store tells executors apart by host and pid: another thread of this
+            # process driving the run is caught here.
+            with _driven_lock:
+                if self.run_id in _driven:
+                    raise LockedError(f"run {self.run_id} is still running (pid {os.getpid()} "
+                                      f"on {socket.gethostname()}: this process, another "
+                                      f"thread)")
+                _driven.add(self.run_id)
+            self.driving = True
         entities = sorted({e for e in self._entities.values() if e})
         for entity in entities:
             if entity.startswith(RUN_KEY):
@@ -806,6 +821,14 @@ class Runner:
             self.heartbeat.cancel()
             self.heartbeat = None
         self.store.release_locks(self.run_id, sorted({e for e in keep if e}))
+        self.undrive()
+
+    def undrive(self) -> None:
+        """This Runner no longer drives its run: another may (see ``_driven``)."""
+        if self.driving:
+            with _driven_lock:
+                _driven.discard(self.run_id)
+            self.driving = False
 
     # -- processes left running by a dead executor -----------------------------------------
 
@@ -1779,8 +1802,11 @@ def execute(runner: Runner, work: Callable[[], Coroutine[Any, Any, RunOutcome]],
                 signal.set_wakeup_fd(wakeup)
             await _close_clients()
 
-    with runner.importable(), _heap_frozen():
-        return asyncio.run(main())
+    try:
+        with runner.importable(), _heap_frozen():
+            return asyncio.run(main())
+    finally:
+        runner.undrive()  # a run that raised did not get to _unlock
 
 
 @contextlib.contextmanager

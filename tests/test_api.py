@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -512,5 +513,58 @@ def test_ctrl_c_without_handle_signals_stops_the_run_resumably_then_raises(
         run_id = store.last_run_id()
         assert run_id is not None
         assert planner.resume_run(store, run_id, handle_signals=False).status == "SUCCEEDED"
+    finally:
+        store.close()
+
+
+def test_a_run_applying_on_one_thread_cannot_be_driven_from_another(tmp_path: Path) -> None:
+    """A service applies a run on one thread; rollback_run and resume_run of that run from
+    another thread of the same process (each with its store) raise LockedError 'still
+    running' and change nothing, as from another process. The store's lock check tells
+    executors apart by pid only: the rollback used to run the inverse under the live apply,
+    which then died on a duplicate event (sqlite3.IntegrityError)."""
+    import threading
+
+    loaded = planner.load_plan(write(tmp_path, """\
+        name: twin
+        commands:
+          - id: hold
+            run: {command: [sh, -c, 'touch started; i=0; until [ -e go ] || [ $i = 1500 ];
+                            do sleep 0.02; i=$((i+1)); done']}
+            inverse: {command: [rm, started]}
+        """))
+    outcomes: list[planner.RunOutcome] = []
+
+    def apply() -> None:
+        store = planner.SQLiteStore(tmp_path / "state.db")
+        try:
+            outcomes.append(planner.apply_plan(loaded, store))
+        finally:
+            store.close()
+
+    applying = threading.Thread(target=apply)
+    applying.start()
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        for _ in range(3000):
+            if (tmp_path / "started").exists():
+                break
+            threading.Event().wait(0.02)
+        run_id = store.last_run_id()
+        assert run_id is not None
+        events = store.get_events(run_id)
+        for call in (planner.rollback_run, planner.resume_run):
+            with pytest.raises(planner.LockedError) as raised:
+                call(store, run_id)
+            assert str(raised.value) == (f"run {run_id} is still running (pid {os.getpid()} "
+                                         f"on {socket.gethostname()}: this process, another "
+                                         f"thread)")
+        assert store.get_events(run_id) == events and (tmp_path / "started").exists()
+    finally:
+        (tmp_path / "go").touch()
+        applying.join(60)
+    try:
+        assert [o.status for o in outcomes] == ["SUCCEEDED"]
+        assert planner.rollback_run(store, run_id).status == "ROLLED_BACK"
     finally:
         store.close()
