@@ -660,7 +660,7 @@ class Runner:
         if self.listener is not None:
             try:
                 self.listener(event)
-            except Exception as exc:  # noqa: BLE001 - a listener's bug must not change a run
+            except actions.FAILURES as exc:  # a listener's bug (or exit) must not change a run
                 self.listener = None
                 self._emit("warning", None, {"message": f"event listener removed after it "
                                              f"raised {type(exc).__name__}: {exc}"})

@@ -568,3 +568,41 @@ def test_a_run_applying_on_one_thread_cannot_be_driven_from_another(tmp_path: Pa
         assert planner.rollback_run(store, run_id).status == "ROLLED_BACK"
     finally:
         store.close()
+
+
+def test_a_listener_that_exits_is_removed_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A listener that raises SystemExit (sys.exit, argparse) or KeyboardInterrupt is
+    treated as one raising any other exception, as docs/embedding.md promises: it is
+    removed, a warning says why, and the run ends as it would have. It used to tear the run
+    down: apply_plan raised, and the run was left RUNNING with its lock held."""
+    loaded = planner.load_plan(write(tmp_path, """\
+        name: exits
+        commands:
+          - id: first
+            run: {command: [touch, first]}
+          - id: second
+            needs: first
+            run: {command: [touch, second]}
+        """))
+    for raised in (SystemExit(5), KeyboardInterrupt()):
+        heard: list[EventRecord] = []
+
+        def listener(event: EventRecord, raised: BaseException = raised,
+                     heard: list[EventRecord] = heard) -> None:
+            heard.append(event)
+            if event.kind == "command":
+                raise raised
+
+        store = planner.SQLiteStore(tmp_path / "state.db")
+        try:
+            outcome = planner.apply_plan(loaded, store, listener=listener,
+                                         handle_signals=False)
+            assert outcome.status == "SUCCEEDED"
+            assert store.list_locks() == []
+            warnings = [e.data["message"] for e in store.get_events(outcome.run_id)
+                        if e.kind == "warning"]
+        finally:
+            store.close()
+        assert warnings == [f"event listener removed after it raised "
+                            f"{type(raised).__name__}: {raised}"]
+        assert [e.kind for e in heard] == ["run", "command"]
