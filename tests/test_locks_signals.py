@@ -863,7 +863,8 @@ def test_a_rollback_waits_for_an_inverse_the_killed_rollback_left_running(seed: 
 
 # -- an executor that lost its lock -----------------------------------------------------------
 
-# b waits for a file `go`; c, after it, logs each time it runs.
+# b waits for a file `go` (two minutes at most: a test that fails leaves no shell behind for
+# ever); c, after it, logs each time it runs.
 RACE_PLAN = """\
 name: race
 commands:
@@ -876,7 +877,11 @@ commands:
     entity: file/b
     needs: [a]
     exists: {command: [test, -e, b]}
-    run: {shell: "echo b >> started; until [ -e go ]; do sleep 0.05; done; touch b"}
+    run:
+      shell: >-
+        echo b >> started; i=0;
+        until [ -e go ] || [ $i -ge 2400 ]; do i=$((i + 1)); sleep 0.05; done;
+        [ -e go ] && touch b
     inverse: {command: [rm, b]}
   - id: c
     entity: file/c
