@@ -4,8 +4,8 @@ Exception tree::
 
     PlanctlError                 every error planctl raises on purpose
     ├── PlanError                the plan is invalid (exit 3); carries located Diagnostics
-    ├── UsageError               bad command-line or API arguments (exit 3)
-    ├── StateError               the state store is unusable or a run is unknown (exit 3)
+    ├── UsageError               bad command-line or API arguments, an unknown run (exit 3)
+    ├── StateError               the state store is unusable, or a write names no run (exit 3)
     └── LockedError              an entity is locked by another run (exit 4)
         └── LockLostError        a run lost its locks to another planctl while it ran (130)
 
