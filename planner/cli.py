@@ -455,6 +455,22 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
     return run
 
 
+class _Interrupted(Exception):
+    """A KeyboardInterrupt out of a flow, carried past typer (which would turn it into a
+    silent exit 130) to ``main``."""
+
+
+def _execute(runner: Any, work: Any) -> Any:
+    """``executor.execute``; a KeyboardInterrupt it raises (a signal while the run waited
+    for another run's locks: nothing recorded) ends planctl with a message, exit 130."""
+    from .executor import execute
+
+    try:
+        return execute(runner, work)
+    except KeyboardInterrupt as stop:
+        raise _Interrupted(str(stop)) from None
+
+
 @app.command()
 def apply(
     plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file to run.")],
@@ -488,7 +504,7 @@ def apply(
 
         planctl apply plans/vm-from-template/plan.yaml --var vm=vm-7 -j 8
     """
-    from .executor import ApplyOptions, Runner, execute, resolve_secrets
+    from .executor import ApplyOptions, Runner, resolve_secrets
 
     loaded = _load(plan, var, vars_file)
     _print_warnings(plan, loaded.warnings)
@@ -501,7 +517,7 @@ def apply(
                            lock_timeout=lock_timeout, cancel_inflight=cancel_inflight)
     try:
         runner = Runner(loaded, store, options=options, listener=reporter, secrets=secrets)
-        outcome = execute(runner, runner.apply)
+        outcome = _execute(runner, runner.apply)
         reporter.finish(store, outcome, runner.changed)
     finally:
         reporter.close()
@@ -537,7 +553,6 @@ def rollback(
 
         planctl rollback 20261122-073521 --gone 'clone[disk1]'
     """
-    from .executor import execute
     from .report import format_rollback_plan
 
     _check_environment()
@@ -565,7 +580,7 @@ def rollback(
                               f"below is what it would undo as things stand")
             reporter.say(format_rollback_plan(runner))
             raise typer.Exit(0)
-        outcome = execute(runner, runner.rollback)
+        outcome = _execute(runner, runner.rollback)
         code = 0 if outcome.status == "ROLLED_BACK" else outcome.exit_code
         reporter.finish(store, outcome, runner.changed, code)
     finally:
@@ -592,7 +607,7 @@ def resume(
 
         planctl resume --last
     """
-    from .executor import execute, load_run
+    from .executor import load_run
     from .reporters import reports_due
 
     _check_environment()
@@ -614,7 +629,7 @@ def resume(
             raise typer.Exit(0)
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
                                             "resume")
-        outcome = execute(runner, runner.resume)
+        outcome = _execute(runner, runner.resume)
         reporter.finish(store, outcome, runner.changed)
     finally:
         if reporter is not None:
@@ -950,6 +965,15 @@ def _usage_message(exc: Exception) -> str:
     return f"{name}: {message}"
 
 
+def _interrupted(exc: BaseException) -> int:
+    """Ctrl-C or SIGTERM before a run began (or instead of one: while waiting for another
+    run's locks): nothing recorded, exit 130."""
+    why = str(exc) if isinstance(exc, KeyboardInterrupt | _Interrupted) else ""
+    _json_error(KeyboardInterrupt(why), 130, "interrupted")
+    typer.echo(f"planctl: interrupted{': ' + why if why else ''}", err=True)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:  # typer >= 0.29 carries its own copy of click
@@ -966,10 +990,8 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
     except typer.Exit as done:
         return int(done.exit_code)
-    except (typer.Abort, KeyboardInterrupt) as exc:
-        _json_error(exc, 130, "interrupted")
-        typer.echo("planctl: interrupted", err=True)
-        return 130
+    except (typer.Abort, KeyboardInterrupt, _Interrupted) as exc:
+        return _interrupted(exc)
     except click.ClickException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
             typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]

@@ -741,7 +741,8 @@ class Runner:
                 # SIGINT/SIGTERM before the locks are taken (while waiting for another
                 # run's): nothing was taken or written yet (an apply has not even recorded
                 # its run), so stop as Ctrl-C before a run does: exit 130.
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt(f"{self.interrupted} while waiting for entity "
+                                        f"locks another run holds: nothing was recorded")
             now = self.clock()
             # One transaction checks that no live executor holds this run and takes it:
             # of two `rollback`s started together, the second stops here.

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from .errors import Diagnostic, PlanctlError, PlanError, format_path
+from .errors import Diagnostic, LockLostError, PlanctlError, PlanError, format_path
 from .sink import Sink
 from .store import EventRecord
 from .tally import FinishedRun, tally
@@ -112,6 +112,8 @@ def error_object(error: BaseException, exit_code: int, *, kind: str | None = Non
         pass
     elif isinstance(error, PlanError):
         kind = "plan"
+    elif isinstance(error, LockLostError):
+        kind = "interrupted"  # stopped where it was, resumable (exit 130), as if killed
     elif isinstance(error, PlanctlError):
         kind = type(error).__name__.removesuffix("Error").lower() or "usage"
     elif isinstance(error, KeyboardInterrupt):

@@ -5,6 +5,7 @@ signalled and killed from here. kill -9 at every crash point is test_crash_sweep
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -251,6 +252,34 @@ def test_signals_while_waiting_for_a_lock_stop_the_wait_and_record_nothing(
         assert [r.id for r in store.list_runs()] == [run_id]
     assert {x.run_id for x in seed.all_locks()} == {run_id}
     assert "INTERRUPT" not in out + err
+    assert err.splitlines()[-1] == "planctl: interrupted: SIGTERM while waiting for entity " \
+        "locks another run holds: nothing was recorded", err
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_a_signal_while_waiting_for_a_lock_ends_the_json_stream_with_an_error(
+        seed: Seed, holder: tuple[subprocess.Popen[str], str]) -> None:
+    """With --output json, an apply stopped while it waits for locks ends its stdout with
+    one `error` object (`interrupted`, exit 130), as output.md promises for whatever ends
+    planctl before a run. Before, it exited 130 saying nothing at all."""
+    waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120", "-o", "json")
+    try:
+        # Python catches SIGINT from its start; planctl's SIGTERM handler shows it waits.
+        wait_for("the waiting apply to handle SIGTERM",
+                 lambda: _catches(waiting.pid, signal.SIGTERM), proc=waiting)
+        waiting.send_signal(signal.SIGINT)
+        code, out, err = finish(waiting, timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert code == 130, out + err
+    (line,) = out.splitlines()
+    error = json.loads(line)
+    assert (error["kind"], error["error"], error["exit_code"], error["run_id"]) == \
+        ("error", "interrupted", 130, None)
+    assert error["message"] == "SIGINT while waiting for entity locks another run holds: " \
+        "nothing was recorded"
 
 
 def test_unlock_refuses_a_live_holder_without_force(seed: Seed) -> None:

@@ -7,7 +7,7 @@ import json
 
 from finishedrun import FAILED_AND_REVERTED
 
-from planner.errors import Diagnostic, LockedError, PlanError, UsageError
+from planner.errors import Diagnostic, LockedError, LockLostError, PlanError, UsageError
 from planner.ndjson import (
     FIELDS,
     SCHEMA_VERSION,
@@ -80,4 +80,7 @@ def test_error_objects_name_the_kind_of_error() -> None:
                                    "hint": "fix it"}]
     assert error_object(UsageError("no"), 3)["error"] == "usage"
     assert error_object(LockedError("held"), 4)["error"] == "locked"
+    # A run whose lock another planctl took stopped where it was, resumable: one of the
+    # documented kinds (it used to be "locklost", which output.md does not list).
+    assert error_object(LockLostError("taken over"), 130)["error"] == "interrupted"
     assert error_object(RuntimeError("bug"), 70)["error"] == "internal"
