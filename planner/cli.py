@@ -456,19 +456,22 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
 
 
 class _Interrupted(Exception):
-    """A KeyboardInterrupt out of a flow, carried past typer (which would turn it into a
-    silent exit 130) to ``main``."""
+    """A KeyboardInterrupt out of a command (Ctrl-C before a run, or a signal while a run
+    waited for another run's locks), carried past typer, which would turn it into a silent
+    exit 130, to ``main``."""
 
 
-def _execute(runner: Any, work: Any) -> Any:
-    """``executor.execute``; a KeyboardInterrupt it raises (a signal while the run waited
-    for another run's locks: nothing recorded) ends planctl with a message, exit 130."""
-    from .executor import execute
+def _interruptible(callback: Any) -> Any:
+    import functools
 
-    try:
-        return execute(runner, work)
-    except KeyboardInterrupt as stop:
-        raise _Interrupted(str(stop)) from None
+    @functools.wraps(callback)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt as stop:
+            raise _Interrupted(str(stop)) from None
+
+    return command
 
 
 @app.command()
@@ -504,7 +507,7 @@ def apply(
 
         planctl apply plans/vm-from-template/plan.yaml --var vm=vm-7 -j 8
     """
-    from .executor import ApplyOptions, Runner, resolve_secrets
+    from .executor import ApplyOptions, Runner, execute, resolve_secrets
 
     loaded = _load(plan, var, vars_file)
     _print_warnings(plan, loaded.warnings)
@@ -517,7 +520,7 @@ def apply(
                            lock_timeout=lock_timeout, cancel_inflight=cancel_inflight)
     try:
         runner = Runner(loaded, store, options=options, listener=reporter, secrets=secrets)
-        outcome = _execute(runner, runner.apply)
+        outcome = execute(runner, runner.apply)
         reporter.finish(store, outcome, runner.changed)
     finally:
         reporter.close()
@@ -553,6 +556,7 @@ def rollback(
 
         planctl rollback 20261122-073521 --gone 'clone[disk1]'
     """
+    from .executor import execute
     from .report import format_rollback_plan
 
     _check_environment()
@@ -580,7 +584,7 @@ def rollback(
                               f"below is what it would undo as things stand")
             reporter.say(format_rollback_plan(runner))
             raise typer.Exit(0)
-        outcome = _execute(runner, runner.rollback)
+        outcome = execute(runner, runner.rollback)
         code = 0 if outcome.status == "ROLLED_BACK" else outcome.exit_code
         reporter.finish(store, outcome, runner.changed, code)
     finally:
@@ -607,7 +611,7 @@ def resume(
 
         planctl resume --last
     """
-    from .executor import load_run
+    from .executor import execute, load_run
     from .reporters import reports_due
 
     _check_environment()
@@ -629,7 +633,7 @@ def resume(
             raise typer.Exit(0)
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
                                             "resume")
-        outcome = _execute(runner, runner.resume)
+        outcome = execute(runner, runner.resume)
         reporter.finish(store, outcome, runner.changed)
     finally:
         if reporter is not None:
@@ -982,6 +986,8 @@ def main(argv: list[str] | None = None) -> int:
         from click import exceptions as click  # type: ignore[no-redef, import-not-found, unused-ignore]
 
     command = typer.main.get_command(app)
+    for sub in getattr(command, "commands", {}).values():
+        sub.callback = _interruptible(sub.callback)
     _Invocation.output = OutputFormat.text
     _Invocation.reporting = None
     _Invocation.state = None

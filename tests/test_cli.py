@@ -6,12 +6,14 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
+from seedplan import wait_for
 
 from planner import cli
 from planner._version import __version__
@@ -496,3 +498,38 @@ def test_a_run_prefix_finds_a_run_older_than_the_newest_thousand(
     store.close()
     assert main(["show", "20261130-000000", "--state", str(db)]) == 0
     assert "run      20261130-000000-abcdef\n" in capsys.readouterr().out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_ctrl_c_before_a_run_says_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C while a big plan is read (here by `validate`) ends planctl with exit 130 and
+    'planctl: interrupted', not a traceback. Before, typer turned the KeyboardInterrupt
+    into an exit 130 that said nothing."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    try:
+        from workloads import big_plan
+    finally:
+        sys.path.pop(0)
+    plan = tmp_path / "big.yaml"
+    plan.write_text(big_plan(100_000))  # several seconds of CPU to read and check
+    proc = subprocess.Popen([sys.executable, "-m", "planner", "validate", str(plan)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Past the interpreter's start (a fraction of a CPU second): reading the plan.
+        wait_for("planctl to be reading the plan", lambda: _cpu_seconds(proc.pid) > 1.0,
+                 proc=proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert err == "planctl: interrupted\n", err
+    assert out == ""
