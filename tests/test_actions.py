@@ -315,17 +315,34 @@ def test_command_cancellation_kills_the_whole_process_group(tmp_path: Path) -> N
     assert gone(read_pid(child))
 
 
+# Arrives (a file of its own in here/), then waits for all 20 to have arrived: only 20
+# programs running at once all succeed. A bounded wait, so a failure cannot hang: the first
+# to give up leaves gave_up, and the others then give up at once.
+_MEET = """\
+touch "here/$1"
+tries=0
+while [ "$(ls here | wc -l)" -lt 20 ]; do
+  [ -e gave_up ] && exit 1
+  tries=$((tries + 1))
+  [ "$tries" -gt 1200 ] && { touch gave_up; exit 1; }
+  sleep 0.05
+done
+"""
+
+
 def test_command_runs_many_concurrently(tmp_path: Path) -> None:
-    """Many commands on one loop run side by side rather than one after another."""
+    """Many commands on one loop run side by side rather than one after another: twenty
+    programs that each wait for all the others to have started all succeed."""
+    (tmp_path / "here").mkdir()
 
     async def main() -> list[ActionResult]:
         ctx = context(tmp_path)
-        return await asyncio.gather(*(COMMAND.run(["sleep", "0.5"], ctx) for _ in range(20)))
+        return await asyncio.gather(*(COMMAND.run(["sh", "-c", _MEET, "sh", str(i)], ctx)
+                                      for i in range(20)))
 
-    started = time.monotonic()
     results = asyncio.run(main())
-    assert all(r.ok for r in results)
-    assert time.monotonic() - started < 5  # generous; sequential would take 10 s
+    assert [(r.ok, r.error) for r in results] == [(True, None)] * 20
+    assert not (tmp_path / "gave_up").exists()
 
 
 # shell
