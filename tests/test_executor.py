@@ -1089,12 +1089,29 @@ def test_a_sibling_in_an_outer_loop_reads_its_own_iteration_of_an_inner_loop(
 
 # -- concurrency -------------------------------------------------------------------------
 
+# Each call arrives, then waits for all `width` calls to have arrived: they only all
+# return if they are in flight together. A bounded wait, so a failure cannot hang: the
+# first to give up releases the others, which give up too.
 FANOUT_MODULE = """\
 import asyncio
 
-async def nap(seconds):
-    await asyncio.sleep(seconds)
-    return {"slept": seconds}
+arrived = 0
+everyone = asyncio.Event()
+gave_up = False
+
+async def meet(width):
+    global arrived, gave_up
+    arrived += 1
+    if arrived == width:
+        everyone.set()
+    try:
+        await asyncio.wait_for(everyone.wait(), 60)
+    except TimeoutError:
+        gave_up = True
+        everyone.set()
+    if gave_up:
+        raise RuntimeError(f"gave up: {arrived} of {width} arrived")
+    return {"met": arrived}
 """
 
 PEAK_MODULE = """\
@@ -1117,13 +1134,12 @@ async def work(seconds):
 
 def test_500_wide_fan_out_runs_concurrently_on_one_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """500 async python commands sleeping 0.2 s each all succeed together, far sooner than
-    one after the other, and the executor starts no thread while doing so."""
+    """500 async python commands that each wait for all the others to have started all
+    succeed: they run together. And the executor starts no thread while doing so."""
     (tmp_path / "planctl_fanout_mod.py").write_text(FANOUT_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     before = threading.active_count()
     counts: list[int] = []
-    started = time.monotonic()
     rec = apply(tmp_path, """\
         name: fan-out
         vars: {items: []}
@@ -1131,16 +1147,14 @@ def test_500_wide_fan_out_runs_concurrently_on_one_thread(
         commands:
           - id: nap
             for_each: "{{ items }}"
-            run: {python: {function: "planctl_fanout_mod:nap", kwargs: {seconds: 0.2}}}
+            run: {python: {function: "planctl_fanout_mod:meet", kwargs: {width: 500}}}
             changes: false
         """, variables={"items": list(range(500))},
         listener=lambda _event: counts.append(threading.active_count()))
-    took = time.monotonic() - started
     assert rec.outcome.status == "SUCCEEDED"
     assert len(rec.commands) == 500
     assert {c.status for c in rec.commands.values()} == {"SUCCEEDED"}
-    assert rec.commands["nap[499]"].result == {"slept": 0.2, "value": {"slept": 0.2}}
-    assert took < 30, took  # a sanity bound (500 x 0.2 s would be 100 s), not a speed goal
+    assert rec.commands["nap[499]"].result == {"met": 500, "value": {"met": 500}}
     assert counts and max(counts) <= before, (before, max(counts))
 
 
