@@ -167,10 +167,9 @@ def test_a_second_run_on_held_entities_exits_4_naming_the_holder(
     """While an apply holds the seed entities, a second apply, or a resume or rollback of the
     live run, exits 4 at once naming the holder's run id, pid and host, and records nothing."""
     proc, run_id = holder
-    started = time.monotonic()
     second = seed.apply(*SLOW)
     assert second.returncode == 4, second.stdout + second.stderr
-    assert time.monotonic() - started < 10, "the second apply waited for the first"
+    assert proc.poll() is None, "the second apply waited for the first to end"
     assert f"by run {run_id}" in second.stderr
     assert f"pid {proc.pid}" in second.stderr
     assert f"on {socket.gethostname()}" in second.stderr
