@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -166,6 +167,23 @@ def spawn(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """Start `planctl ARGS` in ``cwd`` in the background (stdout/stderr captured)."""
     return subprocess.Popen([sys.executable, "-m", "planner", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signal_when(proc: subprocess.Popen[str], what: str, ready: Callable[[], object],
+                *signals: signal.Signals, ready_timeout: float = 20.0,
+                timeout: float = 60) -> tuple[int, str, str]:
+    """Once ``ready()`` (waited for as ``what``), send ``signals`` to the background
+    planctl ``proc`` and let it end: its exit code, stdout and stderr. Killed if anything
+    fails first, so a failing test leaves no planctl behind."""
+    try:
+        wait_for(what, ready, timeout=ready_timeout, proc=proc)
+        for sig in signals:
+            proc.send_signal(sig)
+        return finish(proc, timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:

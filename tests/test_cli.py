@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from seedplan import wait_for
+from seedplan import signal_when
 
 from planner import cli
 from planner._version import __version__
@@ -520,16 +520,9 @@ def test_ctrl_c_before_a_run_says_interrupted(tmp_path: Path) -> None:
     plan.write_text(big_plan(100_000))  # several seconds of CPU to read and check
     proc = subprocess.Popen([sys.executable, "-m", "planner", "validate", str(plan)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        # Past the interpreter's start (a fraction of a CPU second): reading the plan.
-        wait_for("planctl to be reading the plan", lambda: _cpu_seconds(proc.pid) > 1.0,
-                 proc=proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, out + err
+    # Past the interpreter's start (a fraction of a CPU second): reading the plan.
+    code, out, err = signal_when(proc, "planctl to be reading the plan",
+                                 lambda: _cpu_seconds(proc.pid) > 1.0, signal.SIGINT)
+    assert code == 130, out + err
     assert err == "planctl: interrupted\n", err
     assert out == ""

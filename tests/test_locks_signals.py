@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from seedplan import Seed, finish, make_seed, wait_for
+from seedplan import Seed, finish, make_seed, signal_when, wait_for
 
 SLOW = ["--var", "copy_seconds=2"]
 DISKS = ("disk0", "disk1", "disk2")
@@ -236,16 +236,9 @@ def test_signals_while_waiting_for_a_lock_stop_the_wait_and_record_nothing(
     wait for the holder, then record a run INTERRUPTED that kept every entity locked."""
     _, run_id = holder
     waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120")
-    try:
-        wait_for("the waiting apply to handle SIGTERM",
-                 lambda: _catches(waiting.pid, signal.SIGTERM), timeout=60, proc=waiting)
-        waiting.send_signal(signal.SIGTERM)
-        waiting.send_signal(signal.SIGINT)
-        code, out, err = finish(waiting, timeout=30)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
+    code, out, err = signal_when(waiting, "the waiting apply to handle SIGTERM",
+                                 lambda: _catches(waiting.pid, signal.SIGTERM),
+                                 signal.SIGTERM, signal.SIGINT, ready_timeout=60, timeout=30)
     assert code == 130, out + err
     with seed.db() as store:
         assert [r.id for r in store.list_runs()] == [run_id]
@@ -262,16 +255,10 @@ def test_a_signal_while_waiting_for_a_lock_ends_the_json_stream_with_an_error(
     one `error` object (`interrupted`, exit 130), as output.md promises for whatever ends
     planctl before a run. Before, it exited 130 saying nothing at all."""
     waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120", "-o", "json")
-    try:
-        # Python catches SIGINT from its start; planctl's SIGTERM handler shows it waits.
-        wait_for("the waiting apply to handle SIGTERM",
-                 lambda: _catches(waiting.pid, signal.SIGTERM), proc=waiting)
-        waiting.send_signal(signal.SIGINT)
-        code, out, err = finish(waiting, timeout=30)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
+    # Python catches SIGINT from its start; planctl's SIGTERM handler shows it waits.
+    code, out, err = signal_when(waiting, "the waiting apply to handle SIGTERM",
+                                 lambda: _catches(waiting.pid, signal.SIGTERM),
+                                 signal.SIGINT, timeout=30)
     assert code == 130, out + err
     (line,) = out.splitlines()
     error = json.loads(line)
@@ -626,14 +613,8 @@ def test_a_signal_interrupts_the_run_and_resume_finishes_it(seed: Seed,
     and a resume hint; `planctl resume --last` re-attaches to the copies (REATTACHED task
     events) and ends SUCCEEDED without starting any copy twice."""
     proc = seed.spawn("apply", str(seed.plan), *SLOW)
-    try:
-        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
-        proc.send_signal(sig)
-        code, out, err = finish(proc, timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, out, err = signal_when(proc, "the copies to be polled", lambda: _polling(seed), sig,
+                                 timeout=20)
     run = seed.last_run()
     assert code == 130, out + err
     assert run.status == "INTERRUPTED"
@@ -679,15 +660,8 @@ def test_resume_of_a_rollback_interrupted_before_its_first_inverse_rolls_back(
     plan.write_text(SLOW_PROBE_PLAN)
     assert seed.planctl("apply", str(plan)).returncode == 0
     proc = seed.spawn("rollback", "--last")
-    try:
-        wait_for("the rollback to ask exists", (seed.root / "probed").exists, timeout=60,
-                 proc=proc)
-        proc.send_signal(sig)
-        code, out, err = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, out, err = signal_when(proc, "the rollback to ask exists",
+                                 (seed.root / "probed").exists, sig, ready_timeout=60)
     run = seed.last_run()
     assert code == 130, out + err
     assert run.status == "INTERRUPTED"
@@ -711,14 +685,8 @@ def test_resume_keeps_the_options_of_the_apply_it_continues(seed: Seed) -> None:
 
     proc = seed.spawn("apply", str(seed.plan), "--var", "copy_seconds=1.5",
                       "--var", "fail_disks=disk1", "--no-rollback", "-j", "3")
-    try:
-        wait_for("the copies to be polled", lambda: _polling(seed), proc=proc)
-        proc.send_signal(signal.SIGINT)
-        code, out, err = finish(proc, timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, out, err = signal_when(proc, "the copies to be polled", lambda: _polling(seed),
+                                 signal.SIGINT, timeout=20)
     assert code == 130, out + err
     run = seed.last_run()
     assert run.status == "INTERRUPTED"
