@@ -39,6 +39,15 @@ commands:
     inverse: {command: [rm, third]}
 """
 
+# One command that creates a file and an inverse that removes it.
+TOUCH_PLAN = """\
+    name: touch
+    commands:
+      - id: touch
+        run: {command: [touch, touched]}
+        inverse: {command: [rm, touched]}
+    """
+
 
 def write(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -286,13 +295,7 @@ def test_calling_the_api_from_a_running_event_loop_is_a_usage_error(tmp_path: Pa
     a coroutine (pytest-asyncio, Jupyter, an async web handler) each raises a UsageError
     saying to use a worker thread, before anything is written; through
     asyncio.to_thread the same calls work."""
-    loaded = planner.load_plan(write(tmp_path, """\
-        name: touch
-        commands:
-          - id: touch
-            run: {command: [touch, touched]}
-            inverse: {command: [rm, touched]}
-        """))
+    loaded = planner.load_plan(write(tmp_path, TOUCH_PLAN))
     store = planner.SQLiteStore(tmp_path / "state.db")
 
     async def host() -> list[str]:
@@ -415,13 +418,7 @@ def test_apply_with_the_run_id_of_a_recorded_run_is_a_usage_error(
     anything is written; it used to surface the store's own error (sqlite3.IntegrityError,
     ValueError) after taking the recorded run's lock, so that run then read as still
     running and could not be rolled back."""
-    loaded = planner.load_plan(write(tmp_path, """\
-        name: fixed
-        commands:
-          - id: touch
-            run: {command: [touch, touched]}
-            inverse: {command: [rm, touched]}
-        """))
+    loaded = planner.load_plan(write(tmp_path, TOUCH_PLAN))
     store = planner.SQLiteStore(tmp_path / "state.db") if kind == "sqlite" \
         else planner.MemoryStore()
     options = planner.ApplyOptions(run_id="fixed-1")
