@@ -31,7 +31,7 @@ commands:
   - id: second
     needs: first
     exists: {command: [test, -e, second]}
-    run: {command: [sh, -c, 'touch second; [ "$1" = False ]', sh, "{{ fail }}"]}
+    run: {command: [sh, -c, 'touch second; [ "$1" = false ]', sh, "{{ fail }}"]}
     inverse: {command: [rm, -f, second]}
   - id: third
     needs: second
