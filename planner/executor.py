@@ -1240,13 +1240,19 @@ class Runner:
         """Nothing to do (no run, or exists says present); outputs come from the probe."""
         iid, spec = instance.id, instance.spec
         self.changed[iid] = False
-        outputs: Any = {}
+        outputs: dict[str, Any] = {}
         if context is not None and spec.outputs:
-            try:
-                outputs = render_value(spec.outputs, context)
-            except TemplateError as exc:
-                self._event("warning", iid, message=f"outputs not available from the "
-                            f"exists probe: {exc}")
+            # Each output on its own: one that reads what only `run` gives (`poll`,
+            # `handle`) does not take the others, which the probe answers, with it.
+            missing = []
+            for name, template in spec.outputs.items():
+                try:
+                    outputs[name] = render_value(template, context)
+                except TemplateError as exc:
+                    missing.append(f"{name}: {exc}")
+            if missing:
+                self._event("warning", iid, message="outputs not available from the exists "
+                            "probe: " + "; ".join(missing))
         self.outputs[iid] = outputs
         parent = bool(instance.children)
         self._set(iid, S.RUNNING if parent else S.UNCHANGED, changed=False, outputs=outputs,

@@ -1696,3 +1696,34 @@ def test_a_heartbeat_the_store_refused_once_is_renewed_after(
     assert len(beats) >= 3
     warnings = [e.data["message"] for e in heard if e.kind == "warning"]
     assert warnings == ["heartbeat not recorded (database is locked): trying again in 0.2s"]
+
+
+def test_outputs_the_exists_probe_cannot_give_leave_the_others(tmp_path: Path) -> None:
+    """A command found present by `exists` takes its outputs from the probe. An output
+    that reads what only `run` gives (`poll` here) is not available, with a warning naming
+    it; the others are kept, and a dependent reads them. Before, one such output dropped
+    them all, and the dependent failed on an undefined output."""
+    (tmp_path / "present").write_text("here\n")
+    rec = apply(tmp_path, """\
+        name: probe-outputs
+        commands:
+          - id: make
+            exists: {command: [cat, present]}
+            run: {command: [touch, present]}
+            inverse: {command: [rm, present]}
+            outputs:
+              content: "{{ result.stdout | trim }}"
+              job: "{{ poll.id }}"
+          - id: use
+            needs: make
+            changes: false
+            run: {command: [echo, "{{ commands.make.outputs.content }}"]}
+        """)
+    assert rec.outcome.status == "SUCCEEDED", rec.events
+    assert rec.status("make") == "UNCHANGED"
+    assert rec.commands["make"].outputs == {"content": "here"}
+    assert rec.commands["use"].result["stdout"] == "here\n"
+    warnings = [e.data["message"] for e in rec.heard if e.kind == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "outputs not available from the exists probe: job: "), warnings
+    assert "poll" in warnings[0]
