@@ -797,7 +797,8 @@ def show(
         first = store.get_events(run_id, limit=1)
         history = [e for e in store.get_events(run_id, command) if e not in first]
         typer.echo(format_command(record, found, store.get_tasks(run_id), first + history,
-                                  _names(store, run_id).get(command)), nl=False)
+                                  _names(store, run_id).get(command),
+                                  read_only=_read_only(record, found.spec_id)), nl=False)
     finally:
         store.close()
 
@@ -885,6 +886,21 @@ def _names(store: SQLiteStore, run_id: str) -> dict[str, str]:
     except PlanctlError:
         return {}
     return command_names(loaded.plan, loaded.graph, run_id)
+
+
+def _read_only(run: RunRecord, spec_id: str) -> bool:
+    """Whether the run's plan snapshot declares command ``spec_id`` `changes: false`."""
+    if not isinstance(run.snapshot, Mapping):
+        return False
+    todo = [run.snapshot.get("commands")]
+    while todo:
+        commands = todo.pop()
+        for command in commands if isinstance(commands, list) else ():
+            if isinstance(command, Mapping):
+                if command.get("id") == spec_id:
+                    return command.get("changes") is False
+                todo.append(command.get("children"))
+    return False
 
 
 def _declares_names(run: RunRecord | None) -> bool:

@@ -255,13 +255,18 @@ def format_run(run: RunRecord | None, commands: Mapping[str, CommandRecord],
 
 
 def format_command(run: RunRecord, record: CommandRecord, tasks: Iterable[TaskRecord],
-                   events: Sequence[EventRecord], name: str | None = None) -> str:
+                   events: Sequence[EventRecord], name: str | None = None,
+                   read_only: bool = False) -> str:
     """`planctl show RUN COMMAND`: one command of a run as recorded: status, times, the
     rendered `run` operation, its result and outputs, its async tasks (forward and
-    inverse) and its history of events (``events``: the whole run's, in order)."""
+    inverse) and its history of events (``events``: the whole run's, in order).
+    ``read_only``: the plan declares it `changes: false` (it changed nothing, as the
+    summary counts it, whatever its `run` did)."""
     took = (record.ended_at - record.started_at
             if record.ended_at and record.started_at else None)
     changed = {True: "yes", False: "no", None: "-"}[record.changed]
+    if read_only and record.changed:
+        changed = "no (changes: false)"
     lines = [
         f"run               {run.id} ({run.plan_name}, {run.status})",
         f"command           {record.id}",

@@ -260,3 +260,21 @@ def test_show_and_events_keep_secrets_masked(seed: Seed) -> None:
     events = seed.planctl("events", "--last", env=env)
     for text in (shown.stdout, events.stdout, shown.stderr, events.stderr):
         assert SECRET not in text
+
+
+def test_show_of_a_read_only_command_says_it_changed_nothing(seed: Seed) -> None:
+    """A command declared `changes: false` that succeeded shows `changed  no (changes:
+    false)`, as the summary counts it unchanged; one that may change things `yes`. Before,
+    `show` said `yes` for both."""
+    plan = seed.root / "secretive.yaml"
+    plan.write_text(SECRETIVE + """\
+  - id: touch
+    run: {command: [touch, touched]}
+    inverse: {command: [rm, touched]}
+""")
+    applied = seed.planctl("apply", str(plan), env={"API_TOKEN": SECRET})
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "1 changed, 1 unchanged" in applied.stdout
+    say, touch = (seed.planctl("show", "--last", command).stdout for command in ("say", "touch"))
+    assert "\nchanged           no (changes: false)\n" in say, say
+    assert "\nchanged           yes\n" in touch, touch
