@@ -11,8 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,40 @@ def silent_server() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/slow"
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A URL on 127.0.0.1 whose server reads each request's head, then lets ``answer`` write
+    whatever bytes it likes on the connection (a misbehaving server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            with suppress(OSError):  # the client may hang up first
+                answer(conn)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    finally:
+        listener.close()
 
 
 # Capabilities and registry
@@ -623,6 +657,22 @@ def test_http_client_is_shared_per_loop(
         assert client.is_closed
 
     asyncio.run(main())
+
+
+def test_http_timeout_bounds_the_whole_request(tmp_path: Path) -> None:
+    """The timeout bounds the whole request: a server that trickles its body, a byte at a
+    time well within httpx's per-read timeout, fails it all the same (it used to run for as
+    long as the server kept sending)."""
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(100):  # about 5s, far beyond the timeout
+            conn.sendall(b"1\r\nx\r\n")
+            time.sleep(0.05)
+        conn.sendall(b"0\r\n\r\n")
+
+    with raw_server(trickle) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=0.5))
+    assert result == ActionResult(False, {"timed_out": True}, f"timed out after 0.5s: GET {url}")
 
 
 # python

@@ -59,7 +59,8 @@ class HttpAction:
     Data: ``status``, ``headers`` (lower-case names), ``text``, and ``json`` when the body
     parses as standard JSON. Request headers never appear in the result: they may carry
     secrets.
-    Connection errors and timeouts give ``ok=False``, never an exception.
+    Connection errors and timeouts (of the whole request) give ``ok=False``, never an
+    exception.
     """
 
     name = "http"
@@ -86,10 +87,13 @@ class HttpAction:
             body["content"] = str(args["body"]).encode("utf-8")
         timeout = context.timeout or DEFAULT_TIMEOUT
         try:
-            response = await _client().request(
-                method, url, headers=headers, timeout=timeout, **body
-            )
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each wait (connect, each read), not the whole request:
+            # a server trickling its body would never time out.
+            async with asyncio.timeout(timeout):
+                response = await _client().request(
+                    method, url, headers=headers, timeout=timeout, **body
+                )
+        except (httpx.TimeoutException, TimeoutError):
             message = f"timed out after {timeout:g}s: {where}"
             return ActionResult(False, {"timed_out": True}, message)
         except httpx.ConnectError as exc:
