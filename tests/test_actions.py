@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.server
 import os
 import socket
@@ -673,6 +674,65 @@ def test_http_timeout_bounds_the_whole_request(tmp_path: Path) -> None:
     with raw_server(trickle) as url:
         result = run(HTTP, {"url": url}, context(tmp_path, timeout=0.5))
     assert result == ActionResult(False, {"timed_out": True}, f"timed out after 0.5s: GET {url}")
+
+
+def _body(kind: str, size: int) -> Callable[[socket.socket], None]:
+    """A server's answer: a body of ``size`` bytes, with a Content-Length, chunked, or
+    gzip-compressed (far smaller on the wire than once decoded)."""
+    def answer(conn: socket.socket) -> None:
+        if kind == "length":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            conn.sendall(b"x" * size)
+        elif kind == "chunked":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, size, 65536):
+                chunk = b"x" * min(65536, size - start)
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.sendall(b"0\r\n\r\n")
+        else:
+            body = gzip.compress(b"x" * size)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["length", "chunked", "gzip"])
+def test_http_response_body_is_capped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """A body larger than MAX_BODY (once decoded) fails the action, naming the limit, and
+    is not kept (it used to be read whole into memory and the state store, however large);
+    a body of exactly MAX_BODY is read whole."""
+    from planner.actions import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 1024 * 1024)
+    with raw_server(_body(kind, http.MAX_BODY + 1)) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=20))
+    assert not result.ok
+    assert result.error == f"GET {url}: response body larger than 1 MiB"
+    assert result.data["status"] == 200 and "text" not in result.data
+    with raw_server(_body(kind, http.MAX_BODY)) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=20))
+    assert result.ok and result.data["text"] == "x" * http.MAX_BODY
+
+
+def test_http_endless_body_stops_at_the_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends a body without end fails the action at the cap, not at the
+    timeout (the client hangs up and the server's writes fail)."""
+    from planner.actions import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 1024 * 1024)
+
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 65536
+        for _ in range(1024):  # 64 times the cap: endless as far as the client can tell
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.sendall(b"0\r\n\r\n")
+
+    with raw_server(endless) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=60))
+    assert result.error == f"GET {url}: response body larger than 1 MiB"
 
 
 # python

@@ -16,9 +16,12 @@ from .base import ActionContext, ActionResult, builtin_schema
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DEFAULT_TIMEOUT", "HttpAction", "aclose_clients"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_BODY", "HttpAction", "aclose_clients"]
 
 DEFAULT_TIMEOUT = 30.0
+# Largest response body read (after any Content-Encoding is undone): the body is kept in
+# memory and in the state store, and a server may send one without end.
+MAX_BODY = 64 * 1024 * 1024
 # Longest excerpt of a response body quoted in an error message.
 _ERROR_EXCERPT = 200
 
@@ -59,8 +62,8 @@ class HttpAction:
     Data: ``status``, ``headers`` (lower-case names), ``text``, and ``json`` when the body
     parses as standard JSON. Request headers never appear in the result: they may carry
     secrets.
-    Connection errors and timeouts (of the whole request) give ``ok=False``, never an
-    exception.
+    Connection errors, timeouts (of the whole request) and a body larger than ``MAX_BODY``
+    give ``ok=False``, never an exception.
     """
 
     name = "http"
@@ -90,9 +93,10 @@ class HttpAction:
             # httpx's timeout bounds each wait (connect, each read), not the whole request:
             # a server trickling its body would never time out.
             async with asyncio.timeout(timeout):
-                response = await _client().request(
+                async with _client().stream(
                     method, url, headers=headers, timeout=timeout, **body
-                )
+                ) as response:
+                    content = await _read_body(response)
         except (httpx.TimeoutException, TimeoutError):
             message = f"timed out after {timeout:g}s: {where}"
             return ActionResult(False, {"timed_out": True}, message)
@@ -107,12 +111,15 @@ class HttpAction:
         except (TypeError, ValueError) as exc:  # e.g. a json value that cannot be encoded
             return ActionResult(False, {}, f"{where}: invalid request: {exc}")
 
-        text = response.text
-        data: dict[str, Any] = {
+        head: dict[str, Any] = {
             "status": response.status_code,
             "headers": {k.lower(): v for k, v in response.headers.items()},
-            "text": text,
         }
+        if content is None:
+            limit = f"{MAX_BODY // 1024**2} MiB"
+            return ActionResult(False, head, f"{where}: response body larger than {limit}")
+        text = content.decode(response.encoding or "utf-8", errors="replace")
+        data: dict[str, Any] = {**head, "text": text}
         if text.strip():
             # Standard JSON only (Python's parser also takes NaN and Infinity, which the
             # state store cannot write); a body nested too deeply to parse is text only.
@@ -134,6 +141,19 @@ class HttpAction:
                 excerpt = excerpt[: _ERROR_EXCERPT - 3] + "..."
             message += f": {excerpt}"
         return ActionResult(False, data, message)
+
+
+async def _read_body(response: httpx.Response) -> bytes | None:
+    """The body of ``response``, or None when it is larger than ``MAX_BODY`` (the rest is
+    not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _connect_error(exc: BaseException, shown: str, host: str) -> str:
