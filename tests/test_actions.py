@@ -8,6 +8,7 @@ import http.server
 import os
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -733,6 +734,32 @@ def test_http_endless_body_stops_at_the_cap(
     with raw_server(endless) as url:
         result = run(HTTP, {"url": url}, context(tmp_path, timeout=60))
     assert result.error == f"GET {url}: response body larger than 1 MiB"
+
+
+def test_http_connection_reset_mid_body_says_so(tmp_path: Path) -> None:
+    """A connection reset in the middle of the body fails the action with the reason (it
+    said only `ReadError: `, httpx's exception having no message of its own)."""
+    def reset(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+        time.sleep(0.1)  # the client has read the head: the reset comes mid-body
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with raw_server(reset) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=20))
+    assert result == ActionResult(
+        False, {}, f"GET {url}: ReadError: [Errno 104] Connection reset by peer")
+
+
+def test_http_closed_mid_body_says_so(tmp_path: Path) -> None:
+    """A server that closes the connection before the end of the body it announced fails
+    the action with a one-line reason."""
+    def short(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+
+    with raw_server(short) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path, timeout=20))
+    assert result.error == (f"GET {url}: RemoteProtocolError: peer closed connection without "
+                            "sending complete message body (received 3 bytes, expected 1000)")
 
 
 # python

@@ -103,7 +103,7 @@ class HttpAction:
         except httpx.ConnectError as exc:
             return ActionResult(False, {}, _connect_error(exc, shown, host))
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            text = _as_written(str(exc), host)
+            text = _as_written(_reason(exc), host)
             return ActionResult(False, {}, f"{where}: {type(exc).__name__}: {text}")
         except ExceptionGroup as exc:  # what the connection code did not wrap
             text = "; ".join(_as_written(str(e), host) for e in exc.exceptions)
@@ -154,6 +154,17 @@ async def _read_body(response: httpx.Response) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _reason(exc: BaseException) -> str:
+    """The message of ``exc``, or of the first exception behind it that has one: httpx's
+    ReadError for a connection reset mid-body says nothing, its cause does."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if str(cause):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return "no reason given"
 
 
 def _connect_error(exc: BaseException, shown: str, host: str) -> str:
