@@ -762,6 +762,50 @@ def test_http_closed_mid_body_says_so(tmp_path: Path) -> None:
                             "sending complete message body (received 3 bytes, expected 1000)")
 
 
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_http_redirect_is_not_followed(tmp_path: Path, code: int) -> None:
+    """A redirect, even to another origin, is not followed: the credentials in the request
+    headers never reach the other server. It fails the action unless `status` lists it,
+    and `result.headers.location` says where it points."""
+    elsewhere: list[bytes] = []
+
+    def other(conn: socket.socket) -> None:
+        elsewhere.append(b"request")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    with raw_server(other) as target:
+        def redirect(conn: socket.socket) -> None:
+            conn.sendall(b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n"
+                         % (code, target.replace("127.0.0.1", "localhost").encode()))
+
+        with raw_server(redirect) as url:
+            args: dict[str, Any] = {"url": url, "headers": {"Authorization": "Bearer s3cret"}}
+            failed = run(HTTP, args, context(tmp_path))
+            accepted = run(HTTP, {**args, "status": code}, context(tmp_path))
+    assert failed.error == f"HTTP {code} Moved from GET {url}"
+    assert accepted.ok
+    assert accepted.data["headers"]["location"] == target.replace("127.0.0.1", "localhost")
+    assert elsewhere == []
+
+
+def test_http_non_utf8_body_is_decoded_with_replacement(tmp_path: Path) -> None:
+    """A body that is not valid in its charset is text all the same, undecodable bytes as
+    U+FFFD; a declared charset is honoured."""
+    def latin(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ncaf\xe9 \xff")
+
+    def declared(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=latin-1\r\n"
+                     b"Content-Length: 4\r\n\r\ncaf\xe9")
+
+    with raw_server(latin) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path))
+    assert result.ok and result.data["text"] == "caf\ufffd \ufffd"
+    with raw_server(declared) as url:
+        result = run(HTTP, {"url": url}, context(tmp_path))
+    assert result.ok and result.data["text"] == "caf\xe9"
+
+
 # python
 
 
