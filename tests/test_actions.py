@@ -582,6 +582,55 @@ def test_http_result_has_no_request_headers(
     assert async_jobs_server.requests[-1][2]["Authorization"] == "Bearer s3cret"
 
 
+@pytest.mark.parametrize(("name", "value", "problem"), [
+    ("Authorization", "Bearer s3cret\n", "the value holds a line break or another character"
+     " a header cannot (a secret read with its trailing newline?)"),
+    ("Authorization", "Bearer s3cret\r\nX-Admin: yes", "the value holds a line break or"
+     " another character a header cannot (a secret read with its trailing newline?)"),
+    ("X-Token", "s3cret\x00", "the value holds a line break or another character a header"
+     " cannot (a secret read with its trailing newline?)"),
+    ("X-Token", "s3\\cret ", "the value starts or ends with a space or tab"),
+    ("X-Token", "\ts3cret", "the value starts or ends with a space or tab"),
+    ("X-Token", "s3cr\xe9t", "the value has a character that is not ASCII"),
+])
+def test_http_invalid_header_value_is_named_never_quoted(
+        tmp_path: Path, name: str, value: str, problem: str) -> None:
+    """A header value HTTP cannot carry (a secret read with its trailing newline, say)
+    fails the action naming the header and what is wrong, never quoting the value: httpx's
+    own error quoted it escaped (`b'Bearer s3cret\\n'`), a spelling the masking of secrets
+    does not recognise, so the secret was printed and stored. Nothing is sent."""
+    contacted: list[bool] = []
+
+    def answer(conn: socket.socket) -> None:
+        contacted.append(True)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    with raw_server(answer) as url:
+        result = run(HTTP, {"url": url, "headers": {name: value}}, context(tmp_path))
+    assert result == ActionResult(False, {}, f"GET {url}: invalid request: header {name}: "
+                                  + problem)
+    assert contacted == []
+
+
+def test_http_invalid_header_name_fails_the_action(tmp_path: Path) -> None:
+    """A header name that is not an HTTP token fails the action, saying so."""
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}/x"
+        result = run(HTTP, {"url": url, "headers": {"Bad Name": "v"}}, context(tmp_path))
+    assert result.error == f"GET {url}: invalid request: header name 'Bad Name' is not valid"
+
+
+def test_http_header_values_with_inner_spaces_and_tabs_are_sent(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """Spaces and tabs inside a value, punctuation and an empty value are all valid."""
+    headers = {"X-A": "a \t b", "X-B": "", "X-C": "\\!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~"}
+    result = run(HTTP, {"url": async_jobs_server.url + "/echo", "headers": headers},
+                 context(tmp_path))
+    assert result.ok
+    sent = async_jobs_server.requests[-1][2]
+    assert (sent["X-A"], sent["X-B"], sent["X-C"]) == (headers["X-A"], "", headers["X-C"])
+
+
 def test_http_async_job_created_and_polled_to_the_end(
     tmp_path: Path, async_jobs_server: AsyncJobsServer
 ) -> None:

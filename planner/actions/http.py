@@ -81,6 +81,10 @@ class HttpAction:
         if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             return ActionResult(False, {}, f"{where}: invalid port")
         headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items()}
+        for name, value in headers.items():
+            problem = _header_problem(name, value)
+            if problem:
+                return ActionResult(False, {}, f"{where}: invalid request: {problem}")
         if not any(k.lower() == "idempotency-key" for k in headers):
             headers["Idempotency-Key"] = context.idempotency_key
         body: dict[str, Any] = {}
@@ -154,6 +158,28 @@ async def _read_body(response: httpx.Response) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# What HTTP/1.1 (h11) takes: a name is a token; a value has no NUL, no line break nor
+# other whitespace but spaces and tabs, and none of those at either end.
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_HEADER_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
+
+
+def _header_problem(name: str, value: str) -> str | None:
+    """Why the header ``name: value`` cannot be sent, in words that never quote the value
+    (httpx's own errors quote it escaped, which the masking of secrets would not
+    recognise), or None."""
+    if not _HEADER_NAME.fullmatch(name):
+        return f"header name {name!r} is not valid"
+    if not value.isascii():
+        return f"header {name}: the value has a character that is not ASCII"
+    if _HEADER_VALUE.fullmatch(value):
+        return None
+    if value != value.strip(" \t"):
+        return f"header {name}: the value starts or ends with a space or tab"
+    return (f"header {name}: the value holds a line break or another character a header"
+            " cannot (a secret read with its trailing newline?)")
 
 
 def _reason(exc: BaseException) -> str:
