@@ -8,7 +8,7 @@ import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -888,34 +888,28 @@ def _names(store: SQLiteStore, run_id: str) -> dict[str, str]:
     return command_names(loaded.plan, loaded.graph, run_id)
 
 
-def _read_only(run: RunRecord, spec_id: str) -> bool:
-    """Whether the run's plan snapshot declares command ``spec_id`` `changes: false`."""
-    if not isinstance(run.snapshot, Mapping):
-        return False
+def _snapshot_commands(run: RunRecord | None) -> Iterator[Mapping[str, Any]]:
+    """The commands of the run's plan snapshot, children included, as written."""
+    if run is None or not isinstance(run.snapshot, Mapping):
+        return
     todo = [run.snapshot.get("commands")]
     while todo:
         commands = todo.pop()
         for command in commands if isinstance(commands, list) else ():
             if isinstance(command, Mapping):
-                if command.get("id") == spec_id:
-                    return command.get("changes") is False
+                yield command
                 todo.append(command.get("children"))
-    return False
+
+
+def _read_only(run: RunRecord, spec_id: str) -> bool:
+    """Whether the run's plan snapshot declares command ``spec_id`` `changes: false`."""
+    return any(command.get("id") == spec_id and command.get("changes") is False
+               for command in _snapshot_commands(run))
 
 
 def _declares_names(run: RunRecord | None) -> bool:
     """Whether the run's plan snapshot gives any command a `name`."""
-    if run is None or not isinstance(run.snapshot, Mapping):
-        return False
-    todo = [run.snapshot.get("commands")]
-    while todo:
-        commands = todo.pop()
-        for command in commands if isinstance(commands, list) else ():
-            if isinstance(command, Mapping):
-                if "name" in command:
-                    return True
-                todo.append(command.get("children"))
-    return False
+    return any("name" in command for command in _snapshot_commands(run))
 
 
 def _store_failure(exc: BaseException) -> tuple[StateError, int] | None:
