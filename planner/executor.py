@@ -1238,25 +1238,30 @@ class Runner:
     def _unchanged(self, instance: CommandInstance, context: dict[str, Any] | None = None
                    ) -> None:
         """Nothing to do (no run, or exists says present); outputs come from the probe."""
-        iid, spec = instance.id, instance.spec
+        iid = instance.id
         self.changed[iid] = False
-        outputs: dict[str, Any] = {}
-        if context is not None and spec.outputs:
-            # Each output on its own: one that reads what only `run` gives (`poll`,
-            # `handle`) does not take the others, which the probe answers, with it.
-            missing = []
-            for name, template in spec.outputs.items():
-                try:
-                    outputs[name] = render_value(template, context)
-                except TemplateError as exc:
-                    missing.append(f"{name}: {exc}")
-            if missing:
-                self._event("warning", iid, message="outputs not available from the exists "
-                            "probe: " + "; ".join(missing))
+        outputs = self._probe_outputs(instance, context) if context is not None else {}
         self.outputs[iid] = outputs
         parent = bool(instance.children)
         self._set(iid, S.RUNNING if parent else S.UNCHANGED, changed=False, outputs=outputs,
                   ended_at=None if parent else self.clock())
+
+    def _probe_outputs(self, instance: CommandInstance, context: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+        """The outputs of a command whose `exists` probe stands in for its `run`'s result,
+        each on its own: one that reads what only `run` gives (`poll`, `handle`) is left
+        out, with a warning, and does not take the others with it."""
+        outputs: dict[str, Any] = {}
+        missing = []
+        for name, template in instance.spec.outputs.items():
+            try:
+                outputs[name] = render_value(template, context)
+            except TemplateError as exc:
+                missing.append(f"{name}: {exc}")
+        if missing:
+            self._event("warning", instance.id, message="outputs not available from the "
+                        "exists probe: " + "; ".join(missing))
+        return outputs
 
     def _intend(self, instance: CommandInstance, context: dict[str, Any]
                 ) -> tuple[Any, ActionContext]:
@@ -1405,16 +1410,18 @@ class Runner:
                 # answer stands in for it (a probe that prints what run printed helps).
                 context["result"] = dict(probe.data)
                 self.results[iid] = probe.data
-                return self._succeeded(instance, context, {"result": probe.data})
+                return self._succeeded(instance, context, {"result": probe.data},
+                                       self._probe_outputs(instance, context))
             self._set(iid, S.PENDING)
         args, call = self._intend(instance, context)
         await self._barrier()
         return await self._act(instance, context, args, call)
 
     def _succeeded(self, instance: CommandInstance, context: dict[str, Any],
-                   fields: dict[str, Any]) -> bool:
+                   fields: dict[str, Any], outputs: dict[str, Any] | None = None) -> bool:
         iid, spec = instance.id, instance.spec
-        outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
+        if outputs is None:
+            outputs = self._render(spec.outputs, context, "outputs") if spec.outputs else {}
         self.outputs[iid] = outputs
         self.changed[iid] = True
         parent = bool(instance.children)

@@ -134,3 +134,63 @@ def test_rollback_survives_a_kill_at_every_crash_point(tmp_path: Path) -> None:
         assert counts["remove-vm vm-42"] == 1
         assert counts["remove-image vm-42-disk0"] == counts["remove-image vm-42-disk2"] == 1
     assert swept >= 5
+
+
+# `make` creates its file and prints its content; `exists` prints it too, so the probe can
+# give `content`, but not `job`, which reads what only an async `run` would give.
+PROBE_OUTPUTS_PLAN = """\
+name: resume-outputs
+commands:
+  - id: make
+    entity: file/present
+    exists: {command: [cat, present]}
+    run: {shell: "echo here > present; echo here"}
+    inverse: {command: [rm, present]}
+    outputs:
+      content: "{{ result.stdout | trim }}"
+      job: "{{ poll.id }}"
+  - id: use
+    needs: make
+    changes: false
+    run: {command: [echo, "{{ commands.make.outputs.content }}"]}
+"""
+
+
+def test_resume_keeps_the_outputs_the_probe_gives(tmp_path: Path) -> None:
+    """Killed after `make` ran but before its outcome was recorded, the run resumes with
+    `exists` standing in for `run`'s lost result: the output the probe can give is kept
+    (and `use` reads it), the one it cannot is left out with a warning. Before, that one
+    output failed `make`, and the resumed run rolled back a command that had succeeded."""
+    import planner
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PROBE_OUTPUTS_PLAN)
+    env = {**os.environ, "PLANCTL_STATE": str(tmp_path / "state.db")}
+    env.pop("PLANCTL_CRASH_AT", None)
+    for crash_at in range(1, 20):  # the first point after `make` created its file
+        (tmp_path / "state.db").unlink(missing_ok=True)
+        (tmp_path / "present").unlink(missing_ok=True)
+        assert _planctl(["apply", str(plan)], env, crash_at) == -signal.SIGKILL
+        if (tmp_path / "present").exists():
+            break
+    else:
+        pytest.fail("no crash point after `make` ran")
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        run_id = store.last_run_id()
+        assert run_id is not None
+        assert store.get_commands(run_id)["make"].status == "STARTING"
+    finally:
+        store.close()
+    resumed = subprocess.run([sys.executable, "-m", "planner", "resume", run_id], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "make outputs not available from the exists probe: job: " in resumed.stdout
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        commands = store.get_commands(run_id)
+    finally:
+        store.close()
+    assert commands["make"].status == "SUCCEEDED"
+    assert commands["make"].outputs == {"content": "here"}
+    assert commands["use"].result["stdout"] == "here\n"
