@@ -1542,9 +1542,9 @@ class Runner:
         a task, waited for a program or asked `exists`), only the run's events do: its last
         start of a flow is ROLLING_BACK."""
         flow = None
-        for event in self.store.get_events(self.run_id):
-            if event.kind == "run" and event.data.get("status") in (
-                    RunStatus.RUNNING, "RESUMED", RunStatus.ROLLING_BACK):
+        for event in self.store.get_events(self.run_id, kind="run"):  # not every command's
+            if event.data.get("status") in (RunStatus.RUNNING, "RESUMED",
+                                            RunStatus.ROLLING_BACK):
                 flow = event.data["status"]
         return flow == RunStatus.ROLLING_BACK
 

@@ -546,18 +546,22 @@ class SQLiteStore:
         ]
 
     def get_events(self, run_id: str, command_id: str | None = None, *,
-                   after: int = 0, limit: int | None = None) -> list[EventRecord]:
+                   after: int = 0, limit: int | None = None,
+                   kind: str | None = None) -> list[EventRecord]:
         row = self.db.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return []
         base = row[0] << _SEQ_BITS
-        # One command's events are picked by SQLite: the others' data is not decoded.
+        # One command's events, or one kind's, are picked by SQLite: the others' data is
+        # not decoded.
         rows = self.db.execute(
             "SELECT id, ts, kind, command_id, data FROM event_log WHERE id BETWEEN ? AND ?"
-            + ("" if command_id is None else " AND command_id = ?") + " ORDER BY id"
+            + ("" if command_id is None else " AND command_id = ?")
+            + ("" if kind is None else " AND kind = ?") + " ORDER BY id"
             + ("" if limit is None else f" LIMIT {int(limit)}"),
             (base | min(max(after, 0) + 1, _SEQ_MASK), base | _SEQ_MASK,
-             *(() if command_id is None else (command_id,))),
+             *(() if command_id is None else (command_id,)),
+             *(() if kind is None else (kind,))),
         )
         return [EventRecord(run_id, r[1], r[2], r[3], json.loads(r[4]), r[0] & _SEQ_MASK)
                 for r in rows]

@@ -174,10 +174,12 @@ class Store(Protocol):
     def command_count(self, run_id: str) -> int: ...
     def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
     def get_events(self, run_id: str, command_id: str | None = None, *,
-                   after: int = 0, limit: int | None = None) -> list[EventRecord]:
-        """The run's events in order; with ``command_id``, only that command's; those with
-        a ``seq`` above ``after``; with ``limit``, the first ``limit`` of them (so a long
-        log can be read a page at a time)."""
+                   after: int = 0, limit: int | None = None,
+                   kind: str | None = None) -> list[EventRecord]:
+        """The run's events in order; with ``command_id``, only that command's; with
+        ``kind``, only those of that kind; those with a ``seq`` above ``after``; with
+        ``limit``, the first ``limit`` of them (so a long log can be read a page at a
+        time)."""
         ...
     def last_seq(self, run_id: str) -> int: ...
     def acquire_locks(self, run_id: str, entities: Sequence[str], host: str, pid: int,
@@ -313,9 +315,11 @@ class MemoryStore:
         return [t for t in self.tasks.values() if t.run_id == run_id]
 
     def get_events(self, run_id: str, command_id: str | None = None, *,
-                   after: int = 0, limit: int | None = None) -> list[EventRecord]:
+                   after: int = 0, limit: int | None = None,
+                   kind: str | None = None) -> list[EventRecord]:
         found = [e for e in self.events if e.run_id == run_id and e.seq > after
-                 and (command_id is None or e.command_id == command_id)]
+                 and (command_id is None or e.command_id == command_id)
+                 and (kind is None or e.kind == kind)]
         return found if limit is None else found[:limit]
 
     def last_seq(self, run_id: str) -> int:

@@ -302,6 +302,8 @@ def test_events_of_one_command_and_the_first_ones(run: Store) -> None:
     assert run.get_events("run-1", after=1, limit=2) == events[1:3]
     assert run.get_events("run-1", "add_vm", after=1) == [events[2]]
     assert run.get_events("run-1", after=4) == []
+    assert run.get_events("run-1", kind="command", after=3) == [events[3]]
+    assert run.get_events("run-1", kind="run") == []
 
 
 def test_commands_without_details_leave_params_result_and_outputs_out(run: Store) -> None:
