@@ -553,7 +553,7 @@ def _plus(names: frozenset[str], *more: str) -> frozenset[str]:
 
 def _holds_template(value: Any) -> bool:
     if isinstance(value, str):
-        return "{{" in value or "{%" in value
+        return is_template(value)
     if isinstance(value, list):
         return any(_holds_template(item) for item in value)
     if isinstance(value, dict):
