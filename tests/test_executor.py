@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from asyncjobs import AsyncJobsServer
 from seedplan import wait_for
+from test_crash_sweep import PROBE_OUTPUTS_PLAN
 
 import planner
 from planner.store import CommandRecord, EventRecord, RunRecord, TaskRecord
@@ -1704,21 +1705,7 @@ def test_outputs_the_exists_probe_cannot_give_leave_the_others(tmp_path: Path) -
     it; the others are kept, and a dependent reads them. Before, one such output dropped
     them all, and the dependent failed on an undefined output."""
     (tmp_path / "present").write_text("here\n")
-    rec = apply(tmp_path, """\
-        name: probe-outputs
-        commands:
-          - id: make
-            exists: {command: [cat, present]}
-            run: {command: [touch, present]}
-            inverse: {command: [rm, present]}
-            outputs:
-              content: "{{ result.stdout | trim }}"
-              job: "{{ poll.id }}"
-          - id: use
-            needs: make
-            changes: false
-            run: {command: [echo, "{{ commands.make.outputs.content }}"]}
-        """)
+    rec = apply(tmp_path, PROBE_OUTPUTS_PLAN)  # `exists` finds the file present
     assert rec.outcome.status == "SUCCEEDED", rec.events
     assert rec.status("make") == "UNCHANGED"
     assert rec.commands["make"].outputs == {"content": "here"}
