@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -589,7 +590,39 @@ def _override_vars(
             f"{origin} {name}: the plan declares no variable `{name}`"
             + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
         )
+    for name, value in overrides.items():
+        want, got = _shape(declared[name]), _shape(value)
+        if want is not None and got != want:
+            origin = overrides.origins.get(name, "--var") \
+                if isinstance(overrides, GivenVars) else "--var"
+            raise UsageError(f"{origin} {name}: {_shape_mismatch(name, want, value, origin)}")
     return {**declared, **overrides}
+
+
+def _shape(value: Any) -> str | None:
+    """``list`` or ``mapping`` for a container value, None for a scalar."""
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return None
+
+
+def _shape_mismatch(name: str, want: str, value: Any, origin: str) -> str:
+    """Why a value given for a list or mapping var is refused, and how to write it."""
+    got = _shape(value) or ("the text" if isinstance(value, str) else "the value")
+    shown = repr(value) if _shape(value) is None else f"a {got}"
+    given = shown if _shape(value) else f"{got} {shown}"
+    why = f"the plan's default is a {want}, so the value must be one; got {given}"
+    if origin != "--var":
+        return why
+    if want == "list":
+        items = [p.strip() for p in str(value).split(",")] if _shape(value) is None else []
+        plain = all(re.fullmatch(r"[\w./@+-]*", p) for p in items)
+        example = f"[{', '.join(p for p in items if p)}]" if items and plain else "[a, b]"
+    else:
+        example = "{key: value}"
+    return f"{why} (write it as YAML: --var '{name}={example}')"
 
 
 def load_text(

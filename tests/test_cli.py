@@ -288,6 +288,28 @@ def test_an_unknown_var_from_a_file_names_the_file(
     assert capsys.readouterr().err.startswith(f"{good}: error: --var disk: ")
 
 
+def test_a_var_given_as_text_for_a_list_is_refused_before_anything_runs(
+        good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--var disks=d1,d2` for a var whose default is a list is exit 3, naming the --var and
+    showing the YAML list to write; apply writes no state store. From a --vars-file the
+    message names the file and gives no --var to write."""
+    assert main(["validate", str(good), "--var", "disks=d1,d2"]) == 3
+    assert capsys.readouterr().err == (
+        f"{good}: error: --var disks: the plan's default is a list, so the value must be "
+        "one; got the text 'd1,d2' (write it as YAML: --var 'disks=[d1, d2]')\n")
+    state = tmp_path / "state.db"
+    assert main(["apply", str(good), "-s", str(state), "--var", "disks={a: 1}"]) == 3
+    assert "got a mapping (write it as YAML: --var 'disks=[a, b]')" in capsys.readouterr().err
+    assert not state.exists()
+    values = tmp_path / "vars.yaml"
+    values.write_text("disks: 3\n", encoding="utf-8")
+    assert main(["validate", str(good), "--vars-file", str(values)]) == 3
+    assert capsys.readouterr().err == (
+        f"{good}: error: --vars-file {values}: disks: the plan's default is a list, so the "
+        "value must be one; got the value 3\n")
+    assert main(["validate", str(good), "--var", "disks=[d1]"]) == 0
+
+
 def test_entry_validate_reports_an_unknown_var_per_plan_and_checks_them_all(
         good: Path, bad: Path, tmp_path: Path) -> None:
     """With several plans, a --var one of them does not declare is reported at that plan
@@ -332,7 +354,9 @@ def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
                            """quote it: --var 'disks="..."')\n""")
     assert not (good.parent / "state.db").exists()
     done = planctl("graph", str(good), "-f", "json", "--var", "disks=a[1]")
-    assert done.returncode == 3 and "for_each" in done.stderr  # a string: not a list to loop
+    assert done.returncode == 3 and done.stderr == (  # text, where the plan has a list
+        "planctl: error: --var disks: the plan's default is a list, so the value must be one;"
+        " got the text 'a[1]' (write it as YAML: --var 'disks=[a, b]')\n")
 
 
 def test_vars_files_are_read(good: Path, tmp_path: Path,

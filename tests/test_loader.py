@@ -845,6 +845,18 @@ def test_an_unknown_variable_is_a_usage_error_with_a_suggestion() -> None:
     )
 
 
+def test_a_list_variable_takes_any_sequence_but_no_scalar_or_mapping() -> None:
+    """A var whose default is a list takes a tuple from the Python API, and refuses a
+    string or a mapping with a UsageError naming it; a scalar var takes a list."""
+    assert load(VALID, variables={"disks": ("x", "y")}).plan.vars["disks"] == ("x", "y")
+    for value, got in (("x", "got the text 'x'"), ({"x": 1}, "got a mapping")):
+        with pytest.raises(UsageError) as caught:
+            load(VALID, variables={"disks": value})
+        assert str(caught.value).startswith(
+            f"--var disks: the plan's default is a list, so the value must be one; {got}")
+    assert load(VALID, variables={"vm": ["a"]}).plan.vars["vm"] == ["a"]
+
+
 def test_an_unknown_variable_lists_the_declared_ones() -> None:
     """Without a near miss, the message lists the declared variables (or none)."""
     with pytest.raises(UsageError, match=r"\(declared: vm, disks\)"):
