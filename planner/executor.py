@@ -152,12 +152,20 @@ def resolve_secrets(loaded: LoadedPlan, environ: Mapping[str, str] | None = None
                 raise UsageError(f"secret `{name}`: {missing}")
             value = ""
         values[name] = value
-    _RESOLVED.update(v for v in values.values() if v)
+    for value in values.values():
+        if value:
+            _RESOLVED.pop(value, None)  # the newest last
+            _RESOLVED[value] = None
+    while len(_RESOLVED) > MAX_RESOLVED:  # a host resolving new secrets for ever
+        del _RESOLVED[next(iter(_RESOLVED))]
     return values
 
 
-# Every secret value this process resolved, so that even a crash log can leave them out.
-_RESOLVED: set[str] = set()
+# The secret values this process resolved, newest last, so that even a crash log can leave
+# them out: the last MAX_RESOLVED of them, far more than one plan holds, so that a host that
+# resolves fresh tokens run after run for months does not keep every one of them.
+_RESOLVED: dict[str, None] = {}
+MAX_RESOLVED = 4096
 
 
 def redact_secrets(text: str) -> str:

@@ -23,7 +23,7 @@ import pytest
 from seedplan import spawn, wait_for
 
 import planner
-from planner import cli
+from planner import cli, executor
 from planner.executor import _Redactor, redact_secrets, resolve_secrets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,6 +206,22 @@ def test_a_crash_log_leaves_resolved_secrets_out(tmp_path: Path,
     text = logs[0].read_text()
     assert "a bug that quotes ***" in text and not leaks(text)
     assert redact_secrets(f"x{TOKEN}y") == "x***y"
+
+
+def test_a_long_lived_host_keeps_only_the_newest_resolved_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host resolving a fresh token per run keeps the last MAX_RESOLVED of them for crash
+    logs, not every one it ever saw; the newest, and one resolved again, are still masked."""
+    (tmp_path / "plan.yaml").write_text(BAD_TEMPLATE, encoding="utf-8")
+    loaded = planner.load_plan(tmp_path / "plan.yaml")
+    monkeypatch.setattr(executor, "_RESOLVED", {})
+    monkeypatch.setattr(executor, "MAX_RESOLVED", 3)
+    for i in range(5):
+        resolve_secrets(loaded, {"PLANCTL_AUDIT_TOKEN": f"tok-{i}"})
+        if i == 3:
+            resolve_secrets(loaded, {"PLANCTL_AUDIT_TOKEN": "tok-1"})  # 1 is new again
+    assert list(executor._RESOLVED) == ["tok-3", "tok-1", "tok-4"]
+    assert redact_secrets("tok-0 tok-1 tok-2 tok-4") == "tok-0 *** tok-2 ***"
 
 
 def test_a_secret_file_is_read_without_its_line_ending(tmp_path: Path) -> None:
