@@ -455,6 +455,47 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
     return run
 
 
+@contextlib.contextmanager
+def _reports_before_signals(runner: Any) -> Iterator[None]:
+    """Around a run of the command line and its reports. Before the run begins, SIGINT and
+    SIGTERM act as they always do; while it goes on, its own handlers take them (it stops
+    resumably). Once it has ended, one that comes while its summary and reports (--junit,
+    GITHUB_STEP_SUMMARY) are written is held until they are, and planctl then exits as the
+    run ended: a CI cancelling a job sends SIGINT, then SIGTERM seconds later, and the
+    report of the stopped run is what the job's page shows."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[str] = []
+    previous: dict[int, Any] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        if runner.wake is not None:  # its flow began, so it ended: its handlers are gone
+            held.append(signal.Signals(signum).name)
+            return
+        prior = previous[signum]
+        if callable(prior):  # Python's own SIGINT handler: KeyboardInterrupt
+            prior(signum, frame)
+        elif prior == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for number, prior in previous.items():
+            signal.signal(number, prior)
+        if held:
+            names = " and ".join(sorted(set(held)))
+            typer.echo(f"planctl: {names} came after the run ended: its summary and "
+                       f"reports were written first", err=True)
+
+
 class _Interrupted(Exception):
     """A KeyboardInterrupt out of a command (Ctrl-C before a run, or a signal while a run
     waited for another run's locks), carried past typer, which would turn it into a silent
@@ -520,8 +561,9 @@ def apply(
                            lock_timeout=lock_timeout, cancel_inflight=cancel_inflight)
     try:
         runner = Runner(loaded, store, options=options, listener=reporter, secrets=secrets)
-        outcome = execute(runner, runner.apply)
-        reporter.finish(store, outcome, runner.changed)
+        with _reports_before_signals(runner):
+            outcome = execute(runner, runner.apply)
+            reporter.finish(store, outcome, runner.changed)
     finally:
         reporter.close()
         store.close()
@@ -584,9 +626,10 @@ def rollback(
                               f"below is what it would undo as things stand")
             reporter.say(format_rollback_plan(runner))
             raise typer.Exit(0)
-        outcome = execute(runner, runner.rollback)
-        code = 0 if outcome.status == "ROLLED_BACK" else outcome.exit_code
-        reporter.finish(store, outcome, runner.changed, code)
+        with _reports_before_signals(runner):
+            outcome = execute(runner, runner.rollback)
+            code = 0 if outcome.status == "ROLLED_BACK" else outcome.exit_code
+            reporter.finish(store, outcome, runner.changed, code)
     finally:
         if reporter is not None:
             reporter.close()
@@ -633,8 +676,9 @@ def resume(
             raise typer.Exit(0)
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
                                             "resume")
-        outcome = execute(runner, runner.resume)
-        reporter.finish(store, outcome, runner.changed)
+        with _reports_before_signals(runner):
+            outcome = execute(runner, runner.resume)
+            reporter.finish(store, outcome, runner.changed)
     finally:
         if reporter is not None:
             reporter.close()

@@ -989,3 +989,51 @@ def test_a_lease_that_is_not_a_positive_number_exits_3_writing_nothing(
         assert message in done.stderr
     assert seed.locks() == kept
     assert seed.last_run().status == "STOPPED"
+
+
+def test_signals_after_a_run_ended_wait_for_its_summary_and_junit_report(
+        tmp_path: Path) -> None:
+    """SIGTERM then SIGINT (a CI cancelling a job) that come once the run has ended, while
+    its JUnit report is being written, are held until the report is whole: planctl then
+    exits as the run ended and says so. The report is a named pipe, so planctl waits in it
+    until this test reads, and the signals land while the summary is written. Before,
+    SIGTERM killed planctl there (exit -15) with no report."""
+    import os
+    import threading
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: quick\ncommands:\n  - {id: a, run: {command: [\"true\"]}, "
+                    "changes: false}\n", encoding="utf-8")
+    report = tmp_path / "report.xml"
+    os.mkfifo(report)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planner", "apply", str(plan), "-s", str(tmp_path / "s.db"),
+         "--junit", str(report)], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    fd = -1
+    try:
+        # The text summary is printed once the run's flow is over, before the report.
+        wait_for("the summary", lambda: any(x.startswith("SUCCEEDED in") for x in lines),
+                 proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        fd = os.open(report, os.O_RDONLY | os.O_NONBLOCK)  # planctl's open returns now
+        code = proc.wait(timeout=60)
+        xml = os.read(fd, 1 << 20).decode()
+    finally:
+        if fd != -1:
+            os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    reader.join(timeout=10)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert code == 0, err
+    assert xml.startswith("<?xml") and xml.rstrip().endswith("</testsuites>")
+    assert err == ("planctl: SIGINT and SIGTERM came after the run ended: its summary and "
+                   "reports were written first\n")
