@@ -794,6 +794,80 @@ def runs(
         store.close()
 
 
+_NUMBER = re.compile(r"\d+(\.\d*)?")
+
+
+@app.command()
+def prune(
+    keep: Annotated[int | None, typer.Option(
+        "--keep", min=0, metavar="N",
+        help="Keep the N most recent runs, whatever they are; look only at older ones.")]
+    = None,
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", metavar="AGE",
+        help="Look only at runs started more than AGE ago (a duration: 30d, 12h, 90m).")]
+    = None,
+    include_succeeded: Annotated[bool, typer.Option(
+        "--include-succeeded",
+        help="Also forget SUCCEEDED runs whose changes are still in place: planctl can no "
+             "longer roll them back.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    state: StateOption = Path(DEFAULT_STATE),
+) -> None:
+    """Forget old runs that nothing more can be done with: ended, holding no lock, with
+    nothing for `planctl rollback` to undo (rolled back, or read-only).
+
+    A run with leftovers (STOPPED, ROLLBACK_FAILED) or one that did not end is always
+    kept; a SUCCEEDED run that changed something only with --include-succeeded. Say
+    which runs to look at with --keep, --older-than, or both. The file does not shrink:
+    SQLite reuses the space for later runs (`sqlite3 FILE VACUUM`, when no run is going,
+    gives it back).
+
+    Examples:
+
+        planctl prune --keep 50
+
+        planctl prune --older-than 30d --include-succeeded --dry-run
+    """
+    import time
+
+    from .model import parse_duration
+    from .prune import judge, remove
+
+    if keep is None and older_than is None:
+        raise UsageError("say which runs to look at: --keep N (all but the newest N), "
+                         "--older-than AGE, or both")
+    age = None
+    if older_than is not None:
+        try:
+            age = float(older_than) if _NUMBER.fullmatch(older_than) else \
+                parse_duration(older_than) if older_than else -1.0
+        except ValueError:
+            age = -1.0
+        if age < 0:
+            raise UsageError(f"--older-than {older_than!r}: not a duration (30d, 12h, 90m, "
+                             f"1h30m, or seconds)")
+    store = _store(state, must_exist=True)
+    try:
+        verdicts = judge(store, keep=keep, older_than=age, now=time.time(),
+                         succeeded=include_succeeded)
+        gone = set() if dry_run else set(remove(store, verdicts))
+    finally:
+        store.close()
+    removing = "would remove" if dry_run else "removed"
+    width = max([len(removing), len("kept")])
+    for v in verdicts:
+        done = v.run.id in gone or (dry_run and v.remove)
+        note = v.note if done or not v.remove else "it changed meanwhile (a rollback began?)"
+        typer.echo(f"{removing if done else 'kept':<{width}}  {v.run.id}  "
+                   f"{v.run.status:<15} {v.run.plan_name}{': ' + note if note else ''}")
+    count = sum(1 for v in verdicts if v.run.id in gone or (dry_run and v.remove))
+    typer.echo(f"{removing} {count} run{'' if count == 1 else 's'} of {len(verdicts)} "
+               f"looked at" + ("; the newest run was not looked at" if keep == 1 else
+                               f"; the newest {keep} were not looked at" if keep else ""))
+
+
 @app.command()
 def show(
     run: Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (a prefix will do).")]

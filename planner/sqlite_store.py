@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -652,6 +652,21 @@ class SQLiteStore:
                 db.execute("DELETE FROM locks WHERE entity = ? AND host = ? AND pid = ?",
                            (run_key(lock.run_id), lock.host, lock.pid))
         return found[0] if found else None
+
+    def delete_run(self, run_id: str, statuses: Collection[str]) -> bool:
+        with self._transaction() as db:
+            row = db.execute("SELECT num, status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[1] not in statuses or db.execute(
+                    "SELECT 1 FROM locks WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
+                return False
+            base = row[0] << _SEQ_BITS
+            db.execute("DELETE FROM event_log WHERE id BETWEEN ? AND ?",
+                       (base, base | _SEQ_MASK))
+            db.execute("DELETE FROM async_tasks WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM commands WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        self._plans.pop(run_id, None)
+        return True
 
     def last_seq(self, run_id: str) -> int:
         row = self.db.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()

@@ -8,7 +8,7 @@ tests of pure logic, and both pass the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -201,6 +201,11 @@ class Store(Protocol):
         """Release ``entity``; its holder's executor loses the run too (``run_key``), so
         that it stops at its next commit rather than act on what is no longer its own."""
         ...
+    def delete_run(self, run_id: str, statuses: Collection[str]) -> bool:
+        """Delete the run and everything recorded of it (commands, tasks, events) in one
+        transaction, if it is still in one of ``statuses`` and holds no lock; True if it
+        was deleted."""
+        ...
     def close(self) -> None: ...
 
 
@@ -374,6 +379,16 @@ class MemoryStore:
             if own is not None and (own.host, own.pid) == (found.host, found.pid):
                 del self.locks[own.entity]
         return found
+
+    def delete_run(self, run_id: str, statuses: Collection[str]) -> bool:
+        run = self.runs.get(run_id)
+        if run is None or run.status not in statuses \
+                or any(lock.run_id == run_id for lock in self.locks.values()):
+            return False
+        del self.runs[run_id], self.commands[run_id]
+        self.tasks = {k: t for k, t in self.tasks.items() if k[0] != run_id}
+        self.events = [e for e in self.events if e.run_id != run_id]
+        return True
 
     def close(self) -> None:
         pass

@@ -240,6 +240,35 @@ def test_runs_are_kept_apart(run: Store) -> None:
     assert len(run.get_tasks("run-2")) == 1 and len(run.get_events("run-2")) == 1
 
 
+def test_delete_run_removes_the_run_and_all_of_it_and_nothing_else(run: Store) -> None:
+    """delete_run removes a run in one of the statuses asked, with its commands, tasks and
+    events; the other run keeps all of its own, and a later run's events number as usual.
+    A run in another status, an unknown one, or one holding a lock is not deleted."""
+    run.create_run(run_record("run-2", 2000.0), commands("run-2"))
+    for rid in ("run-1", "run-2"):
+        run.commit(rid, Batch(
+            tasks=[TaskRecord(rid, "add_vm", "REGULAR_FLOW", "t", "SUCCEEDED")],
+            events=[EventRecord(rid, 1.0, "run", None, {}, 1),
+                    EventRecord(rid, 1.1, "command", "add_vm", {"status": "SUCCEEDED"}, 2)],
+            run={"status": "SUCCEEDED"}))
+    assert not run.delete_run("run-1", {"ROLLED_BACK"})  # its status is another
+    assert not run.delete_run("run-9", {"SUCCEEDED"})
+    assert run.acquire_locks("run-1", ["vm/vm-42"], "host-a", 11, 100.0) == []
+    assert not run.delete_run("run-1", {"SUCCEEDED"})  # it holds a lock
+    run.release_locks("run-1")
+    assert run.delete_run("run-1", {"SUCCEEDED", "ROLLED_BACK"})
+    assert run.get_run("run-1") is None and run.run_ids() == ["run-2"]
+    assert run.get_commands("run-1") == {} and run.get_tasks("run-1") == []
+    assert run.get_events("run-1") == [] and run.last_seq("run-1") == 0
+    assert len(run.get_commands("run-2")) == 3 and len(run.get_tasks("run-2")) == 1
+    assert [e.seq for e in run.get_events("run-2")] == [1, 2]
+    assert not run.delete_run("run-1", {"SUCCEEDED"})  # gone already
+    run.create_run(run_record("run-3", 3000.0), commands("run-3"))
+    run.commit("run-3", Batch(events=[EventRecord("run-3", 1.0, "run", None, {}, 1)]))
+    assert [e.seq for e in run.get_events("run-3")] == [1]
+    assert [e.seq for e in run.get_events("run-2")] == [1, 2]
+
+
 def test_list_runs_is_newest_first_and_limited(store: Store) -> None:
     """list_runs orders by start time, newest first, and honours ``limit``."""
     for run_id, started in [("b", 2000.0), ("a", 1000.0), ("c", 3000.0)]:
