@@ -1038,10 +1038,12 @@ class Runner:
 
     async def _attempts(self, op: Operation, args: Any, call: ActionContext,
                         context: Mapping[str, Any],
-                        first: ActionResult | Coroutine[Any, Any, ActionResult] | None = None
+                        first: ActionResult | Coroutine[Any, Any, ActionResult] | None = None,
+                        settled: Callable[[ActionResult], bool] | None = None
                         ) -> tuple[ActionResult, int]:
         """Run with the operation's retries; returns the last result and the attempts made.
-        ``first`` is the first attempt when the caller made it already (see ``_start``)."""
+        ``first`` is the first attempt when the caller made it already (see ``_start``);
+        a result ``settled`` accepts ends the attempts like a success (a probe's "absent")."""
         delay = op.delay
         for attempt in range(1, op.retries + 2):
             if first is None:
@@ -1050,7 +1052,7 @@ class Runner:
                 result, first = first, None
             else:
                 result, first = await first, None
-            if result.ok or attempt > op.retries:
+            if result.ok or attempt > op.retries or (settled is not None and settled(result)):
                 return result, attempt
             self._event("retry", call.command_id, attempt=attempt, error=result.error)
             await asyncio.sleep(delay)
@@ -1065,9 +1067,10 @@ class Runner:
     async def _ask(self, op: Operation, context: Mapping[str, Any], iid: str, reason: str
                    ) -> ActionResult:
         """Run an ``exists`` probe; a probe that could not answer is a failure of the step,
-        never "absent": in a rollback that would report as removed what is still there."""
+        never "absent": in a rollback that would report as removed what is still there.
+        Its retries are for a probe that could not answer: "absent" is an answer."""
         args, call = self._prepare(op, context, iid, reason)
-        result, _ = await self._attempts(op, args, call, context)
+        result, _ = await self._attempts(op, args, call, context, settled=_answered)
         if not result.ok and not _answered(result):
             raise _StepFailed(f"exists probe could not answer: {result.error}")
         if result.ok and "value" in result.data and not result.data["value"]:

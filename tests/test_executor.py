@@ -931,6 +931,41 @@ def test_command_whose_exists_is_present_ends_unchanged_without_running(
     assert (tmp_path / "after.txt").exists()
 
 
+def test_an_exists_probe_retries_only_when_it_could_not_answer(tmp_path: Path) -> None:
+    """"absent" is an answer: a probe's retries (here from `defaults`) are spent only on a
+    probe that could not answer (exit 127), never on one that said absent, before `run` or
+    before an inverse; so no `retry` is reported for an answer."""
+    rec = apply(tmp_path, """\
+        name: probe-retries
+        defaults: {retries: 2, delay: 10ms}
+        commands:
+          - id: make
+            exists:
+              shell: "echo asked >> make.asked; [ $(wc -l < make.asked) = 1 ] && exit 127;
+                test -e made"
+            run: {command: [touch, made]}
+            inverse: {command: [rm, made]}
+          - id: gone
+            exists: {shell: "echo asked >> gone.asked; exit 1"}
+            run: {command: ["true"]}
+            inverse: {shell: "echo undone >> gone.undone"}
+          - id: boom
+            needs: [make, gone]
+            changes: false
+            run: {command: ["false"]}
+        """)
+    assert rec.outcome.status == "ROLLED_BACK"
+    assert (rec.status("make"), rec.status("gone")) == ("REVERTED", "REVERT_SKIPPED")
+    assert not (tmp_path / "made").exists()
+    assert not (tmp_path / "gone.undone").exists()
+    # make: could not answer, asked again (absent), then present before its inverse.
+    assert (tmp_path / "make.asked").read_text().count("asked") == 3
+    # gone: absent before run, absent before its inverse; one ask each.
+    assert (tmp_path / "gone.asked").read_text().count("asked") == 2
+    retries = [e.command_id for e in rec.events if e.kind == "retry" and e.command_id != "boom"]
+    assert retries == ["make"], retries
+
+
 def test_rollback_never_reports_undone_what_a_broken_probe_could_not_check(
         tmp_path: Path) -> None:
     """When the `exists` probe cannot run during the rollback, the command's resource is
