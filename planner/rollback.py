@@ -194,10 +194,16 @@ class Reverter:
                             ended_at=runner.clock())
                 return True
             try:
-                absent = spec.exists is not None and not await runner._probe(
+                probe = None if spec.exists is None else await runner._ask(
                     spec.exists, context, iid, ROLLBACK_FLOW)
             except _StepFailed as failure:  # "exists probe could not answer: ..."
                 return self._failed(iid, failure, prefix="")
+            absent = probe is not None and not probe.ok
+            if probe is not None and not absent and spec.outputs and not runner.outputs.get(iid):
+                # Present, but `run` failed (or its outcome was lost) before it gave outputs:
+                # the probe's answer stands in for what it returned, as after `resume`.
+                context["outputs"] = runner._probe_outputs(
+                    instance, {**context, "result": dict(probe.data)})
             if absent:
                 # Absent: removed by our own earlier inverse, or never created.
                 done = S.REVERTED if was == S.REVERTING else S.REVERT_SKIPPED

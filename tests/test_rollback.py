@@ -293,6 +293,40 @@ def test_what_a_part_way_failure_may_have_left_is_left_and_gone_settles_it(
     assert seed.last_run().status == "ROLLED_BACK"
 
 
+FAILED_PRESENT_PLAN = """\
+name: failed-present
+commands:
+  - id: make
+    exists: {shell: "test -e made && cat made"}
+    run: {shell: "echo uuid-7 > made; exit 1"}
+    inverse: {shell: "rm made; echo {{ outputs.uuid }} >> undone"}
+    outputs: {uuid: "{{ result.stdout | trim }}"}
+"""
+
+
+@pytest.mark.parametrize("how", ["apply", "rollback"])
+def test_a_failed_command_found_present_is_undone_with_outputs_from_its_probe(
+        seed: Seed, how: str) -> None:
+    """A command whose `run` failed after creating its resource gets its inverse when
+    `exists` says present (spec, ROLLBACK_FLOW 2). Its `run` gave no outputs, so, as for a
+    command found present on resume, the probe's answer stands in: an inverse that reads
+    `outputs` runs (it used to end REVERT_FAILED on "'dict object' has no attribute 'uuid'",
+    for good), whether apply rolls back itself or a later `planctl rollback` does."""
+    plan = seed.root / "failed-present.yaml"
+    plan.write_text(FAILED_PRESENT_PLAN)
+    args = ["--no-rollback"] if how == "rollback" else []
+    done = seed.planctl("apply", str(plan), *args)
+    assert done.returncode == (2 if how == "rollback" else 1), done.stdout + done.stderr
+    if how == "rollback":
+        assert (seed.root / "made").exists()
+        done = seed.planctl("rollback", "--last")
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert not (seed.root / "made").exists()
+    assert (seed.root / "undone").read_text() == "uuid-7\n"
+    assert seed.commands()["make"].status == "REVERTED"
+    assert seed.last_run().status == "ROLLED_BACK"
+
+
 @pytest.mark.parametrize("how", ["on_failure: stop", "--no-rollback"])
 def test_stopped_run_leaves_everything_for_a_later_rollback(seed: Seed, how: str) -> None:
     """With on_failure: stop or --no-rollback a failed run removes nothing and exits 2 listing
