@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncjobs import AsyncJobsServer
+from asyncjobs import AsyncJobsServer, Job
 from seedplan import wait_for
 from test_crash_sweep import PROBE_OUTPUTS_PLAN
 
@@ -929,6 +929,40 @@ def test_command_whose_exists_is_present_ends_unchanged_without_running(
     assert rec.statuses_of("there") == ["UNCHANGED"]
     assert not (tmp_path / "ran.txt").exists()
     assert (tmp_path / "after.txt").exists()
+
+
+def test_an_http_exists_probe_is_present_on_2xx_absent_on_404_and_unanswered_on_5xx(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """An `http` probe succeeds, so the resource is present, on a 2xx (UNCHANGED, `run` never
+    runs); a 404 is an answer, absent (`run` runs); a 503 is no answer: never taken as
+    absent, the step fails before its `run`."""
+    url = async_jobs_server.url
+    async_jobs_server.jobs["job-1"] = Job(id="job-1", name="", duration=0, fail=False)
+    async_jobs_server.flaky_polls = 10  # GET /jobs/job-1 answers 503
+    rec = apply(tmp_path, f"""\
+        name: http-probes
+        commands:
+          - id: present
+            exists: {{http: {{url: "{url}/echo"}}}}
+            run: {{command: [touch, present.ran]}}
+            inverse: {{command: [rm, present.ran]}}
+          - id: absent
+            exists: {{http: {{url: "{url}/jobs/nope"}}}}
+            run: {{command: [touch, absent.ran]}}
+            inverse: {{command: [rm, absent.ran]}}
+          - id: broken
+            needs: [present, absent]
+            exists: {{http: {{url: "{url}/jobs/job-1"}}}}
+            run: {{command: [touch, broken.ran]}}
+            inverse: {{command: [rm, broken.ran]}}
+        """, on_failure="stop")
+    assert rec.outcome.status == "STOPPED"
+    assert (rec.status("present"), rec.status("absent"), rec.status("broken")) == (
+        "UNCHANGED", "SUCCEEDED", "FAILED")
+    assert (rec.commands["broken"].error or "").startswith("exists probe could not answer")
+    assert not (tmp_path / "present.ran").exists() and not (tmp_path / "broken.ran").exists()
+    assert (tmp_path / "absent.ran").exists()
+    assert [x.command for x in rec.outcome.leftovers] == ["absent"]
 
 
 def test_an_exists_probe_retries_only_when_it_could_not_answer(tmp_path: Path) -> None:

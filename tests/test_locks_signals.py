@@ -584,6 +584,39 @@ def test_resume_after_kill_9_renders_outputs_from_the_async_result(seed: Seed) -
     assert seed.mutations()["copy-image img-out"] == 1
 
 
+KEY_PLAN = """\
+name: key
+commands:
+  - id: make
+    exists: {command: [test, -e, made]}
+    run: {shell: "echo $PLANCTL_IDEMPOTENCY_KEY >> keys; [ -e again ] && touch made || sleep 1"}
+    inverse: {command: [rm, made]}
+"""
+
+
+def test_a_command_run_again_by_resume_keeps_its_idempotency_key(seed: Seed) -> None:
+    """After kill -9 while `run` runs (it made nothing), `planctl resume` finds the command
+    STARTING, its `exists` says absent, and runs it again with the same
+    PLANCTL_IDEMPOTENCY_KEY, so a remote system could refuse the duplicate."""
+    plan = seed.root / "key.yaml"
+    plan.write_text(KEY_PLAN)
+    keys = seed.root / "keys"
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("the run to start", keys.exists, proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert seed.commands()["make"].status == "STARTING"
+    (seed.root / "again").touch()
+    resumed = seed.planctl("resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert seed.commands()["make"].status == "SUCCEEDED"
+    assert (seed.root / "made").exists()
+    first, second = keys.read_text().split()
+    assert first == second and first
+
+
 def test_a_run_ended_by_an_embedding_process_can_be_rolled_back_from_the_cli(
         seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that the Python API applied and that ended STOPPED can be rolled back with

@@ -208,6 +208,113 @@ def test_inverse_runs_after_its_rollback_flow_intent_is_committed(seed: Seed, pr
     assert (make.status, make.execution_reason) == ("REVERTED", "ROLLBACK_FLOW")
 
 
+# Two independent branches whose inverses each wait for the other's to have started: they
+# can both succeed only when run in parallel. `keep` needs `base`, and its inverse fails.
+BRANCHES_PLAN = """\
+name: branches
+commands:
+  - id: left
+    run: {command: [touch, left]}
+    inverse:
+      shell: "rm left; touch left.undoing; for i in $(seq 200); do
+        [ -e right.undoing ] && exit 0; sleep 0.05; done; exit 1"
+  - id: right
+    run: {command: [touch, right]}
+    inverse:
+      shell: "rm right; touch right.undoing; for i in $(seq 200); do
+        [ -e left.undoing ] && exit 0; sleep 0.05; done; exit 1"
+  - id: base
+    run: {command: [touch, base]}
+    inverse: {command: [rm, base]}
+  - id: keep
+    needs: [base]
+    run: {command: [touch, keep]}
+    inverse: {shell: "echo cannot >&2; exit 1"}
+  - id: boom
+    needs: [left, right, keep]
+    changes: false
+    run: {command: ["false"]}
+"""
+
+
+def test_independent_branches_are_undone_in_parallel_and_a_failed_inverse_keeps_its_needs(
+        seed: Seed) -> None:
+    """Independent branches are undone in parallel (each inverse here waits for the other
+    to start, so run one after the other both would fail); an inverse that fails leaves
+    what its command needs in place, as still in use (REVERT_FAILED, exit 2)."""
+    plan = seed.root / "branches.yaml"
+    plan.write_text(BRANCHES_PLAN)
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 2, done.stdout + done.stderr
+    statuses = {i: c.status for i, c in seed.commands().items()}
+    assert statuses == {"left": "REVERTED", "right": "REVERTED", "base": "SUCCEEDED",
+                        "keep": "REVERT_FAILED", "boom": "FAILED"}
+    assert not (seed.root / "left").exists() and not (seed.root / "right").exists()
+    assert (seed.root / "base").exists() and (seed.root / "keep").exists()
+    leftovers = done.stdout.split("leftovers", 1)[1]
+    assert re.search(r"- base \[SUCCEEDED\]: not undone: something that depends on it",
+                     leftovers), done.stdout
+    assert re.search(r"- keep \[REVERT_FAILED\]: .*cannot", leftovers), done.stdout
+    assert seed.last_run().status == "ROLLBACK_FAILED"
+
+
+# The poll of an inverse's task checks what the state store says about its command and task:
+# "ok" when both are committed as they should be before a first poll, else what it found.
+_TASK_SPY = """\
+import os, sqlite3, sys
+db = sqlite3.connect(os.environ["PLANCTL_STATE"])
+key = (os.environ["PLANCTL_RUN_ID"], os.environ["PLANCTL_COMMAND_ID"])
+row = db.execute("SELECT status, execution_reason FROM commands WHERE run_id = ? AND id = ?",
+                 key).fetchone()
+tasks = db.execute("SELECT handle, status, execution_reason, entity FROM async_tasks"
+                   " WHERE run_id = ? AND command_id = ?", key).fetchall()
+found = (row, tasks, os.environ["PLANCTL_EXECUTION_REASON"])
+expected = (("REVERTING", "ROLLBACK_FLOW"), [(sys.argv[1], "RUNNING", "ROLLBACK_FLOW",
+                                               "thing/made")], "ROLLBACK_FLOW")
+print("ok" if found == expected else found)
+"""
+
+_ASYNC_INVERSE_PLAN = """\
+name: async-inverse
+commands:
+  - id: make
+    entity: thing/made
+    exists: {{command: [test, -e, made]}}
+    run: {{command: [touch, made]}}
+    inverse:
+      shell: "rm made; echo job-inv-7"
+      async:
+        handle: "{{{{ result.stdout | trim }}}}"
+        poll: {{command: [{python}, -c, {spy}, "{{{{ handle }}}}"]}}
+        until: "{{{{ poll.stdout | trim == 'ok' }}}}"
+        failed_when: "{{{{ poll.stdout | trim != 'ok' }}}}"
+        interval: 10ms
+  - id: boom
+    needs: [make]
+    changes: false
+    run: {{command: ["false"]}}
+"""
+
+
+def test_an_async_inverse_task_is_recorded_under_the_commands_entity_before_it_is_polled(
+        seed: Seed) -> None:
+    """The task an inverse starts is committed, with its handle, under the entity of the
+    command it undoes and in ROLLBACK_FLOW, before its first poll, which finds the command
+    REVERTING; the task is polled to its end, and its success marks the command REVERTED
+    while the run still ends ROLLED_BACK."""
+    plan = seed.root / "async-inverse.yaml"
+    plan.write_text(_ASYNC_INVERSE_PLAN.format(python=json.dumps(sys.executable),
+                                               spy=json.dumps(_TASK_SPY)))
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not (seed.root / "made").exists()
+    assert seed.commands()["make"].status == "REVERTED"
+    assert seed.last_run().status == "ROLLED_BACK"
+    (task,) = seed.tasks()
+    assert (task.handle, task.status, task.execution_reason, task.entity, task.polls) == (
+        "job-inv-7", "SUCCEEDED", "ROLLBACK_FLOW", "thing/made", 1)
+
+
 # -- rolling back a run that did not roll back by itself ---------------------------------------
 
 
