@@ -345,6 +345,25 @@ def test_rollback_of_a_succeeded_run_undoes_everything_children_first(seed: Seed
     assert seed.last_run().status == "ROLLED_BACK"
     assert {c.status for i, c in seed.commands().items() if i != "start_vm"} == {"REVERTED"}
 
+def test_rollback_uses_the_plan_and_vars_the_run_started_with(seed: Seed) -> None:
+    """`planctl rollback RUN` works from the plan as it was when the run started, with the
+    run's --var values: the plan file edited and moved away since changes nothing."""
+    plan = seed.root / "snap.yaml"
+    plan.write_text("name: snap\nvars: {tag: one}\ncommands:\n  - id: make\n"
+                    "    run: {shell: 'touch made-{{ tag }}'}\n"
+                    "    inverse: {shell: 'rm made-{{ tag }}; echo old {{ tag }} >> undone'}\n")
+    done = seed.planctl("apply", str(plan), "--var", "tag=two")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (seed.root / "made-two").exists()
+    plan.write_text(plan.read_text().replace("echo old", "echo new").replace("one", "three"))
+    plan.rename(seed.root / "moved.yaml")
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert not (seed.root / "made-two").exists()
+    assert (seed.root / "undone").read_text() == "old two\n"
+    assert seed.last_run().status == "ROLLED_BACK"
+
+
 PART_WAY_PLAN = """\
 name: part-way
 commands:
