@@ -1257,6 +1257,23 @@ def test_max_parallel_caps_the_commands_in_flight(tmp_path: Path,
     assert peak == 3
 
 
+def test_max_parallel_defaults_to_16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan that sets no max_parallel runs sixteen commands at a time (spec, settings)."""
+    (tmp_path / "planctl_peak_default_mod.py").write_text(PEAK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rec = apply(tmp_path, """\
+        name: default-cap
+        vars: {items: []}
+        commands:
+          - id: work
+            for_each: "{{ items }}"
+            run: {python: {function: "planctl_peak_default_mod:work", kwargs: {seconds: 0.1}}}
+            changes: false
+        """, variables={"items": list(range(40))})
+    assert rec.outcome.status == "SUCCEEDED"
+    assert sys.modules["planctl_peak_default_mod"].peak == 16  # type: ignore[attr-defined]
+
+
 def test_max_parallel_option_overrides_the_plan(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """ApplyOptions(max_parallel=1) runs a plan that allows 16 one command at a time."""

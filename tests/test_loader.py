@@ -107,6 +107,16 @@ def test_operations_merge_defaults_and_parse_durations() -> None:
     assert run.env == {"LANG": "C", "DEBUG": "true", "N": "1"}
 
 
+def test_defaults_reach_every_operation_not_only_run() -> None:
+    """`defaults` is merged into `inverse`, `exists`, `poll` and `cancel` as into `run`."""
+    add_vm = load(VALID).plan.commands[0]
+    spec = add_vm.children[0].run.async_ if add_vm.children[0].run else None
+    assert spec is not None and spec.cancel is not None
+    for op in (add_vm.inverse, add_vm.exists, spec.poll, spec.cancel):
+        assert op is not None
+        assert (op.timeout, op.retries, op.env) == (300.0, 2, {"LANG": "C", "DEBUG": "true"})
+
+
 def test_async_specs_are_built() -> None:
     """run.async becomes an AsyncSpec with its poll and cancel operations."""
     clone = load(VALID).plan.commands[0].children[0]
