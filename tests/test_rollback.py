@@ -315,6 +315,43 @@ def test_an_async_inverse_task_is_recorded_under_the_commands_entity_before_it_i
         "job-inv-7", "SUCCEEDED", "ROLLBACK_FLOW", "thing/made", 1)
 
 
+RETRIED_INVERSES_PLAN = """\
+name: retried-inverses
+commands:
+  - id: flaky
+    run: {command: [touch, flaky]}
+    inverse:
+      shell: "echo try >> flaky.tries; [ $(wc -l < flaky.tries) -ge 3 ] && rm flaky"
+      retries: 2
+      delay: 10ms
+  - id: stuck
+    run: {command: [touch, stuck]}
+    inverse: {shell: "echo try >> stuck.tries; exit 1", retries: 1, delay: 10ms}
+  - id: boom
+    needs: [flaky, stuck]
+    changes: false
+    run: {command: ["false"]}
+"""
+
+
+def test_an_inverse_is_retried_within_its_retries_before_it_is_revert_failed(
+        seed: Seed) -> None:
+    """An inverse that fails is tried again within its own `retries`: one that succeeds on
+    its third attempt marks its command REVERTED; one that keeps failing marks it
+    REVERT_FAILED once its retries are spent, and the run ends ROLLBACK_FAILED (exit 2)."""
+    plan = seed.root / "retried.yaml"
+    plan.write_text(RETRIED_INVERSES_PLAN)
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 2, done.stdout + done.stderr
+    commands = seed.commands()
+    assert (commands["flaky"].status, commands["stuck"].status) == ("REVERTED",
+                                                                    "REVERT_FAILED")
+    assert (seed.root / "flaky.tries").read_text().count("try") == 3
+    assert (seed.root / "stuck.tries").read_text().count("try") == 2
+    assert not (seed.root / "flaky").exists() and (seed.root / "stuck").exists()
+    assert seed.last_run().status == "ROLLBACK_FAILED"
+
+
 # -- rolling back a run that did not roll back by itself ---------------------------------------
 
 
