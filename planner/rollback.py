@@ -101,8 +101,11 @@ class Reverter:
         context = runner._context(instance)
         context["result"] = dict(runner.results.get(iid) or {})
         try:
-            await runner._reattach(task, run.async_, context)
+            names = await runner._reattach(task, run.async_, context)
             runner.changed[iid] = True  # it ended well: this run made it
+            if instance.spec.outputs:  # as `resume` renders them: the inverse may read them
+                runner.outputs[iid] = runner._render(instance.spec.outputs,
+                                                     {**context, **names}, "outputs")
         except _StepFailed:
             pass  # it failed: whether it left something is for `exists` to say
         return await self._readmit(step)

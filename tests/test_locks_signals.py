@@ -347,6 +347,51 @@ def test_a_rollback_of_a_killed_run_follows_its_tasks_before_it_asks_exists(
     assert _copies(seed) == {"disk0": 1, "disk1": 1, "disk2": 1}
 
 
+FOLLOWED_OUTPUTS_PLAN = """\
+name: followed-outputs
+defaults:
+  env: {STORE_COPY_SECONDS: "1"}
+commands:
+  - id: clone
+    entity: image/img-out
+    run:
+      command: [./store, copy-image, disk0, img-out]
+      async:
+        handle: "{{ result.stdout | trim }}"
+        poll: {command: [./store, task-status, "{{ handle }}"]}
+        until: "{{ poll.stdout | trim == 'finished' }}"
+        failed_when: "{{ poll.stdout | trim in ['failed', 'aborted'] }}"
+        interval: 0.05s
+        max_interval: 0.1s
+    inverse: {shell: "./store remove-image img-out && echo {{ outputs.task }} >> undone"}
+    outputs: {task: "{{ result.stdout | trim }}"}
+"""
+
+
+def test_a_rollback_that_follows_a_killed_runs_task_gives_its_inverse_the_outputs(
+        seed: Seed) -> None:
+    """kill -9 while a copy is polled, then `planctl rollback`: the rollback follows the
+    task to its end and renders the command's `outputs` from the recorded `result`, as
+    `resume` would, so an inverse that reads them runs. It used to find no outputs and end
+    REVERT_FAILED ("'dict object' has no attribute 'task'"), exit 2, on every rollback."""
+    plan = seed.plan.parent / "followed.yaml"
+    plan.write_text(FOLLOWED_OUTPUTS_PLAN)
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("the copy to be polled", lambda: _polling(seed, 1), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    (task,) = seed.tasks()
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert "REATTACHED" in undo.stdout
+    assert seed.commands()["clone"].status == "REVERTED"
+    assert (plan.parent / "undone").read_text() == f"{task.handle}\n"
+    assert seed.listing() == []
+    assert seed.mutations()["copy-image img-out"] == 1
+
+
 NO_ENTITY_PLAN = """\
 name: no-entities
 commands:
