@@ -1716,11 +1716,18 @@ class Runner:
 
     def _end_with_failure(self) -> None:
         """A parent that started and did not end well has failed, innermost first."""
+        stopped: set[str] = set()  # parents failed only because the run stopped first
         for iid, instance in reversed(list(self.graph.instances.items())):
             if not instance.children or self.status[iid] not in (S.RUNNING, S.UNCHANGED):
                 continue
             if any(self.status[c] not in DONE_OK for c in instance.children):
-                self._set(iid, S.FAILED, error="a child failed", ended_at=self.clock())
+                if any(self.status[c] in (S.FAILED, S.UNKNOWN) and c not in stopped
+                       for c in instance.children):
+                    error = "a child failed"
+                else:
+                    error = "a child did not run: the run stopped first"
+                    stopped.add(iid)
+                self._set(iid, S.FAILED, error=error, ended_at=self.clock())
             elif self.status[iid] == S.RUNNING:
                 self._end(instance)  # its END step was not handed out after a stop
 

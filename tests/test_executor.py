@@ -889,6 +889,35 @@ def test_seed_plan_leaves_an_existing_vm_alone_and_still_runs_children(
         "image vm-42-disk0", "image vm-42-disk1", "image vm-42-disk2", "vm vm-42"]
 
 
+def test_a_parent_whose_children_never_ran_does_not_say_a_child_failed(tmp_path: Path) -> None:
+    """A parent whose `run` ends after another command failed ends with failure, its
+    children never started: it says so, rather than "a child failed", which sent the
+    reader looking for a failed child there was none of; so does the group around it."""
+    rec = apply(tmp_path, """\
+        name: stopped-parent
+        commands:
+          - id: group
+            children:
+              - id: p
+                run: {shell: "while [ ! -e go ]; do sleep 0.01; done; touch p"}
+                inverse: {command: [rm, p]}
+                children:
+                  - id: c
+                    run: {command: [touch, c]}
+                    inverse: {command: [rm, c]}
+          - id: boom
+            changes: false
+            run: {shell: "touch go; exit 1"}
+        """)
+    assert rec.outcome.status == "ROLLED_BACK"
+    assert (rec.status("c"), rec.status("p")) == ("PENDING", "REVERTED")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()
+    stopped = "a child did not run: the run stopped first"
+    failed = {e.command_id: e.data["error"] for e in rec.command_events()
+              if e.data["status"] == "FAILED"}
+    assert failed == {"boom": "exit status 1", "p": stopped, "group": stopped}
+
+
 def test_parent_whose_exists_is_present_ends_unchanged(tmp_path: Path) -> None:
     """A parent whose `exists` says present ends UNCHANGED even though its children ran."""
     rec = apply(tmp_path, """\
