@@ -342,9 +342,16 @@ StateOption = Annotated[
 ]
 
 
+def _seconds(value: float | None) -> float | None:
+    """A number of seconds from the command line: ``nan`` passes ``min=0``, and is none."""
+    if value is not None and value != value:
+        raise typer.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 LockTimeoutOption = Annotated[
     float | None,
-    typer.Option("--lock-timeout", metavar="SECONDS", min=0,
+    typer.Option("--lock-timeout", metavar="SECONDS", min=0, callback=_seconds,
                  help="Wait this long for entities held by another run (default: the "
                       "plan's settings.lock_timeout, or 0: fail at once with exit 4); "
                       "Ctrl-C stops the wait, exit 130."),
@@ -419,6 +426,23 @@ def _check_environment() -> None:
 
     progress_interval(os.environ)
     lock_lease()
+
+
+def _check_junit(junit: Path | None) -> None:
+    """A --junit file that could not be written is found before the run, not after it
+    (exit 3, nothing run or written): the nearest existing folder on its path must be a
+    folder planctl may write in (missing ones are made when the report is written)."""
+    if junit is None or (junit.exists() and not junit.is_dir() and not junit.is_file()):
+        return  # /dev/stdout, a named pipe: written as they are
+    if junit.is_dir():
+        raise UsageError(f"--junit {junit}: is a directory; name the report's file")
+    folder = junit.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--junit {junit}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--junit {junit}: cannot write in {folder}")
 
 
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
@@ -554,6 +578,7 @@ def apply(
     _print_warnings(plan, loaded.warnings)
     secrets = resolve_secrets(loaded)
     _check_environment()
+    _check_junit(junit)
     store = _store(state)
     reporter = _reporting(output, junit, "apply", loaded)
     options = ApplyOptions(max_parallel=max_parallel,
@@ -602,6 +627,7 @@ def rollback(
     from .report import format_rollback_plan
 
     _check_environment()
+    _check_junit(junit)
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:
@@ -658,6 +684,7 @@ def resume(
     from .reporters import reports_due
 
     _check_environment()
+    _check_junit(junit)
     store = _store(state, must_exist=True)
     reporter: Reporting | None = None
     try:

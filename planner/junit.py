@@ -144,6 +144,7 @@ def write_junit(path: Path, finished: FinishedRun, *, plan: str | None = None) -
     if path.exists() and not path.is_file():  # /dev/stdout, a named pipe
         path.write_bytes(data)
         return
+    path.parent.mkdir(parents=True, exist_ok=True)  # reports/junit.xml, as pytest does
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -550,3 +550,35 @@ def test_ctrl_c_before_a_run_says_interrupted(tmp_path: Path) -> None:
     assert code == 130, out + err
     assert err == "planctl: interrupted\n", err
     assert out == ""
+
+
+def test_a_junit_report_that_cannot_be_written_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--junit naming a directory, or a path under a file, is exit 3 before anything runs
+    or is written (before, the plan ran and the report was a warning at the end); folders
+    that do not exist yet are made when the report is written, as pytest does."""
+    monkeypatch.chdir(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: j\ncommands:\n  - {id: a, run: {command: [touch, made]}, "
+                    "inverse: {command: [rm, made]}}\n", encoding="utf-8")
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    for junit, message in (("afile/r.xml", f"{tmp_path / 'afile'} is not a directory"),
+                           (".", "is a directory; name the report's file")):
+        for args in (["apply", str(plan)], ["resume", "--last"], ["rollback", "--last"]):
+            assert main([*args, "-s", "s.db", "--junit", junit]) == 3
+            assert capsys.readouterr().err == f"planctl: error: --junit {junit}: {message}\n"
+    assert not (tmp_path / "made").exists() and not (tmp_path / "s.db").exists()
+    assert main(["apply", str(plan), "-s", "s.db", "--junit", "reports/ci/r.xml"]) == 0
+    assert (tmp_path / "reports/ci/r.xml").read_text(encoding="utf-8").startswith("<?xml")
+
+
+def test_a_lock_timeout_that_is_not_a_number_is_a_usage_error(
+        good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--lock-timeout nan passes the option's minimum of 0; it is exit 3 naming the option,
+    not the API's ApplyOptions, and nothing is written."""
+    state = tmp_path / "s.db"
+    assert main(["apply", str(good), "-s", str(state), "--lock-timeout", "nan"]) == 3
+    assert capsys.readouterr().err == ("planctl: error: --lock-timeout: nan is not a number "
+                                       "of seconds (see: planctl apply --help)\n")
+    assert not state.exists()

@@ -79,14 +79,17 @@ def test_characters_xml_cannot_carry_are_escaped_everywhere(tmp_path: Path) -> N
 
 
 def test_write_replaces_the_file_whole(tmp_path: Path) -> None:
-    """The report replaces an older one; a missing directory is an OSError to report."""
+    """The report replaces an older one; missing folders are made; a file in the way of
+    one is an OSError to report."""
     path = tmp_path / "junit.xml"
     path.write_text("old")
     write_junit(path, FAILED_AND_REVERTED)
     assert ET.parse(path).getroot().tag == "testsuites"
     assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
+    write_junit(tmp_path / "missing" / "junit.xml", FAILED_AND_REVERTED)
+    assert ET.parse(tmp_path / "missing" / "junit.xml").getroot().tag == "testsuites"
     with pytest.raises(OSError):
-        write_junit(tmp_path / "missing" / "junit.xml", FAILED_AND_REVERTED)
+        write_junit(path / "junit.xml", FAILED_AND_REVERTED)
 
 
 def test_the_schema_checker_rejects_what_jenkins_rejects() -> None:
