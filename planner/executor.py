@@ -379,6 +379,18 @@ SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle 
 _SECRET_MARK_START = SECRET_MARK.partition("{")[0]
 
 
+def unmask_value(value: Any, secrets: Mapping[str, str]) -> Any:
+    """``unmask`` through the lists and mappings of a stored value (outputs, a result)."""
+    if isinstance(value, str):
+        return unmask(value, secrets)
+    if isinstance(value, list):
+        return [unmask_value(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {unmask(k, secrets) if isinstance(k, str) else k: unmask_value(v, secrets)
+                for k, v in value.items()}
+    return value
+
+
 def unmask(text: str, secrets: Mapping[str, str]) -> str:
     """A stored task handle with its secret placeholders replaced by the secrets' values
     (a placeholder whose secret is not resolved stays as it is)."""
@@ -399,6 +411,8 @@ _OWN_FIELDS = frozenset({"status", "previous", "execution_reason", "task_status"
                          "plan", "command", "entity", "action"})
 # Fields whose values are records of planctl's in turn (a mapping, or a list of them).
 _RECORD_FIELDS = frozenset({"params", "leftovers"})
+# Fields of a command's row that a later run reads back into templates.
+_READ_BACK = frozenset({"outputs", "result"})
 
 
 class _Redactor:
@@ -417,6 +431,28 @@ class _Redactor:
         for secret, name in self.names:
             text = text.replace(secret, SECRET_MARK.format(name))
         return text
+
+    def named(self, value: Any) -> Any:
+        """``value`` with each secret replaced by a placeholder naming it, as ``naming``
+        does, through lists and mappings (keys too): for what a later run reads back from
+        the store (a command's outputs and result), made whole by ``unmask_value``."""
+        if isinstance(value, str):
+            return self.naming(value)
+        if isinstance(value, list | tuple):
+            return [self.named(v) for v in value]
+        if isinstance(value, Mapping):
+            return {self.named(k) if isinstance(k, str) else k: self.named(v)
+                    for k, v in value.items()}
+        return self(value)
+
+    def row(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A command's row update: as ``record``, but its ``outputs`` and ``result``, which
+        a later ``rollback`` or ``resume`` gives to templates, keep placeholders naming the
+        secrets rather than ``***``."""
+        out = self.record({k: v for k, v in fields.items() if k not in _READ_BACK})
+        for key in _READ_BACK.intersection(fields):
+            out[key] = self.named(fields[key])
+        return out
 
     def record(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """A record of planctl's (see ``_OWN_FIELDS``) with its user data masked: its keys
@@ -697,7 +733,7 @@ class Runner:
         self.status[iid] = status
         fields["status"] = status
         # ``fields`` is this call's own dict: it becomes the row update (masked, a copy).
-        self.batch.commands.append((iid, self.redact.record(fields) if self.redacting
+        self.batch.commands.append((iid, self.redact.row(fields) if self.redacting
                                     else fields))
         data: dict[str, Any] = {  # masked by _emit
             "status": status,
@@ -1473,10 +1509,11 @@ class Runner:
             runner.changed[iid] = record.changed
             runner._entities[iid] = record.entity
             runner.revert_attempts[iid] = record.revert_attempts
+            # Stored with placeholders naming the secrets they held: made whole.
             if record.outputs is not None:
-                runner.outputs[iid] = record.outputs
+                runner.outputs[iid] = unmask_value(record.outputs, runner.secrets)
             if record.result is not None:
-                runner.results[iid] = record.result
+                runner.results[iid] = unmask_value(record.result, runner.secrets)
             if record.error:
                 runner.errors[iid] = record.error
         for task in store.get_tasks(run_id):

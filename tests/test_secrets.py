@@ -172,7 +172,8 @@ def test_secrets_reach_commands_but_no_file_or_output_of_planctl(
     assert any(n.startswith("state.db-") for n in names) or "state.db" in names
     for path in written:
         assert not leaks(path.read_bytes()), f"{path} holds a secret"
-    # What the state store kept: *** where the output held a secret.
+    # What the state store kept: *** where an error held a secret; in outputs, which a
+    # later rollback reads back, a placeholder naming the secret.
     store = planner.SQLiteStore(root / ".planctl" / "state.db")
     try:
         first = store.list_runs(10)[-1].id
@@ -180,10 +181,50 @@ def test_secrets_reach_commands_but_no_file_or_output_of_planctl(
         tasks = store.get_tasks(first)
     finally:
         store.close()
-    assert commands["echo"].outputs == {"said": "token=*** key=***"}
-    assert commands["job"].outputs == {"polled": "finished *** for job-***"}
+    assert commands["echo"].outputs == {"said": "token=\u00absecret:token\u00bb "
+                                                "key=\u00absecret:key\u00bb"}
+    assert commands["job"].outputs == {
+        "polled": "finished \u00absecret:token\u00bb for job-\u00absecret:key\u00bb"}
     assert "***" in (commands["denied"].error or "")
     assert {t.handle for t in tasks} == {"job-\u00absecret:key\u00bb"}  # named, not kept
+
+
+OUTPUT_SECRET = """\
+name: output-secret
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: make
+    run: {command: [sh, -c, 'touch "made-$1"; echo "made-$1"', sh, "{{ token }}"]}
+    outputs: {file: "{{ result.stdout | trim }}"}
+    inverse: {command: [rm, "{{ outputs.file }}"]}
+  - id: fail
+    needs: make
+    run: {command: ["false"]}
+    changes: false
+"""
+
+
+def test_a_later_rollback_gives_the_inverse_the_secret_an_output_held(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """An output that holds a secret is stored with a placeholder naming it, not the value
+    and not ***: `planctl rollback` in another process puts the secret back, and the
+    inverse removes the file the run made (before, it was given made-*** and failed, exit
+    2, for every later rollback too). Nothing planctl prints or stores holds the value."""
+    root, env = audit
+    (root / "out.yaml").write_text(OUTPUT_SECRET, encoding="utf-8")
+    made = root / f"made-{TOKEN}"
+    stopped = planctl(root, "apply", "out.yaml", "--no-rollback", env=env)
+    assert stopped.returncode == 2 and made.exists(), stopped.stdout + stopped.stderr
+    shown = planctl(root, "show", "--last", "make", env=env)
+    assert "made-\u00absecret:token\u00bb" in shown.stdout
+    done = planctl(root, "rollback", "--last", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not made.exists()
+    for text in (stopped.stdout, stopped.stderr, shown.stdout, done.stdout, done.stderr):
+        assert not leaks(text), text
+    for path in (root / ".planctl").iterdir():
+        assert not leaks(path.read_bytes()), path
 
 
 def test_a_crash_log_leaves_resolved_secrets_out(tmp_path: Path,

@@ -248,15 +248,16 @@ def test_events_of_an_unknown_run_or_command_exit_3(seed: Seed) -> None:
 
 
 def test_show_and_events_keep_secrets_masked(seed: Seed) -> None:
-    """A secret a command printed is stored masked: `show` and `events` print `***`."""
+    """A secret a command printed is stored masked: `show` prints a placeholder naming it
+    in the result and outputs (which a later rollback reads back), `events` `***`."""
     plan = seed.root / "secretive.yaml"
     plan.write_text(SECRETIVE)
     env = {"API_TOKEN": SECRET}
     assert seed.planctl("apply", str(plan), env=env).returncode == 0
     shown = seed.planctl("show", "--last", "say", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "\n  stdout: |\n    the token is ***\n" in shown.stdout
-    assert "\noutputs\n  said: the token is ***\n" in shown.stdout
+    assert "\n  stdout: |\n    the token is \u00absecret:token\u00bb\n" in shown.stdout
+    assert "\noutputs\n  said: the token is \u00absecret:token\u00bb\n" in shown.stdout
     events = seed.planctl("events", "--last", env=env)
     for text in (shown.stdout, events.stdout, shown.stderr, events.stderr):
         assert SECRET not in text
