@@ -1511,9 +1511,11 @@ class Runner:
             runner.revert_attempts[iid] = record.revert_attempts
             # Stored with placeholders naming the secrets they held: made whole.
             if record.outputs is not None:
-                runner.outputs[iid] = unmask_value(record.outputs, runner.secrets)
+                runner.outputs[iid] = unmask_value(record.outputs, runner.secrets) \
+                    if runner.redacting else record.outputs
             if record.result is not None:
-                runner.results[iid] = unmask_value(record.result, runner.secrets)
+                runner.results[iid] = unmask_value(record.result, runner.secrets) \
+                    if runner.redacting else record.result
             if record.error:
                 runner.errors[iid] = record.error
         for task in store.get_tasks(run_id):
