@@ -722,11 +722,38 @@ def load_plan(
     try:
         text = read_bounded(file, MAX_PLAN_BYTES)
     except OSError as exc:
-        raise PlanError([Diagnostic((), f"cannot read plan: {exc.strerror}", file=file)]) from None
+        raise PlanError([Diagnostic((), f"cannot read plan: {exc.strerror}",
+                                    _unreadable_hint(file, exc), file=file)]) from None
     except TooLarge as exc:
         raise PlanError([Diagnostic((), f"the plan file is {exc}", file=file, line=1,
                                     column=1)]) from None
     return load_text(text, file, variables=variables)
+
+
+def _unreadable_hint(file: str, exc: OSError) -> str | None:
+    """What to type instead of a plan path that is a directory (a plan is one YAML file in
+    it) or names no file (a near name beside it: plan.yml for plan.yaml)."""
+    if isinstance(exc, IsADirectoryError):
+        folder, wanted = file, ""
+    elif isinstance(exc, FileNotFoundError):
+        folder, wanted = os.path.dirname(file), os.path.basename(file)
+    else:
+        return None
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder or ".")
+                       if entry.name.endswith((".yaml", ".yml")) and entry.is_file())
+    except OSError:
+        return None
+    if wanted:
+        import difflib
+
+        names = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+    if not names:
+        return None if wanted else "a plan is a YAML file, and there is none in this directory"
+    shown = " or ".join(f"`{os.path.join(folder, name)}`" for name in names[:3])
+    if len(names) > 3:
+        shown += f" ({len(names) - 3} more .yaml files there)"
+    return f"did you mean {shown}?"
 
 
 class TooLarge(Exception):

@@ -406,6 +406,33 @@ def test_a_missing_plan_file_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "cannot read plan" in capsys.readouterr().err
 
 
+def test_a_plan_directory_or_misspelt_file_names_the_plan_to_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory given as the plan, or a plan path one letter off, says which file was
+    meant; a directory without any YAML file says that a plan is one."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    (folder / "plan.yaml").write_text("name: x\ncommands: []\n", encoding="utf-8")
+    plan = folder / "plan.yaml"
+    assert main(["apply", str(folder)]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{folder}: error: cannot read plan: Is a directory (did you mean `{plan}`?)"]
+    assert main(["validate", str(folder / "plan.yml")]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{folder}/plan.yml: error: cannot read plan: No such file or directory "
+        f"(did you mean `{plan}`?)"]
+    assert main(["validate", str(tmp_path)]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}: error: cannot read plan: Is a directory "
+        "(a plan is a YAML file, and there is none in this directory)"]
+    assert main(["validate", str(folder / "other.yaml")]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{folder}/other.yaml: error: cannot read plan: No such file or directory"]
+    assert not (tmp_path / ".planctl").exists()
+
+
 def test_an_internal_error_is_logged_not_shown(
     good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
