@@ -218,6 +218,7 @@ def graph(
 
     Example:
 
+    \b
         planctl graph plans/vm-from-template/plan.yaml --format dot | dot -Tsvg > plan.svg
     """
     from .render_graph import render_graph

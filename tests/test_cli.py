@@ -343,6 +343,26 @@ def test_entry_the_validate_help_examples_work_from_the_repository() -> None:
 
 
 
+def test_entry_help_examples_are_printed_whole() -> None:
+    """Each example a command's docstring gives is one line of its --help, so that it runs
+    as copied: click rewraps help text to 78 columns at most, which cut the graph example
+    (`... | dot -Tsvg` then `> plan.svg` on a line of its own)."""
+    import typer.core
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, typer.core.TyperGroup)
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
+    for name, command in group.commands.items():
+        examples = [line.strip() for line in (command.help or "").splitlines()
+                    if line.strip().startswith("planctl ")]
+        assert examples, name
+        done = subprocess.run([sys.executable, "-m", "planner", name, "--help"], env=env,
+                              capture_output=True, text=True, timeout=60, check=True)
+        shown = [line.strip() for line in done.stdout.splitlines()]
+        assert [e for e in examples if e not in shown] == [], (name, done.stdout)
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
