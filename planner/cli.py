@@ -370,6 +370,7 @@ class _Invocation:
     output = OutputFormat.text
     reporting: Reporting | None = None  # the run's listener: knows the run id once it exists
     state: Path | None = None  # the state store opened, named if it fails
+    one_dash: str | None = None  # a `-state=x.db` on the command line, see _one_dash_option
 
 
 def _remember_output(value: OutputFormat) -> OutputFormat:
@@ -527,11 +528,42 @@ class _Interrupted(Exception):
     exit 130, to ``main``."""
 
 
+def _one_dash_option(group: Any, args: list[str]) -> str | None:
+    """What to say about a long option written with one dash, as Terraform's are
+    (`-state=x.db`, `-var who=x`): click reads it as short options with a value
+    (`-s tate=x.db`), which would run with a state file named `tate=x.db`."""
+    name = next((arg for arg in args if not arg.startswith("-")), None)
+    sub = getattr(group, "commands", {}).get(name)
+    if name is None or sub is None:
+        return None
+    longs: set[str] = set()
+    valued: set[str] = set()
+    for param in sub.params:
+        opts = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]
+        if getattr(param, "param_type_name", "") != "option":
+            continue
+        longs.update(opt[2:] for opt in opts if opt.startswith("--"))
+        if not getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            valued.update(opts)
+    rest = args[args.index(name) + 1:]
+    for index, arg in enumerate(rest):
+        if arg == "--":
+            break
+        if index and rest[index - 1] in valued:
+            continue  # the value of the option before it
+        word = arg[1:].partition("=")[0]
+        if arg.startswith("-") and not arg.startswith("--") and word in longs:
+            return f"{arg}: long options take two dashes: -{arg}"
+    return None
+
+
 def _interruptible(callback: Any) -> Any:
     import functools
 
     @functools.wraps(callback)
     def command(*args: Any, **kwargs: Any) -> Any:
+        if _Invocation.one_dash is not None:
+            raise UsageError(_Invocation.one_dash)
         try:
             return callback(*args, **kwargs)
         except KeyboardInterrupt as stop:
@@ -1147,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     _Invocation.output = OutputFormat.text
     _Invocation.reporting = None
     _Invocation.state = None
+    _Invocation.one_dash = _one_dash_option(command, sys.argv[1:] if argv is None else argv)
     try:
         # Without standalone mode, click returns the code of an Exit raised by a command.
         code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
@@ -1158,7 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
             typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
             return EXIT_OK
-        message = _usage_message(exc)
+        message = _Invocation.one_dash or _usage_message(exc)
         _json_error(UsageError(message), EXIT_INVALID, "usage")
         ctx = getattr(exc, "ctx", None)
         see = f" (see: {ctx.command_path} --help)" if ctx is not None else ""

@@ -363,6 +363,30 @@ def test_entry_help_examples_are_printed_whole() -> None:
         assert [e for e in examples if e not in shown] == [], (name, done.stdout)
 
 
+def test_entry_a_long_option_with_one_dash_is_a_usage_error(tmp_path: Path) -> None:
+    """Terraform's `-state=x.db` is not read as `-s tate=x.db`, which ran the plan with a
+    state file named `tate=x.db`: it exits 3 naming the option, nothing run or written;
+    with -o json as an error object. A value that starts with a dash is still a value."""
+    plan = tmp_path / "touch.yaml"
+    plan.write_text("name: touch\nvars: {who: x}\ncommands:\n  - id: t\n    changes: false\n"
+                    "    run: {command: [touch, made]}\n", encoding="utf-8")
+    done = planctl("apply", str(plan), "-state=x.db", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr == ("planctl: error: -state=x.db: long options take two dashes: "
+                           "--state=x.db\n")
+    done = planctl("apply", str(plan), "-o", "json", "-junit", "r.xml", cwd=tmp_path)
+    assert done.returncode == 3
+    error = json.loads(done.stdout)
+    assert (error["error"], error["message"]) == ("usage", "-junit: long options take two "
+                                                 "dashes: --junit")
+    assert done.stderr == ("planctl: error: -junit: long options take two dashes: --junit "
+                           "(see: planctl apply --help)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["touch.yaml"]
+    done = planctl("apply", str(plan), "--var", "who=-state", "-s", "s.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "made").exists()
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
