@@ -301,7 +301,7 @@ def plan_command(
     from .sqlite_store import read_locks
 
     # The same file apply would lock in (a URL too): StateError exits 3 like any unusable store.
-    locks = read_locks(_state_path(state))
+    locks = read_locks(_state_file(_state_path(state)))
     preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel,
                            locks=locks)
     if output is PreviewFormat.json:
@@ -447,9 +447,19 @@ def _check_junit(junit: Path | None) -> None:
         raise UsageError(f"--junit {junit}: cannot write in {folder}")
 
 
+def _state_file(path: Path) -> Path:
+    """``path``, unless it is a directory (`--state .planctl`, not the file in it)."""
+    if path.is_dir():
+        inside = path / "state.db"
+        raise StateError(f"{path}: a directory; --state names the SQLite file" + (
+            f": --state {inside}" if inside.is_file() else ", e.g. .planctl/state.db"))
+    return path
+
+
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
     from .sqlite_store import SQLiteStore
 
+    _state_file(path)
     if must_exist and not path.exists():
         raise UsageError(f"no state store at {path}: nothing has run here yet (see --state)")
     _Invocation.state = path

@@ -387,6 +387,28 @@ def test_entry_a_long_option_with_one_dash_is_a_usage_error(tmp_path: Path) -> N
     assert (tmp_path / "made").exists()
 
 
+def test_entry_a_state_directory_names_the_file_meant(tmp_path: Path) -> None:
+    """`--state .planctl` (the directory, not .planctl/state.db in it) exits 3 naming the
+    file to give, for a command reading the store and for `plan`; a directory without
+    one says what --state takes. Nothing runs."""
+    plan = tmp_path / "touch.yaml"
+    plan.write_text("name: touch\ncommands:\n  - id: t\n    changes: false\n"
+                    "    run: {command: [touch, made]}\n", encoding="utf-8")
+    assert planctl("apply", str(plan), cwd=tmp_path).returncode == 0
+    (tmp_path / "made").unlink()
+    meant = "planctl: error: .planctl: a directory; --state names the SQLite file: " \
+            "--state .planctl/state.db\n"
+    for args in (["runs"], ["rollback", "--last"], ["plan", str(plan)]):
+        done = planctl(*args, "--state", ".planctl", cwd=tmp_path)
+        assert (done.returncode, done.stdout, done.stderr) == (3, "", meant), args
+    (tmp_path / "elsewhere").mkdir()
+    done = planctl("apply", str(plan), "-s", "elsewhere", "-o", "json", cwd=tmp_path)
+    assert done.returncode == 3
+    assert json.loads(done.stdout)["message"] == (
+        "elsewhere: a directory; --state names the SQLite file, e.g. .planctl/state.db")
+    assert not (tmp_path / "made").exists() and not any((tmp_path / "elsewhere").iterdir())
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
