@@ -447,6 +447,21 @@ def _check_junit(junit: Path | None) -> None:
         raise UsageError(f"--junit {junit}: cannot write in {folder}")
 
 
+def _from_environment(param: str) -> str:
+    """` (from $VAR)` when the option ``param`` took its value from its environment
+    variable (a PLANCTL_STATE exported long ago), else nothing."""
+    try:  # typer >= 0.29 carries its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click import get_current_context  # type: ignore[no-redef, import-not-found, unused-ignore]
+
+    ctx = get_current_context(silent=True)
+    if ctx is None or getattr(ctx.get_parameter_source(param), "name", "") != "ENVIRONMENT":
+        return ""
+    option = next((p for p in ctx.command.params if p.name == param), None)
+    return f" (from ${option.envvar})" if option is not None and option.envvar else ""
+
+
 def _state_file(path: Path) -> Path:
     """``path``, unless it is a directory (`--state .planctl`, not the file in it)."""
     if path.is_dir():
@@ -461,7 +476,8 @@ def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
 
     _state_file(path)
     if must_exist and not path.exists():
-        raise UsageError(f"no state store at {path}: nothing has run here yet (see --state)")
+        raise UsageError(f"no state store at {path}{_from_environment('state')}: "
+                         "nothing has run here yet (see --state)")
     _Invocation.state = path
     return SQLiteStore(path)
 

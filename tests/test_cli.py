@@ -409,6 +409,21 @@ def test_entry_a_state_directory_names_the_file_meant(tmp_path: Path) -> None:
     assert not (tmp_path / "made").exists() and not any((tmp_path / "elsewhere").iterdir())
 
 
+def test_entry_a_missing_state_store_says_it_came_from_planctl_state(tmp_path: Path) -> None:
+    """A state path taken from PLANCTL_STATE (exported long ago, maybe) is named as such
+    when there is no store there; one given with --state is not."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT), "PLANCTL_STATE": "old.db"}
+    for args, source in ((["runs"], " (from $PLANCTL_STATE)"), (["runs", "-s", "new.db"], ""),
+                         (["rollback", "--last"], " (from $PLANCTL_STATE)")):
+        done = subprocess.run([sys.executable, "-m", "planner", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        path = "new.db" if "-s" in args else "old.db"
+        assert (done.returncode, done.stderr) == (3, (
+            f"planctl: error: no state store at {path}{source}: nothing has run here yet "
+            "(see --state)\n")), args
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
