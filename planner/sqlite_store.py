@@ -296,7 +296,9 @@ class SQLiteStore:
         with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StateError(f"{self.path}: written by a newer planctl (schema {version})")
+                raise StateError(f"{self.path}: written by a newer planctl (schema {version}; "
+                                 f"this one reads schema {SCHEMA_VERSION} and older): use "
+                                 "that planctl or a newer one, or another --state")
             if version == SCHEMA_VERSION:
                 return
             if version == 1:

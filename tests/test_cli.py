@@ -424,6 +424,25 @@ def test_entry_a_missing_state_store_says_it_came_from_planctl_state(tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
+def test_entry_a_state_store_of_a_newer_planctl_says_what_to_do(tmp_path: Path) -> None:
+    """A store a newer planctl wrote is refused, exit 3, saying which schema this planctl
+    reads and what to use instead; its schema is left as it was."""
+    import sqlite3
+
+    from planner.sqlite_store import SCHEMA_VERSION
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    done = planctl("runs", "--state", str(path), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (3, (
+        f"planctl: error: {path}: written by a newer planctl (schema {SCHEMA_VERSION + 1}; "
+        f"this one reads schema {SCHEMA_VERSION} and older): use that planctl or a newer "
+        "one, or another --state\n"))
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
