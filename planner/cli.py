@@ -560,9 +560,11 @@ def _one_dash_option(group: Any, args: list[str]) -> str | None:
     (`-s tate=x.db`), which would run with a state file named `tate=x.db`."""
     name = next((arg for arg in args if not arg.startswith("-")), None)
     sub = getattr(group, "commands", {}).get(name)
-    if name is None or sub is None:
+    if name is None:  # `planctl -version`
+        sub, name, args = group, "", ["", *args]
+    elif sub is None:
         return None
-    longs: set[str] = set()
+    longs = {"help"}
     valued: set[str] = set()
     for param in sub.params:
         opts = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]

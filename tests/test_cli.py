@@ -382,6 +382,10 @@ def test_entry_a_long_option_with_one_dash_is_a_usage_error(tmp_path: Path) -> N
     assert done.stderr == ("planctl: error: -junit: long options take two dashes: --junit "
                            "(see: planctl apply --help)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["touch.yaml"]
+    done = planctl("-version", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (3, "planctl: error: -version: long options "
+                                              "take two dashes: --version (see: planctl "
+                                              "--help)\n")
     done = planctl("apply", str(plan), "--var", "who=-state", "-s", "s.db", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "made").exists()
