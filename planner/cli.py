@@ -91,13 +91,20 @@ def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[
     result = GivenVars()
     for file in files or []:
         try:
-            data = read_document(read_bounded(file, MAX_PLAN_BYTES), str(file)).data
+            raw = read_bounded(file, MAX_PLAN_BYTES)
         except OSError as exc:
             raise UsageError(f"--vars-file {file}: {exc.strerror}") from None
         except TooLarge as exc:
             raise UsageError(f"--vars-file {file}: {exc}") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"--vars-file {file}: expected a mapping of names to values")
+        # No YAML document at all (empty, or comments only): not "the plan file is empty".
+        blank = all(not line.strip() or line.lstrip().startswith(b"#")
+                    for line in raw.splitlines())
+        data = None if blank else read_document(raw, str(file)).data
+        if not isinstance(data, dict):  # a .tfvars or .env file: `who = "x"`, `who=x`
+            got = "nothing" if data is None else "a list" if isinstance(data, list) \
+                else f"the {type(data).__name__} {str(data)[:40]!r}"
+            raise UsageError(f"--vars-file {file}: expected a mapping of names to values "
+                             f"(YAML `name: value` lines or a JSON object), got {got}")
         result.update(data)
         result.origins.update(dict.fromkeys(data, f"--vars-file {file}:"))
     for assignment in assignments or []:

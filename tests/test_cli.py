@@ -447,6 +447,24 @@ def test_entry_a_state_store_of_a_newer_planctl_says_what_to_do(tmp_path: Path) 
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+def test_entry_a_vars_file_that_is_no_mapping_says_what_it_holds(tmp_path: Path) -> None:
+    """An empty --vars-file is not called "the plan file" (nor told to start with `name:`);
+    one written as Terraform's .tfvars or a .env file says what it was read as. Exit 3."""
+    plan = tmp_path / "touch.yaml"
+    plan.write_text("name: touch\nvars: {who: x}\ncommands:\n  - id: t\n    changes: false\n"
+                    "    run: {command: [touch, made]}\n", encoding="utf-8")
+    expected = "(YAML `name: value` lines or a JSON object)"
+    for name, text, got in (("empty.yml", "", "nothing"),
+                            ("comments.yml", "# who: y\n\n", "nothing"),
+                            ("vars.tfvars", 'who = "y"\n', "the str 'who = \"y\"'")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        done = planctl("apply", str(plan), "--vars-file", name, cwd=tmp_path)
+        assert (done.returncode, done.stdout, done.stderr) == (3, "", (
+            f"planctl: error: --vars-file {name}: expected a mapping of names to values "
+            f"{expected}, got {got}\n")), name
+    assert not (tmp_path / "made").exists() and not (tmp_path / ".planctl").exists()
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
