@@ -507,7 +507,11 @@ def _run_id(store: SQLiteStore, run: str | None, last: bool, verb: str | None = 
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise UsageError(f"unknown run {run!r}")
+            hint = ""
+            if run.endswith((".yaml", ".yml")) or os.path.isfile(run):  # Terraform's destroy
+                hint = (f"; {run} is a plan, not a run: give a run id (`planctl runs` lists "
+                        "them) or --last")
+            raise UsageError(f"unknown run {run!r}{hint}")
         shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
         raise UsageError(f"run id prefix {run!r} is ambiguous: it matches {len(matches)} runs "
                          f"({shown})")

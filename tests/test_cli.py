@@ -465,6 +465,21 @@ def test_entry_a_vars_file_that_is_no_mapping_says_what_it_holds(tmp_path: Path)
     assert not (tmp_path / "made").exists() and not (tmp_path / ".planctl").exists()
 
 
+def test_entry_a_plan_given_where_a_run_goes_says_so(tmp_path: Path) -> None:
+    """`planctl rollback plan.yaml`, as `terraform destroy` is typed, exits 3 saying a
+    run id (or --last) is wanted, and undoes nothing."""
+    plan = tmp_path / "touch.yaml"
+    plan.write_text("name: touch\ncommands:\n  - id: t\n    run: {command: [touch, made]}\n"
+                    "    inverse: {command: [rm, made]}\n", encoding="utf-8")
+    assert planctl("apply", "touch.yaml", cwd=tmp_path).returncode == 0
+    for verb in ("rollback", "resume", "show", "events"):
+        done = planctl(verb, "touch.yaml", cwd=tmp_path)
+        assert (done.returncode, done.stdout, done.stderr) == (3, "", (
+            "planctl: error: unknown run 'touch.yaml'; touch.yaml is a plan, not a run: give "
+            "a run id (`planctl runs` lists them) or --last\n")), verb
+    assert (tmp_path / "made").exists()
+
+
 def test_entry_a_var_list_that_is_not_yaml_is_a_usage_error(good: Path) -> None:
     """`--var 'disks=[a[1]]'` (meant as a list, not YAML) exits 3 with one line saying why,
     before the plan is looked at; `--var 'disks=a[1]'` is text, as before."""
