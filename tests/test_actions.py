@@ -351,6 +351,36 @@ def test_command_cancellation_kills_the_whole_process_group(tmp_path: Path) -> N
     assert gone(read_pid(child))
 
 
+def test_command_is_not_held_by_a_daemon_that_keeps_its_output_open(tmp_path: Path) -> None:
+    """A process that left the program's group (setsid) and inherited its stdout does not
+    keep the command waiting for EOF once the program and its group have ended: the
+    result is the program's, with what it printed (it used to wait as long as the daemon
+    lived: here longer than the 20 s bound, which fails the test instead of hanging it)."""
+    daemon = tmp_path / "daemon"
+    script = f"setsid sh -c 'echo $$ > {daemon}; exec sleep 60' & echo started; exit 3"
+
+    async def main() -> ActionResult:
+        return await asyncio.wait_for(
+            run_process(["sh", "-c", script], context(tmp_path), grace=0.2), 20)
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        os.kill(read_pid(daemon), 9)
+    assert (result.ok, result.error, result.data["rc"]) == (False, "exit status 3", 3)
+    assert result.data["stdout"] == "started\n"
+
+
+def test_command_waits_for_a_background_child_of_its_group_holding_output(
+        tmp_path: Path) -> None:
+    """A background child still in the program's group that holds stdout is waited for,
+    as a shell's `$(...)` would: what it prints after the program exited is kept."""
+    script = "(sleep 0.3; echo late) & echo early"
+    result = asyncio.run(run_process(["sh", "-c", script], context(tmp_path), grace=0.05))
+    assert result.ok
+    assert result.data["stdout"] == "early\nlate\n"
+
+
 # Arrives (a file of its own in here/), then waits for all 20 to have arrived: only 20
 # programs running at once all succeed. A bounded wait, so a failure cannot hang: the first
 # to give up leaves gave_up, and the others then give up at once.

@@ -19,6 +19,8 @@ KILL_GRACE = 2.0
 # Longest stderr excerpt quoted in an error message.
 _ERROR_EXCERPT = 500
 _CHUNK = 64 * 1024
+# Seconds between looks at whether a program whose output has not ended has exited.
+_WATCH = 0.1
 
 
 async def run_process(
@@ -61,10 +63,8 @@ async def run_process(
     timed_out = False
     try:
         async with asyncio.timeout(context.timeout):
-            # asyncio.wait, unlike gather, leaves the readers running when interrupted,
-            # so a timed-out result still carries the output produced so far.
-            await asyncio.wait(tasks)
-            rc = await proc.wait()
+            ended = await _outlasted(proc, tasks, grace)
+            rc = ended if ended is not None else await proc.wait()
     except TimeoutError:
         timed_out = True
         await _kill_group(proc, grace)
@@ -82,6 +82,8 @@ async def run_process(
     finally:
         for task in tasks:
             task.cancel()
+        if any(not task.done() for task in tasks):
+            _release(proc)
 
     stdout = out.decode("utf-8", errors="replace")
     stderr = err.decode("utf-8", errors="replace")
@@ -95,6 +97,35 @@ async def run_process(
     if rc == 0:
         return ActionResult(True, data)
     return ActionResult(False, data, _exit_error(rc, stderr))
+
+
+async def _outlasted(proc: asyncio.subprocess.Process, tasks: list[asyncio.Task[None]],
+                     grace: float) -> int | None:
+    """Wait for the program's output to end (EOF on stdout and stderr, stdin fed).
+
+    A background process of its group that keeps the pipes open is waited for, as by a
+    shell's ``$(...)``. Once the whole group has ended, a process that left it (setsid, a
+    daemon) and still holds a pipe is given ``grace`` to close it, then no longer waited
+    for: its exit status is returned then, else None (the output ended)."""
+    pending = set(tasks)
+    while True:
+        # asyncio.wait, unlike gather, leaves the readers running when interrupted,
+        # so a timed-out result still carries the output produced so far.
+        _, pending = await asyncio.wait(pending, timeout=_WATCH)
+        if not pending:
+            return None
+        rc = proc.returncode
+        if rc is not None and not _group_alive(proc.pid):
+            _, pending = await asyncio.wait(pending, timeout=grace)
+            return rc if pending else None
+
+
+def _release(proc: asyncio.subprocess.Process) -> None:
+    """Close our ends of the pipes a process outside the group still holds: it gets
+    EOF or EPIPE rather than blocking on a pipe nobody reads, and no descriptor leaks."""
+    transport = getattr(proc, "_transport", None)  # asyncio has no public way to do it
+    if transport is not None:
+        transport.close()
 
 
 async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
