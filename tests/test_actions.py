@@ -25,7 +25,7 @@ from asyncjobs import AsyncJobsServer
 import planner
 from planner import actions
 from planner.actions import SHELL_QUOTE, SUBPROCESS, ActionContext, ActionResult
-from planner.actions._process import run_process
+from planner.actions._process import OUTPUT_KEPT, run_process
 from planner.actions.command import ACTION as COMMAND
 from planner.actions.http import ACTION as HTTP
 from planner.actions.http import aclose_clients
@@ -379,6 +379,27 @@ def test_command_waits_for_a_background_child_of_its_group_holding_output(
     result = asyncio.run(run_process(["sh", "-c", script], context(tmp_path), grace=0.05))
     assert result.ok
     assert result.data["stdout"] == "early\nlate\n"
+
+
+def test_command_output_past_the_limit_keeps_its_first_and_last_part(tmp_path: Path) -> None:
+    """A program printing three times OUTPUT_KEPT on each stream leaves a result of the
+    first and last half of that, around a note of how much was left out: the result row
+    stays bounded (a program printing a few hundred MB of bytes used to make a row past
+    SQLite's limit, and planctl then ended with an internal error at every resume). The
+    error still quotes stderr's last line."""
+    size = 3 * OUTPUT_KEPT
+    script = (f"{{ printf START; head -c {size} /dev/zero | tr '\\0' o; printf END; }}; "
+              f"{{ printf 'warming up\\n'; head -c {size} /dev/zero; "
+              "printf '\\nfatal: disk full\\n'; } >&2; exit 1")
+    result = asyncio.run(run_process(["sh", "-c", script], context(tmp_path)))
+    stdout, stderr = result.data["stdout"], result.data["stderr"]
+    half = OUTPUT_KEPT // 2
+    note = f"\n[... {size + 8 - OUTPUT_KEPT} bytes left out by planctl ...]\n"
+    assert stdout == "START" + "o" * (half - 5) + note + "o" * (half - 3) + "END"
+    note = f"\n[... {size + 29 - OUTPUT_KEPT} bytes left out by planctl ...]\n"
+    assert stderr == "warming up\n" + "\0" * (half - 11) + note + "\0" * (half - 18) \
+        + "\nfatal: disk full\n"
+    assert result.error == "exit status 1: fatal: disk full"
 
 
 # Arrives (a file of its own in here/), then waits for all 20 to have arrived: only 20

@@ -7,18 +7,23 @@ import errno
 import json
 import os
 import signal
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from .base import ActionContext, ActionResult
 
-__all__ = ["KILL_GRACE", "run_process"]
+__all__ = ["KILL_GRACE", "OUTPUT_KEPT", "run_process"]
 
 # Seconds a process group gets between SIGTERM and SIGKILL.
 KILL_GRACE = 2.0
 # Longest stderr excerpt quoted in an error message.
 _ERROR_EXCERPT = 500
 _CHUNK = 64 * 1024
+# Bytes of stdout, and of stderr, kept in a result: past this, the first and the last
+# half of it, around a note of what was left out. Bounds planctl's memory and the state
+# row (written as ASCII JSON, up to 6 bytes a byte) however much a program prints.
+OUTPUT_KEPT = 32 * 1024 * 1024
 # Seconds between looks at whether a program whose output has not ended has exited.
 _WATCH = 0.1
 
@@ -28,8 +33,9 @@ async def run_process(
 ) -> ActionResult:
     """Run ``argv`` in its own session; on timeout or cancellation kill its whole group.
 
-    The result's data holds ``rc``, ``stdout`` and ``stderr`` (text), plus ``json`` when
-    stdout is a JSON object or array, and ``timed_out: True`` after a timeout. A program
+    The result's data holds ``rc``, ``stdout`` and ``stderr`` (text, of ``OUTPUT_KEPT``
+    bytes at most), plus ``json`` when stdout is a JSON object or array, and
+    ``timed_out: True`` after a timeout. A program
     that cannot be started gives ``ok=False`` with rc 127 (not found) or 126 (not
     executable), as a shell would, instead of raising.
     """
@@ -52,7 +58,7 @@ async def run_process(
         rc, message = _spawn_error(exc, argv[0], context.cwd)
         return ActionResult(False, {"rc": rc, "stdout": "", "stderr": ""}, message)
 
-    out, err = bytearray(), bytearray()
+    out, err = _Output(), _Output()
     assert proc.stdout is not None and proc.stderr is not None
     tasks = [
         asyncio.create_task(_drain(proc.stdout, out)),
@@ -85,8 +91,7 @@ async def run_process(
         if any(not task.done() for task in tasks):
             _release(proc)
 
-    stdout = out.decode("utf-8", errors="replace")
-    stderr = err.decode("utf-8", errors="replace")
+    stdout, stderr = out.text(), err.text()
     data: dict[str, Any] = {"rc": rc, "stdout": stdout, "stderr": stderr}
     parsed = _json_of(stdout)
     if parsed is not None:
@@ -128,10 +133,44 @@ def _release(proc: asyncio.subprocess.Process) -> None:
         transport.close()
 
 
-async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
+class _Output:
+    """What a program printed on one stream: all of it up to ``OUTPUT_KEPT`` bytes, else
+    the first and the last half of that."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.left_out = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = OUTPUT_KEPT // 2 - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_size += len(chunk)
+        while self.tail_size - len(self.tail[0]) >= OUTPUT_KEPT // 2:
+            self.tail_size -= len(self.tail[0])
+            self.left_out += len(self.tail.popleft())
+
+    def text(self) -> str:
+        tail = b"".join(self.tail)
+        if self.left_out or len(self.head) + len(tail) > OUTPUT_KEPT:
+            cut = len(tail) - OUTPUT_KEPT // 2
+            left_out = self.left_out + cut
+            return (self.head.decode("utf-8", errors="replace")
+                    + f"\n[... {left_out} bytes left out by planctl ...]\n"
+                    + tail[cut:].decode("utf-8", errors="replace"))
+        return (self.head + tail).decode("utf-8", errors="replace")
+
+
+async def _drain(stream: asyncio.StreamReader, sink: _Output) -> None:
     # Chunk by chunk into the caller's buffer, so a cancelled read keeps what it got.
     while chunk := await stream.read(_CHUNK):
-        sink += chunk
+        sink.add(chunk)
 
 
 async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
