@@ -125,6 +125,15 @@ def _quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+class _ShellWord(str):
+    """What the `quote` filter gives in a `shell` template: already one shell word."""
+
+
+def _shell_quote(value: Any) -> str:
+    """The `quote` filter of `shell` templates: quotes once, however it is written."""
+    return value if isinstance(value, _ShellWord) else _ShellWord(_quote(value))
+
+
 # Bounds of one rendering. Jinja's sandbox stops `range()` at 100,000 items but nothing
 # else: `'a' * 10**10` or a macro that calls itself twice would take the machine's memory
 # or hang planctl. What can build a value much larger than its inputs checks the size it
@@ -440,10 +449,12 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
         undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize=_quote if shell else None,
+        # `{{ x | quote }}`, as Ansible's shell module needs, is not quoted twice.
+        finalize=_shell_quote if shell else None,
     )
     env.filters.update(
-        bool=_to_bool, from_json=_from_json, to_json=_to_json, quote=_quote,
+        bool=_to_bool, from_json=_from_json, to_json=_to_json,
+        quote=_shell_quote if shell else _quote,
         **_bounded_filters(env.filters),
     )
     lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]

@@ -275,6 +275,19 @@ def test_shell_quoting_survives_a_real_shell(tmp_path: Any) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("value", [*NASTY, "plain", 3])
+def test_shell_mode_quotes_a_quote_filter_once(value: Any, tmp_path: Any) -> None:
+    """`{{ v | quote }}`, as a plan written for Ansible's shell module has it, gives /bin/sh
+    the value itself, as `{{ v }}` does, whatever it holds (it used to be quoted twice: a
+    value with a space or a quote reached the program wrapped in quotes, `plain` did not)."""
+    script = render("printf '%s\\n' {{ v | quote }} {{ v | quote | quote }} {{ v }}",
+                    {"v": value}, shell=True)
+    out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == f"{value}\n" * 3
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_without_shell_mode_values_are_not_quoted() -> None:
     """Only shell mode quotes; argv templates get the raw value."""
     assert render("echo {{ v }}", {"v": "a b"}) == "echo a b"
