@@ -55,6 +55,7 @@ class _Jinja:
             ImmutableSandboxedEnvironment=jinja2.sandbox.ImmutableSandboxedEnvironment,
             meta=jinja2.meta,
             nodes=jinja2.nodes,
+            pass_eval_context=jinja2.pass_eval_context,
         )
         return self.__dict__[name]
 
@@ -125,13 +126,229 @@ def _quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-class _ShellWord(str):
-    """What the `quote` filter gives in a `shell` template: already one shell word."""
+def _word(value: Any) -> str:
+    """The text a `shell` template inserts for a value, as a `command` argument gets it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
 
 
-def _shell_quote(value: Any) -> str:
-    """The `quote` filter of `shell` templates: quotes once, however it is written."""
-    return value if isinstance(value, _ShellWord) else _ShellWord(_quote(value))
+class _Slots(threading.local):
+    values: list[str] | None = None  # the values of the `shell` rendering under way
+
+
+_slots = _Slots()
+
+
+def _shell_slot(_eval_ctx: Any, value: Any) -> str:
+    """Finalize of `shell` templates: the value is kept aside and a NUL-delimited slot put
+    in its place, filled by ``_fill`` once the quoting around it is known. (Taking the
+    eval context keeps Jinja from finalizing constants at compile time.)"""
+    values = _slots.values
+    if values is None:  # the script itself holds a NUL: it cannot run anyway
+        return _quote(value)
+    values.append(_word(value))
+    return f"\0{len(values) - 1}\0"
+
+
+def _shell_render(template: Any, source: str, context: Mapping[str, Any]) -> str:
+    if "\0" in source:
+        return str(template.render(context))
+    values: list[str] = []
+    _slots.values = values
+    try:
+        script = str(template.render(context))
+    finally:
+        _slots.values = None
+    return _fill(script, values) if values else script
+
+
+_DQ_SPECIAL = re.compile(r'([\\$`"])')  # what a backslash escapes inside "..."
+_HEREDOC_SPECIAL = re.compile(r"([\\$`])")  # ... in a here-document, and in `...`
+_SEPARATORS = frozenset(" \t\n;&|()<>")
+# A backslash would take the first character of the value's quoting for itself.
+_AFTER_BACKSLASH = "a value cannot follow a backslash in a shell script"
+
+
+def _fill(script: str, values: list[str]) -> str:
+    """``script`` with each slot replaced by its value, quoted for where it stands: one
+    word where the shell reads words, escaped inside "...", '...' and here-documents, so
+    that /bin/sh reads the value itself and never runs any of it. Where that cannot be
+    done, a TemplateError says why."""
+    out: list[str] = []
+    # plain, sub ($(...)), bq (`...`), nested (\`...\` in `...`), dq, sq, arith ($((...))),
+    # comment
+    stack = ["plain"]
+    depth = [0]  # parentheses open in each sub and arith
+    heredocs: list[tuple[str, bool, bool]] = []  # delimiter, quoted, <<- strips tabs
+    word_start = True
+    i, n = 0, len(script)
+    while i < n:
+        c = script[i]
+        mode = stack[-1]
+        if c == "\0":
+            end = script.index("\0", i + 1)
+            out.append(_slot_text(mode, values[int(script[i + 1:end])], stack.count("bq")))
+            i, word_start = end + 1, False
+            continue
+        if mode == "sq":
+            if c == "'":
+                stack.pop()
+        elif mode == "comment":
+            if c == "\n":
+                stack.pop()
+                continue  # the newline ends the line in the enclosing mode
+        elif c == "\\" and mode != "arith":
+            if script.startswith("\0", i + 1):
+                raise TemplateError(_AFTER_BACKSLASH)
+            if script.startswith("`", i + 1) and mode in ("bq", "nested"):  # `...\`...\`...`
+                stack.pop() if mode == "nested" else stack.append("nested")
+            out.append(script[i:i + 2])
+            i, word_start = i + 2, False
+            continue
+        elif (mode, c) in (("dq", '"'), ("bq", "`")):  # the closing quote
+            stack.pop()
+        elif c == "`":
+            stack.append("bq")
+        elif script.startswith("$((", i):
+            stack.append("arith")
+            depth.append(0)
+            out.append("$((")
+            i += 3
+            continue
+        elif script.startswith("$(", i):
+            stack.append("sub")
+            depth.append(0)
+            out.append("$(")
+            i += 2
+            continue
+        elif mode == "arith":
+            if c == "(":
+                depth[-1] += 1
+            elif c == ")" and depth[-1] == 0 and script.startswith("))", i):
+                stack.pop()
+                depth.pop()
+                out.append("))")
+                i += 2
+                continue
+            elif c == ")":
+                depth[-1] -= 1
+        elif mode == "dq":
+            pass
+        elif c == "'":
+            stack.append("sq")
+        elif c == '"':
+            stack.append("dq")
+        elif c == "(" and mode == "sub":
+            depth[-1] += 1
+        elif c == ")" and mode == "sub":
+            if depth[-1] == 0:
+                stack.pop()
+                depth.pop()
+            else:
+                depth[-1] -= 1
+        elif c == "#" and word_start:
+            stack.append("comment")
+            out.append(c)
+            i += 1
+            continue
+        elif script.startswith("<<", i) and not script.startswith("<<<", i):
+            i = _heredoc_operator(script, i, out, heredocs)
+            word_start = True
+            continue
+        elif c == "\n" and heredocs:
+            out.append(c)
+            i = _heredoc_bodies(script, i + 1, out, heredocs, values)
+            heredocs.clear()
+            word_start = True
+            continue
+        out.append(c)
+        word_start = c in _SEPARATORS
+        i += 1
+    return "".join(out)
+
+
+def _slot_text(mode: str, value: str, backquotes: int) -> str:
+    if mode in ("plain", "sub", "bq"):
+        word = shlex.quote(value)
+        for _ in range(backquotes):  # `...` takes a backslash off \\, \` and \$ first
+            word = _HEREDOC_SPECIAL.sub(r"\\\1", word)
+        return word
+    if mode == "comment":
+        if "\n" in value:
+            raise TemplateError("a value inserted in a shell comment cannot hold a line break")
+        return value
+    if mode == "arith":
+        if re.fullmatch(r"[+-]?[0-9]+", value):
+            return value
+        raise TemplateError(f"a value inserted in $((...)) must be an integer, not {value!r}")
+    if backquotes or mode == "nested":
+        raise TemplateError("a value cannot be inserted in quotes or nested `...` inside `...`: "
+                            "write $(...) instead")
+    if mode == "dq":
+        return _DQ_SPECIAL.sub(r"\\\1", value)
+    return value.replace("'", "'\\''")  # sq
+
+
+def _heredoc_operator(script: str, i: int, out: list[str],
+                      heredocs: list[tuple[str, bool, bool]]) -> int:
+    """Copy ``<<[-] WORD`` at ``i``, note the here-document it opens; return the index past."""
+    start = i
+    i += 2
+    strip = script.startswith("-", i)
+    i += strip
+    while i < len(script) and script[i] in " \t":
+        i += 1
+    word_start = i
+    while i < len(script) and script[i] not in _SEPARATORS:
+        if script[i] in "'\"":
+            close = script.find(script[i], i + 1)
+            i = len(script) if close < 0 else close + 1
+        else:
+            i += 1 + (script[i] == "\\")
+    word = script[word_start:i]
+    delimiter = word.replace("'", "").replace('"', "").replace("\\", "")
+    heredocs.append((delimiter, any(q in word for q in "'\"\\"), strip))
+    out.append(script[start:i])
+    return i
+
+
+def _heredoc_bodies(script: str, i: int, out: list[str],
+                    heredocs: list[tuple[str, bool, bool]], values: list[str]) -> int:
+    """Copy the bodies of ``heredocs``, from ``i``, filling their slots; return the index
+    past the last delimiter line."""
+    for delimiter, quoted, strip in heredocs:
+        while i < len(script):
+            end = script.find("\n", i)
+            end = len(script) if end < 0 else end + 1
+            line = script[i:end]
+            if (line.lstrip("\t") if strip else line).rstrip("\n") == delimiter:
+                out.append(line)
+                i = end
+                break
+            pieces = line.split("\0")
+            filled = []
+            for k, piece in enumerate(pieces):
+                if k % 2 == 0:
+                    filled.append(piece)
+                elif quoted:
+                    filled.append(values[int(piece)])
+                elif (len(pieces[k - 1]) - len(pieces[k - 1].rstrip("\\"))) % 2:
+                    raise TemplateError(_AFTER_BACKSLASH)
+                elif "$(" in "".join(pieces[:k:2]) or "`" in "".join(pieces[:k:2]):
+                    raise TemplateError("a value cannot be inserted in $(...) or `...` "
+                                        "inside a here-document")
+                else:
+                    filled.append(_HEREDOC_SPECIAL.sub(r"\\\1", values[int(piece)]))
+            text = "".join(filled)
+            parts = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+            if len(pieces) > 1 and delimiter in (
+                    (part.lstrip("\t") if strip else part) for part in parts):
+                raise TemplateError(f"a value inserted in a here-document holds a line "
+                                    f"{delimiter!r}, which would end it")
+            out.append(text)
+            i = end
+    return i
 
 
 # Bounds of one rendering. Jinja's sandbox stops `range()` at 100,000 items but nothing
@@ -444,17 +661,17 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
 
 @cache
 def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
-    """The shared sandbox; with ``shell`` every ``{{ }}`` output is shell-quoted."""
+    """The shared sandbox; with ``shell`` every ``{{ }}`` output is quoted for /bin/sh."""
     env: ImmutableSandboxedEnvironment = _sandbox_class()(
         undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        # `{{ x | quote }}`, as Ansible's shell module needs, is not quoted twice.
-        finalize=_shell_quote if shell else None,
+        finalize=_j.pass_eval_context(_shell_slot) if shell else None,
     )
     env.filters.update(
         bool=_to_bool, from_json=_from_json, to_json=_to_json,
-        quote=_shell_quote if shell else _quote,
+        # `{{ x | quote }}`, as Ansible's shell module needs, is `{{ x }}`: quoted once.
+        quote=_word if shell else _quote,
         **_bounded_filters(env.filters),
     )
     lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]
@@ -617,7 +834,11 @@ def _text_renderer(source: str, shell: bool) -> Callable[[Mapping[str, Any]], st
     def jinja(context: Mapping[str, Any]) -> str:
         _budget.steps = 0
         try:
+            if shell:
+                return _shell_render(_compiled(source, shell), source, context)
             return str(_compiled(source, shell).render(context))
+        except TemplateError:
+            raise
         except Exception as exc:  # noqa: BLE001 - sorted out by _reraise
             _reraise(exc)
 

@@ -288,6 +288,82 @@ def test_shell_mode_quotes_a_quote_filter_once(value: Any, tmp_path: Any) -> Non
     assert not (tmp_path / "pwned").exists()
 
 
+# Where a plan may write `{{ v }}` in a script, and the line /bin/sh must print for it.
+SHELL_PLACES = [
+    ('printf "[%s]\\n" "{{ v }}"', "[{v}]"),  # the habit of Ansible's shell module
+    ('printf "[%s]\\n" "pre {{ v }} post"', "[pre {v} post]"),
+    ("printf '[%s]\\n' 'pre {{ v }} post'", "[pre {v} post]"),
+    ("printf '[%s]\\n' pre{{ v }}post", "[pre{v}post]"),
+    ("printf '[%s]\\n' \"$(printf '%s' {{ v }})\"", "[{v}]"),
+    ("printf '[%s]\\n' \"$(printf '%s' \"{{ v }}\")\"", "[{v}]"),
+    ("printf '[%s]\\n' \"${UNSET:-{{ v }}}\"", "[{v}]"),
+    ("printf '[%s]\\n' `printf '%s' {{ v | quote }}`", None),  # one word, split again by ``
+    ("printf '[%s]\\n' \"`printf '%s' {{ v }}`\"", "[{v}]"),
+    ("cat <<EOF\n[{{ v }}]\nEOF", "[{v}]"),
+    ("cat <<'EOF'\n[{{ v }}]\nEOF", "[{v}]"),
+    ("cat <<-EOF\n\t[{{ v }}]\n\tEOF", "[{v}]"),
+    ("printf '[%s]\\n' {{ v }} # {{ v | length }} characters", "[{v}]"),
+    ("printf '[%s]\\n' \\\\{{ v }}", "[\\{v}]"),
+    ("cat <<EOF\n[\\\\{{ v }}]\nEOF", "[\\{v}]"),
+]
+SHELL_VALUES = [*NASTY, "\\", "\\$(touch pwned)", "'\"'\"'", "#", "$HOME", "a\tb",
+                "`; touch pwned; echo `", "\\`touch pwned\\`"]
+
+
+@pytest.mark.parametrize(("source", "line"), SHELL_PLACES)
+def test_shell_mode_quotes_a_value_for_where_it_stands(source: str, line: str | None,
+                                                       tmp_path: Any) -> None:
+    """Inside "...", '...', $(...), ${...} or a here-document, /bin/sh gets the value itself
+    and runs none of it (a value in "..." or a here-document used to be inserted in single
+    quotes, where `$(touch pwned)` ran and `a b` came out as 'a b')."""
+    for value in SHELL_VALUES:
+        script = render(source, {"v": value}, shell=True)
+        out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout
+        assert not (tmp_path / "pwned").exists(), (source, value)
+        if line is not None:
+            assert out == line.format(v=value) + "\n", (source, value)
+
+
+@pytest.mark.parametrize(("source", "value", "error"), [
+    ("cat <<EOF\n{{ v }}\nEOF", "x\nEOF\ntouch pwned",
+     "a value inserted in a here-document holds a line 'EOF', which would end it"),
+    ("cat <<'EOF'\nsee {{ v }}\nEOF", "\nEOF", "a value inserted in a here-document holds "
+     "a line 'EOF', which would end it"),
+    ("true # {{ v }}", "\ntouch pwned", "a value inserted in a shell comment cannot hold a "
+     "line break"),
+    ("echo $(( {{ v }} + 1 ))", "a[$(touch pwned)]",
+     "a value inserted in $((...)) must be an integer, not 'a[$(touch pwned)]'"),
+    ('echo `echo "{{ v }}"`', "x", "a value cannot be inserted in quotes or nested `...` "
+     "inside `...`: write $(...) instead"),
+    ("echo `echo \\`echo {{ v }}\\``", "x", "a value cannot be inserted in quotes or nested "
+     "`...` inside `...`: write $(...) instead"),
+    ("cat <<EOF\n$(echo {{ v }})\nEOF", "x", "a value cannot be inserted in $(...) or `...` "
+     "inside a here-document"),
+    ("echo \\{{ v }}", "a; touch pwned", "a value cannot follow a backslash in a shell script"),
+    ('echo "\\{{ v }}"', "$(touch pwned)", "a value cannot follow a backslash in a shell "
+     "script"),
+    ("cat <<EOF\n\\{{ v }}\nEOF", "$(touch pwned)", "a value cannot follow a backslash in a "
+     "shell script"),
+])
+def test_shell_mode_refuses_a_value_it_cannot_quote_where_it_stands(
+        source: str, value: str, error: str) -> None:
+    """Where no quoting keeps a value from being run, the rendering fails, saying why."""
+    with pytest.raises(TemplateError) as caught:
+        render(source, {"v": value}, shell=True)
+    assert str(caught.value) == error
+
+
+def test_shell_mode_numbers_in_arithmetic_and_multi_line_here_documents(tmp_path: Any) -> None:
+    """An integer goes into $((...)) as it is; a value with line breaks into a
+    here-document, line by line."""
+    script = render("echo $(( {{ n }} + 1 )); cat <<EOF\n{{ text }}\nEOF",
+                    {"n": -3, "text": "a: 1\nb: $(x)"}, shell=True)
+    out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "-2\na: 1\nb: $(x)\n"
+
+
 def test_without_shell_mode_values_are_not_quoted() -> None:
     """Only shell mode quotes; argv templates get the raw value."""
     assert render("echo {{ v }}", {"v": "a b"}) == "echo a b"

@@ -26,7 +26,8 @@ __all__ = [
 # it receives the PLANCTL_* environment variables.
 SUBPROCESS = "subprocess"
 # Capability: the core renders this action's templates with shell quoting (every templated
-# value becomes one shell word), because the arguments are a script for /bin/sh.
+# value is quoted for where it stands: one word, or escaped inside quotes), because the
+# arguments are a script for /bin/sh.
 SHELL_QUOTE = "shell-quote"
 # Capability: the action also has ``start`` (see ``SyncStart``), which finishes quick work
 # at once: the executor then runs it inline, without a task and loop turns of its own.
