@@ -17,14 +17,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENDED", "PROC", "Orphan", "alive", "describe", "parse_environ", "parse_stat", "scan",
-           "stat"]
+__all__ = ["ENDED", "PROC", "SPAWN", "Orphan", "alive", "describe", "parse_environ", "parse_stat",
+           "scan", "spawned", "stat"]
 
 PROC = Path("/proc")
 _RUN = b"PLANCTL_RUN_ID="
 _COMMAND = "PLANCTL_COMMAND_ID"
 _REASON = "PLANCTL_EXECUTION_REASON"
 ENDED = ("Z", "X")  # states of a process that no longer runs: zombie, dead
+# A fresh id in the environment of each program planctl starts, and of what it starts.
+SPAWN = "PLANCTL_SPAWN_ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,25 @@ def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
             continue
         key = (env[_COMMAND], env.get(_REASON, ""))
         found.setdefault(key, []).append(Orphan(pid, found_stat[0], found_stat[2]))
+    return found
+
+
+def spawned(spawn_id: str, *, proc: Path = PROC) -> list[Orphan]:
+    """Live processes whose ``PLANCTL_SPAWN_ID`` is ``spawn_id``: one program planctl
+    started and what it started, wherever they went. Empty where there is none."""
+    try:
+        entries = [e for e in os.listdir(proc) if e.isdigit()]
+    except OSError:
+        return []
+    wanted = f"{SPAWN}={spawn_id}".encode()
+    found = []
+    for entry in entries:
+        raw = _read(proc / entry / "environ")
+        if raw is None or wanted not in raw or parse_environ(raw).get(SPAWN) != spawn_id:
+            continue
+        found_stat = stat(int(entry), proc)
+        if found_stat is not None and found_stat[1] not in ENDED:
+            found.append(Orphan(int(entry), found_stat[0], found_stat[2]))
     return found
 
 

@@ -351,6 +351,42 @@ def test_command_cancellation_kills_the_whole_process_group(tmp_path: Path) -> N
     assert gone(read_pid(child))
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc (Linux)")
+def test_command_timeout_and_cancellation_kill_what_left_the_group(tmp_path: Path) -> None:
+    """A process the program started in a session of its own (setsid), so out of reach of
+    the group's signals, is killed too on timeout and on cancellation (found by the
+    PLANCTL_SPAWN_ID it inherited): it used to go on, so that a rollback could run beside
+    it. It is SIGKILLed after the grace when it ignores SIGTERM. A process of the same
+    command started by another program (a worker an earlier `run` left for its `poll`) is
+    left alone."""
+    worker, escaped = tmp_path / "worker", tmp_path / "escaped"
+    ctx = context(tmp_path)
+    start_worker = f"setsid sh -c 'echo $$ > {worker}; exec sleep 60' > /dev/null 2>&1 &"
+    assert run(SHELL, start_worker, ctx).ok
+    escape = (f"setsid sh -c 'trap \"\" TERM; echo $$ > {escaped}; sleep 60; sleep 60' "
+              "> /dev/null 2>&1 & sleep 60")
+    try:
+        result = asyncio.run(run_process(["sh", "-c", escape],
+                                         context(tmp_path, timeout=0.5), grace=0.3))
+        assert result.data["timed_out"] is True
+        assert gone(read_pid(escaped))
+        escaped.unlink()
+
+        async def cancelled() -> None:
+            task = asyncio.create_task(run_process(["sh", "-c", escape], ctx, grace=0.3))
+            while not (escaped.exists() and escaped.read_text().strip()):
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        assert gone(read_pid(escaped))
+        assert alive(read_pid(worker))
+    finally:
+        os.kill(read_pid(worker), 9)
+
+
 def test_command_is_not_held_by_a_daemon_that_keeps_its_output_open(tmp_path: Path) -> None:
     """A process that left the program's group (setsid) and inherited its stdout does not
     keep the command waiting for EOF once the program and its group have ended: the

@@ -7,10 +7,13 @@ import errno
 import json
 import os
 import signal
+import uuid
 from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
+from .. import orphans
 from .base import ActionContext, ActionResult
 
 __all__ = ["KILL_GRACE", "OUTPUT_KEPT", "run_process"]
@@ -42,6 +45,7 @@ async def run_process(
     if not argv:
         return ActionResult(False, {"rc": 127, "stdout": "", "stderr": ""}, "empty command")
     stdin = context.stdin
+    spawn_id = uuid.uuid4().hex
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -49,7 +53,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=context.cwd,
-            env={**os.environ, **context.env},
+            env={**os.environ, **context.env, orphans.SPAWN: spawn_id},
             # A session of its own makes the child a group leader, so killpg reaches
             # everything it spawned, and a Ctrl-C on our terminal does not hit it directly.
             start_new_session=True,
@@ -73,14 +77,14 @@ async def run_process(
             rc = ended if ended is not None else await proc.wait()
     except TimeoutError:
         timed_out = True
-        await _kill_group(proc, grace)
+        await _kill_group(proc, grace, _strays(proc, spawn_id))
         # Once the group is dead the pipes reach EOF, unless something escaped the group
         # (setsid) and holds them open: do not wait for it.
         await asyncio.wait(tasks, timeout=grace)
         rc = proc.returncode if proc.returncode is not None else -signal.SIGKILL
     except BaseException:  # cancellation: leave nothing behind, then let it propagate
         try:
-            await _kill_group(proc, grace)
+            await _kill_group(proc, grace, _strays(proc, spawn_id))
         finally:
             for task in tasks:
                 task.cancel()
@@ -184,23 +188,48 @@ async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
         proc.stdin.close()
 
 
-async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after ``grace``, await the leader."""
+async def _kill_group(proc: asyncio.subprocess.Process, grace: float,
+                      strays: list[orphans.Orphan]) -> None:
+    """SIGTERM the process group and ``strays``, SIGKILL whatever is left after ``grace``,
+    await the leader."""
     pgid = proc.pid  # the leader of a new session: its pid is the group id
     _signal_group(pgid, signal.SIGTERM)
+    _signal_strays(strays, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     try:
-        while _group_alive(pgid) and loop.time() < deadline:
+        while (_group_alive(pgid) or any(orphans.alive(s) for s in strays)) \
+                and loop.time() < deadline:
             await asyncio.sleep(0.02)
     finally:
         # Also when cancelled again while waiting: SIGKILL cannot be ignored.
         _signal_group(pgid, signal.SIGKILL)
+        _signal_strays(strays, signal.SIGKILL)
     # Wait for the child watcher to reap the leader. Not proc.wait(): it also waits for
     # the pipes to close, which a process that escaped the group (setsid) may hold open.
     deadline = loop.time() + grace
     while proc.returncode is None and loop.time() < deadline:
         await asyncio.sleep(0.01)
+
+
+def _strays(proc: asyncio.subprocess.Process, spawn_id: str) -> list[orphans.Orphan]:
+    """Processes the program started that left its group (setsid, a daemon), out of reach
+    of the group's signals: found by the PLANCTL_SPAWN_ID they inherited (Linux only)."""
+    return [o for o in orphans.spawned(spawn_id) if _pgid(o.pid) not in (proc.pid, None)]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _signal_strays(strays: list[orphans.Orphan], sig: int) -> None:
+    for stray in strays:
+        if orphans.alive(stray):  # still the same process, not a later one with its pid
+            with suppress(OSError):  # gone meanwhile, or no longer ours to signal
+                os.kill(stray.pid, sig)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
