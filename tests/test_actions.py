@@ -299,6 +299,18 @@ def test_command_not_executable(tmp_path: Path) -> None:
     assert result.error is not None and "./store" in result.error
 
 
+def test_command_empty_program_or_directory_is_named(tmp_path: Path) -> None:
+    """An empty program name and a directory given as the program say so (both used to
+    read 'permission denied (not executable?)', the empty one with nothing after it)."""
+    (tmp_path / "tools").mkdir()
+    empty = run(COMMAND, [""], context(tmp_path))
+    assert (empty.error, empty.data["rc"]) == ("command not found: the program name is empty",
+                                               127)
+    directory = run(COMMAND, ["./tools", "x"], context(tmp_path))
+    assert (directory.error, directory.data["rc"]) == (
+        "is a directory, not a program: ./tools", 126)
+
+
 def test_command_missing_cwd(tmp_path: Path) -> None:
     """A working directory that does not exist is named in the error."""
     missing = tmp_path / "gone"

@@ -256,8 +256,13 @@ def _spawn_error(exc: OSError | ValueError, program: str, cwd: str) -> tuple[int
         return 127, f"cannot run {program}: {exc}"
     if isinstance(exc, FileNotFoundError) and exc.filename == cwd and exc.filename != program:
         return 127, f"working directory not found: {cwd}"
+    if not program:
+        return 127, "command not found: the program name is empty"
     if isinstance(exc, FileNotFoundError):
         return 127, f"command not found: {program}"
+    if isinstance(exc, PermissionError) and "/" in program \
+            and os.path.isdir(os.path.join(cwd, program)):
+        return 126, f"is a directory, not a program: {program}"
     if isinstance(exc, PermissionError):
         return 126, f"permission denied (not executable?): {program}"
     if exc.errno == errno.ENOEXEC:
