@@ -316,6 +316,18 @@ def test_invalid_var_names_are_reported() -> None:
     assert "'my-var'" in found.message
 
 
+@pytest.mark.parametrize("name", ["A=B", "", "A\0B"])
+def test_an_env_name_no_program_can_receive_is_refused(name: str) -> None:
+    """An `env` name that is empty or holds `=` or NUL is a located validation error (it
+    used to pass validate, then fail its step at run time, after other steps had run,
+    with 'illegal environment variable name', not saying which)."""
+    for data in (plan(run={"command": ["true"], "env": {name: "1"}}),
+                 {**plan(), "defaults": {"env": {name: "1"}}}):
+        found = only(check(data))
+        assert found.message == (f"{name!r} is not valid: expected an environment variable "
+                                 "name: not empty, without '=' or NUL")
+
+
 def test_did_you_mean() -> None:
     """A close word is suggested in backquotes; a distant one gives None."""
     assert did_you_mean("comand", ["command", "shell"]) == "did you mean `command`?"
