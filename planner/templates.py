@@ -147,7 +147,11 @@ def _shell_slot(_eval_ctx: Any, value: Any) -> str:
     values = _slots.values
     if values is None:  # the script itself holds a NUL: it cannot run anyway
         return _quote(value)
-    values.append(_word(value))
+    text = _word(value)
+    if "\0" in text:  # the output of a macro or {% set %} block: the values it holds, back
+        text = _SLOT.sub(lambda m: values[int(m[1])] if int(m[1]) < len(values) else m[0],
+                         text)
+    values.append(text)
     return f"\0{len(values) - 1}\0"
 
 
@@ -163,6 +167,7 @@ def _shell_render(template: Any, source: str, context: Mapping[str, Any]) -> str
     return _fill(script, values) if values else script
 
 
+_SLOT = re.compile("\0([0-9]+)\0")
 _DQ_SPECIAL = re.compile(r'([\\$`"])')  # what a backslash escapes inside "..."
 _HEREDOC_SPECIAL = re.compile(r"([\\$`])")  # ... in a here-document, and in `...`
 _SEPARATORS = frozenset(" \t\n;&|()<>")

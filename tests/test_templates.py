@@ -303,6 +303,9 @@ SHELL_PLACES = [
     ("cat <<'EOF'\n[{{ v }}]\nEOF", "[{v}]"),
     ("cat <<-EOF\n\t[{{ v }}]\n\tEOF", "[{v}]"),
     ("printf '[%s]\\n' {{ v }} # {{ v | length }} characters", "[{v}]"),
+    ("{% macro opt(x) %}--name={{ x }}{% endmacro %}printf '[%s]\\n' {{ opt(v) }}",
+     "[--name={v}]"),
+    ("{% set o %}--name={{ v }}{% endset %}printf '[%s]\\n' \"{{ o }}\"", "[--name={v}]"),
     ("printf '[%s]\\n' \\\\{{ v }}", "[\\{v}]"),
     ("cat <<EOF\n[\\\\{{ v }}]\nEOF", "[\\{v}]"),
 ]
