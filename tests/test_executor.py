@@ -1360,7 +1360,7 @@ def test_secret_is_used_but_never_stored_or_printed(tmp_path: Path) -> None:
     assert SECRET not in done.stdout and SECRET not in done.stderr
     run, commands, _, events = read_state(state / "state.db")
     assert commands["use"].status == "SUCCEEDED"
-    assert commands["use"].outputs == {"echoed": "token=***"}
+    assert commands["use"].outputs == {"echoed": "token=\u00absecret:token\u00bb"}  # named
     assert commands["leak_on_failure"].status == "FAILED"
     assert "***" in (commands["leak_on_failure"].error or "")
     assert SECRET not in json.dumps([e.data for e in events])
