@@ -136,6 +136,8 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
             hint = f"to read the environment variable {variable}, write: {{env: {variable}}}" \
                 if instance.strip().startswith("$") and variable \
                 else "a secret names where its value is: {env: VARIABLE} or {file: PATH}"
+        elif isinstance(instance, str) and path and instance.strip():
+            hint = _string_operation_hint(path, instance)
         yield Diagnostic(path, f"expected {_expected(value)}, got {_kind(instance)}", hint)
     elif validator in ("oneOf", "anyOf") and schema.get("type") == "object" \
             and not isinstance(instance, dict):
@@ -176,6 +178,29 @@ def _describe(error: ValidationError) -> Iterator[Diagnostic]:
                              at_key=True)
     else:
         yield Diagnostic(path, error.message)
+
+
+_OPERATIONS = frozenset({"run", "inverse", "exists", "poll", "cancel"})
+
+
+def _string_operation_hint(path: Path, text: str) -> str | None:
+    """For a command line written as a string where planctl wants an argv list or an
+    operation (Ansible's `command: mkdir x`, `run: mkdir x`): how to write it."""
+    import shlex
+
+    shell = f"shell: {text!r}"
+    if path[-1] == "command" and len(path) >= 2 and path[-2] in _OPERATIONS:
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = []
+        argv = f"command: [{', '.join(words)}]" if words and all(
+            w and not any(c in w for c in ",[]{}:#'\"") for w in words) else None
+        return ("`command` takes the program and its arguments as a list"
+                + (f": {argv}" if argv else "") + f"; for a shell line, write {shell}")
+    if path[-1] in _OPERATIONS and len(path) >= 2:
+        return f"an operation names its action: {{{shell}}}, or {{command: [program, args]}}"
+    return None
 
 
 def _branch_error(error: ValidationError, what: str | None) -> ValidationError | None:
