@@ -350,19 +350,30 @@ StateOption = Annotated[
 ]
 
 
-def _seconds(value: float | None) -> float | None:
-    """A number of seconds from the command line: ``nan`` passes ``min=0``, and is none."""
-    if value is not None and value != value:
-        raise typer.BadParameter(f"{value} is not a number of seconds")
+def _seconds(text: str) -> float:
+    """--lock-timeout: seconds (``30``, ``2.5``) or a duration as plans write it (``5m``,
+    ``1m30s``), 0 or more; ``nan`` and other words are refused."""
+    from .model import parse_duration
+
+    try:
+        value = float(text) if _NUMBER.fullmatch(text.strip()) else parse_duration(text)
+    except ValueError:
+        value = -1.0
+    if not text.strip() or not value >= 0 or value == float("inf"):
+        raise typer.BadParameter(f"{text!r} is not a number of seconds or a duration "
+                                 f"(30, 2.5, 5m, 1m30s)")
     return value
+
+
+_NUMBER = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 
 LockTimeoutOption = Annotated[
     float | None,
-    typer.Option("--lock-timeout", metavar="SECONDS", min=0, callback=_seconds,
-                 help="Wait this long for entities held by another run (default: the "
-                      "plan's settings.lock_timeout, or 0: fail at once with exit 4); "
-                      "Ctrl-C stops the wait, exit 130."),
+    typer.Option("--lock-timeout", metavar="SECONDS", parser=_seconds,
+                 help="Wait this long for entities held by another run: seconds or a "
+                      "duration (30, 5m; default: the plan's settings.lock_timeout, or 0: "
+                      "fail at once with exit 4); Ctrl-C stops the wait, exit 130."),
 ]
 
 
@@ -891,9 +902,6 @@ def runs(
         typer.echo(format_runs(store.list_runs(limit, plans=False)), nl=False)
     finally:
         store.close()
-
-
-_NUMBER = re.compile(r"\d+(\.\d*)?")
 
 
 @app.command()

@@ -107,7 +107,8 @@ def test_entry_unknown_flag_is_a_usage_error(good: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["-j", "0"], "-j/--max-parallel: 0 is not in the range x>=1"),
     (["--max-parallel", "abc"], "-j/--max-parallel: 'abc' is not a whole number"),
-    (["--lock-timeout", "soon"], "--lock-timeout: 'soon' is not a number"),
+    (["--lock-timeout", "soon"], "--lock-timeout: 'soon' is not a number of seconds or a "
+                                 "duration (30, 2.5, 5m, 1m30s)"),
     (["-o", "xml"], "-o/--output: 'xml' is not one of 'text', 'json'"),
     (["--outpt", "json"], "no such option: --outpt; did you mean --output?"),
 ])
@@ -737,12 +738,20 @@ def test_a_junit_report_that_cannot_be_written_is_refused_before_the_run(
     assert (tmp_path / "reports/ci/r.xml").read_text(encoding="utf-8").startswith("<?xml")
 
 
-def test_a_lock_timeout_that_is_not_a_number_is_a_usage_error(
+def test_a_lock_timeout_is_seconds_or_a_duration_and_nothing_else(
         good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--lock-timeout nan passes the option's minimum of 0; it is exit 3 naming the option,
-    not the API's ApplyOptions, and nothing is written."""
+    """--lock-timeout takes seconds or a duration as plans write them (5m, as
+    settings.lock_timeout does); nan (which passed a minimum of 0 and was refused as the
+    API's ApplyOptions), a negative number, inf or a word are exit 3 naming the option,
+    and nothing is written."""
+    from planner.cli import _seconds
+
+    assert [_seconds(t) for t in ("30", "2.5", ".5", "5m", "1m30s", "0")] == \
+        [30.0, 2.5, 0.5, 300.0, 90.0, 0.0]
     state = tmp_path / "s.db"
-    assert main(["apply", str(good), "-s", str(state), "--lock-timeout", "nan"]) == 3
-    assert capsys.readouterr().err == ("planctl: error: --lock-timeout: nan is not a number "
-                                       "of seconds (see: planctl apply --help)\n")
+    for text in ("nan", "-1", "inf", "soon", ""):
+        assert main(["apply", str(good), "-s", str(state), "--lock-timeout", text]) == 3
+        assert capsys.readouterr().err == (
+            f"planctl: error: --lock-timeout: {text!r} is not a number of seconds or a "
+            "duration (30, 2.5, 5m, 1m30s) (see: planctl apply --help)\n")
     assert not state.exists()
