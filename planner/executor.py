@@ -1652,7 +1652,17 @@ class Runner:
         """``options.gone`` names commands of this run (UsageError otherwise)."""
         unknown = [iid for iid in self.options.gone if iid not in self.graph.instances]
         if unknown:
-            raise UsageError(f"--gone {unknown[0]}: run {self.run_id} has no such command")
+            word = unknown[0]
+            looped = [iid for iid, instance in self.graph.instances.items()
+                      if instance.spec.id == word]
+            if looped:  # a loop's id: each of its commands is gone, or not, on its own
+                raise UsageError(f"--gone {word}: a loop in run {self.run_id}; give each of "
+                                 f"its commands that is gone: {', '.join(looped)}")
+            from .schema import did_you_mean
+
+            hint = did_you_mean(word, self.graph.instances)
+            raise UsageError(f"--gone {word}: run {self.run_id} has no such command"
+                             + (f" ({hint})" if hint else ""))
 
     async def rollback(self) -> RunOutcome:
         """ROLLBACK_FLOW over the whole run: inverses in reverse topological order."""

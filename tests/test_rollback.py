@@ -456,6 +456,24 @@ def test_what_a_part_way_failure_may_have_left_is_left_and_gone_settles_it(
     assert seed.last_run().status == "ROLLED_BACK"
 
 
+def test_gone_given_a_loop_or_a_near_miss_says_which_commands_it_means(seed: Seed) -> None:
+    """`--gone clone` (a loop's id) lists the loop's commands to give, one by one, and a
+    near miss suggests the command; both exit 3 before anything is undone."""
+    done = seed.apply(*FAIL_DISK1, "--no-rollback")
+    assert done.returncode == 2, done.stdout + done.stderr
+    run_id = seed.last_run().id
+    loop = seed.planctl("rollback", "--last", "--gone", "clone")
+    assert (loop.returncode, loop.stdout) == (3, "")
+    assert loop.stderr == (f"planctl: error: --gone clone: a loop in run {run_id}; give each "
+                           "of its commands that is gone: clone[disk0], clone[disk1], "
+                           "clone[disk2]\n")
+    near = seed.planctl("rollback", "--last", "--gone", "clone[dsk1]")
+    assert near.returncode == 3
+    assert near.stderr == (f"planctl: error: --gone clone[dsk1]: run {run_id} has no such "
+                           "command (did you mean `clone[disk1]`?)\n")
+    assert seed.last_run().status == "STOPPED"
+
+
 FAILED_PRESENT_PLAN = """\
 name: failed-present
 commands:
