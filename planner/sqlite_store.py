@@ -256,7 +256,8 @@ class SQLiteStore:
 
     def _refuse_foreign(self) -> None:
         """Refuse, before changing anything (WAL mode, tables), a SQLite file of another
-        program: one without planctl's schema version that already holds tables."""
+        program (one without planctl's schema version that already holds tables), or one a
+        newer planctl wrote."""
         # One read transaction, so both answers come from one state of the file: another
         # planctl creating this store at the same time commits its tables and its version
         # together, and must not look like another program half-way.
@@ -267,11 +268,19 @@ class SQLiteStore:
                 "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
         finally:
             self.db.execute("COMMIT")
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise self._newer(version)
         if not version and tables:
             self.db.close()
             shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
             raise StateError(f"{self.path}: not a planctl state store: it holds tables of "
                              f"another program ({shown}); choose another --state")
+
+    def _newer(self, version: int) -> StateError:
+        return StateError(f"{self.path}: written by a newer planctl (schema {version}; this "
+                          f"one reads schema {SCHEMA_VERSION} and older): use that planctl "
+                          "or a newer one, or another --state")
 
     def _enter_wal(self) -> None:
         """WAL mode (once per file: it stays). Switching needs the file to itself, and
@@ -295,10 +304,8 @@ class SQLiteStore:
         """Create the schema, or bring an older one up to date, in one transaction."""
         with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateError(f"{self.path}: written by a newer planctl (schema {version}; "
-                                 f"this one reads schema {SCHEMA_VERSION} and older): use "
-                                 "that planctl or a newer one, or another --state")
+            if version > SCHEMA_VERSION:  # a newer planctl upgraded it since it was read
+                raise self._newer(version)
             if version == SCHEMA_VERSION:
                 return
             if version == 1:

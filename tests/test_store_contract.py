@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -619,12 +620,16 @@ def test_sqlite_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> 
 
 
 def test_sqlite_schema_newer_than_this_planctl_is_a_state_error(tmp_path: Path) -> None:
-    """A store written by a newer planctl (higher user_version) is refused with StateError."""
+    """A store written by a newer planctl (higher user_version) is refused with StateError,
+    before anything of it changes: its journal mode stays what that planctl chose."""
     path = tmp_path / "state.db"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        db.commit()
     with pytest.raises(StateError, match="newer"):
         SQLiteStore(path)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_sqlite_bad_sync_setting_is_a_state_error(tmp_path: Path,
