@@ -118,11 +118,12 @@ VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", "-e", metavar="NAME=VALUE",
                  help="Override a plan variable; VALUE is read as YAML (3, [a, b], text); "
-                      "one starting with [ or { must be valid YAML."),
+                      "one starting with [ or { must be valid YAML. Repeatable."),
 ]
 VarsFileOption = Annotated[
     list[Path] | None,
-    typer.Option("--vars-file", metavar="FILE", help="YAML or JSON mapping of variables."),
+    typer.Option("--vars-file", metavar="FILE",
+                 help="YAML or JSON mapping of variables; repeatable, applied before --var."),
 ]
 
 
@@ -261,7 +262,8 @@ def plan_command(
     vars_file: VarsFileOption = None,
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", "-j", min=1, metavar="N",
-                                 help="`exists` probes in flight at once (default: the plan's).")
+                                 help="`exists` probes in flight at once (default: the plan's, or "
+                                      "16).")
     ] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode",
