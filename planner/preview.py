@@ -474,13 +474,14 @@ class _Previewer:
     def _unchanged(self, instance: CommandInstance, context: dict[str, Any]) -> None:
         """Present: like apply, its outputs come from the probe's answer."""
         outputs: Any = {}
-        if instance.spec.outputs:
+        for name, template in instance.spec.outputs.items():
             try:
-                outputs = render_value(instance.spec.outputs, context)
+                outputs[name] = render_value(template, context)
             except KnownAfterApply:
                 outputs = None
+                break
             except TemplateError:
-                outputs = {}  # apply warns and goes on without them
+                pass  # apply warns and goes on without this one (`_probe_outputs`)
         self._predict(instance.id, "RUNNING" if instance.children else "UNCHANGED", outputs)
 
     def _end(self, instance: CommandInstance) -> None:

@@ -647,3 +647,37 @@ def test_plan_reads_the_state_file_apply_would_given_as_a_url(tmp_path: Path) ->
             ("file/made", "kept for leftovers")], state
     assert state_files(tmp_path / "st") == before
     assert not (tmp_path / "sqlite:").exists()
+
+
+def test_outputs_of_a_present_command_are_kept_one_by_one_as_apply_keeps_them(
+        tmp_path: Path) -> None:
+    """A command found present takes its outputs from the probe's answer, each on its own:
+    one that reads `poll` (which only `run` gives) is left out, the others stand. Plan used
+    to drop them all, so a command reading one of the others "would fail" (exit 11) while
+    apply ran it and succeeded."""
+    write(tmp_path, """\
+        name: partial-outputs
+        commands:
+          - id: vm
+            exists: {command: [echo, vm-7]}
+            run:
+              command: [echo, vm-7]
+              async:
+                handle: "{{ result.stdout | trim }}"
+                poll: {command: [echo, ready]}
+                until: "{{ poll.stdout | trim == 'ready' }}"
+            inverse: {command: ["true"]}
+            outputs:
+              name: "{{ result.stdout | trim }}"
+              state: "{{ poll.stdout | trim }}"
+          - id: report
+            needs: vm
+            changes: false
+            run: {command: [echo, "{{ commands.vm.outputs.name }}"]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml", "--detailed-exitcode")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "echo vm-7" in rows(done.stdout)["report"]
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"vm": "unchanged", "report": "run-unprobed"}
+    assert ended == {"vm": "UNCHANGED", "report": "SUCCEEDED"}
