@@ -63,6 +63,7 @@ __all__ = [
 EXIT_CHANGES = 10
 EXIT_WOULD_FAIL = 11
 KNOWN_AFTER_APPLY = "(known after apply)"
+_DOES_NOT_RENDER = "(does not render)"  # an operation shown so: it would fail if called
 PREVIEW_VERSION = 1  # of the JSON document `planctl plan --output json` prints
 
 
@@ -342,7 +343,7 @@ class _Previewer:
             except KnownAfterApply:
                 continue
             except TemplateError:
-                text = KNOWN_AFTER_APPLY if display else "(does not render)"
+                text = KNOWN_AFTER_APPLY if display else _DOES_NOT_RENDER
                 break
         return str(self.runner.redact(text or KNOWN_AFTER_APPLY))
 
@@ -530,16 +531,24 @@ class _Previewer:
                 iid, instance.parent, depth, self._entity(instance), found.verdict,
                 found.reason, found.run, inverse, undo,
                 may_run and spec.changes)
-        # The rollback's own order: the reversed DAG, one step at a time.
+        # The rollback's own order: the reversed DAG, one step at a time. A command it
+        # cannot undo (no inverse, or one that does not render) fails its step, as in the
+        # Reverter: what it depends on is not undone either, and is left behind with it.
         order: list[str] = []
         scheduler = runner._scheduler(reverse=True)
         while scheduler.has_ready():
             for key in scheduler.ready(1):
                 step = graph.steps[key]
-                if step.kind != END and planned[step.command].undo is Undo.INVERSE:
+                command = None if step.kind == END else planned[step.command]
+                if command is not None and _stuck(command):
+                    scheduler.failed(key)
+                    continue
+                if command is not None and command.undo is Undo.INVERSE:
                     order.append(step.command)
                 scheduler.done(key)
-        leftovers = tuple(i for i, p in planned.items() if p.undo is Undo.LEFTOVER)
+        undone = set(order)
+        leftovers = tuple(i for i, p in planned.items() if _stuck(p) or (
+            p.undo is Undo.INVERSE and i not in undone))
         return PlanPreview(runner.plan.name, runner.plan.file, tuple(planned.values()),
                            tuple(order), leftovers, runner.plan.description)
 
@@ -550,6 +559,13 @@ class _Previewer:
             return str(render_value(instance.spec.entity, self._context(instance, True)))
         except (TemplateError, KnownAfterApply):
             return KNOWN_AFTER_APPLY
+
+
+def _stuck(command: PlannedCommand) -> bool:
+    """Whether a rollback would try to undo ``command`` and fail: it has no inverse, or its
+    inverse does not render."""
+    return command.undo is Undo.LEFTOVER or (
+        command.undo is Undo.INVERSE and command.inverse == _DOES_NOT_RENDER)
 
 
 def _describe(action: str, args: Any) -> str:
@@ -630,8 +646,19 @@ def format_preview(preview: PlanPreview) -> str:
             [str(n), iid, by_id[iid].entity or "", _cut(by_id[iid].inverse)]
             for n, iid in enumerate(preview.rollback, 1)]))
     if preview.leftovers:
-        lines.append("\nleft behind by a rollback (no inverse, not irreversible): "
-                     f"{', '.join(preview.leftovers)}\n")
+        by_id = {c.id: c for c in preview.commands}
+        no_inverse: list[str] = []
+        bad_inverse: list[str] = []
+        kept: list[str] = []  # what a command left behind depends on
+        for iid in preview.leftovers:
+            c = by_id[iid]
+            (no_inverse if c.undo is Undo.LEFTOVER else bad_inverse if _stuck(c)
+             else kept).append(iid)
+        lines.append("\n")
+        lines.extend(f"left behind by a rollback ({kind}): {', '.join(ids)}\n" for kind, ids in (
+            ("no inverse, not irreversible", no_inverse),
+            ("its inverse does not render", bad_inverse),
+            ("something that depends on it is left behind", kept)) if ids)
     elif preview.changes:
         lines.append("\na rollback would leave nothing behind\n")
     if preview.locked:

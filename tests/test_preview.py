@@ -681,3 +681,53 @@ def test_outputs_of_a_present_command_are_kept_one_by_one_as_apply_keeps_them(
     verdicts, ended = planned_then_applied(tmp_path)
     assert verdicts == {"vm": "unchanged", "report": "run-unprobed"}
     assert ended == {"vm": "UNCHANGED", "report": "SUCCEEDED"}
+
+
+@pytest.mark.parametrize("kid_inverse", [None, '{command: [rm, "{{ paths.kid.name }}"]}'])
+def test_what_a_command_left_behind_depends_on_is_left_behind_too(
+        tmp_path: Path, kid_inverse: str | None) -> None:
+    """A rollback cannot undo `kid` (it has no inverse, or one that does not render), so it
+    leaves `kid` and never undoes `base`, which `kid` depends on (the Reverter undoes
+    nothing that something still there needs). Plan used to promise the rollback would
+    undo `base` (and, for the inverse that does not render, that nothing is left behind);
+    it now names both as left behind, which is what apply's rollback does when `boom`
+    fails."""
+    inverse = f"\n                inverse: {kid_inverse}" if kid_inverse else ""
+    write(tmp_path, f"""\
+        name: stuck-rollback
+        vars: {{paths: {{kid: kid}}, boom: "no"}}
+        commands:
+          - id: base
+            run: {{command: [mkdir, base]}}
+            inverse: {{command: [rmdir, base]}}
+            children:
+              - id: kid
+                run: {{command: [touch, base/kid]}}{inverse}
+          - id: other
+            run: {{command: [touch, other]}}
+            inverse: {{command: [rm, other]}}
+          - id: boom
+            needs: [base, other]
+            irreversible: true
+            run: {{command: [test, "{{{{ boom }}}}", =, "no"]}}
+        """)
+    data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))
+    assert data["rollback"] == ["other"]
+    assert data["leftovers"] == ["base", "kid"]
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert "a rollback would leave nothing behind" not in done.stdout
+    assert rollback_order(done.stdout) == ["other"]
+    why = "no inverse, not irreversible" if kid_inverse is None else \
+        "its inverse does not render"
+    assert f"left behind by a rollback ({why}): kid\n" in done.stdout
+    assert "left behind by a rollback (something that depends on it is left behind): " \
+        "base\n" in done.stdout
+    applied = planctl(tmp_path, "apply", "plan.yaml", "-o", "json", "--var", "boom=yes")
+    assert applied.returncode == 2, applied.stdout + applied.stderr
+    events = [json.loads(line) for line in applied.stdout.splitlines()]
+    reverted = [e["command_id"] for e in events
+                if e["kind"] == "command" and e["status"] == "REVERTED"]
+    outcome = events[-1]
+    assert reverted == data["rollback"]
+    assert sorted(x["command"] for x in outcome["leftovers"]) == data["leftovers"]
+    assert (tmp_path / "base" / "kid").exists() and not (tmp_path / "other").exists()
