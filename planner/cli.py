@@ -262,8 +262,8 @@ def plan_command(
     vars_file: VarsFileOption = None,
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", "-j", min=1, metavar="N",
-                                 help="`exists` probes in flight at once (default: the plan's, or "
-                                      "16).")
+                                 help="`exists` probes in flight at once, as apply's -j "
+                                      "(default: the plan's, or 16).")
     ] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode",

@@ -507,11 +507,50 @@ class _Previewer:
 
     # -- the result ------------------------------------------------------------------------
 
+    def _stopped_first(self) -> dict[str, str]:
+        """Commands that would run but that apply may never start, each with the command
+        that would fail first: once one fails, apply starts no step at all, not only those
+        that wait for it. Sure to start are the steps of its first round (the first
+        ``max_parallel`` steps that wait for nothing, all started before any outcome is
+        known) and those every failing command waits for."""
+        graph = self.graph
+        fails = [iid for iid, f in self.found.items() if f.verdict is Verdict.FAIL]
+        if not fails:
+            return {}
+        roots = sorted((s.order, k) for k, s in graph.steps.items()
+                       if not graph.predecessors[k])
+        first = {k for _, k in roots[:max(1, self.runner.max_parallel)]}
+        upstream = []
+        for iid in fails:
+            seen: set[str] = set()
+            todo = [graph.instances[iid].first_step]
+            while todo:
+                for pred in graph.predecessors[todo.pop()]:
+                    if pred not in seen:
+                        seen.add(pred)
+                        todo.append(pred)
+            upstream.append(seen)
+        stopped = {}
+        for iid, found in self.found.items():
+            step = graph.instances[iid].first_step
+            if found.verdict not in (Verdict.RUN, Verdict.RUN_UNPROBED) or step in first:
+                continue
+            culprit = next((f for f, up in zip(fails, upstream, strict=True)
+                            if step not in up), None)
+            if culprit is not None:
+                stopped[iid] = culprit
+        return stopped
+
     def result(self) -> PlanPreview:
         runner, graph = self.runner, self.graph
         planned: dict[str, PlannedCommand] = {}
+        stopped = self._stopped_first()
         for iid, instance in graph.instances.items():
             spec, found = instance.spec, self.found[iid]
+            if iid in stopped:
+                found = _Found(Verdict.UNKNOWN, f"apply starts nothing once `{stopped[iid]}` "
+                               "fails, and that does not wait for it: whether it starts "
+                               "this one first is known after apply", found.run)
             may_run = found.verdict in _MAY_RUN and spec.run is not None
             if not may_run:
                 undo = Undo.NOTHING

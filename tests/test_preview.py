@@ -731,3 +731,40 @@ def test_what_a_command_left_behind_depends_on_is_left_behind_too(
     assert reverted == data["rollback"]
     assert sorted(x["command"] for x in outcome["leftovers"]) == data["leftovers"]
     assert (tmp_path / "base" / "kid").exists() and not (tmp_path / "other").exists()
+
+
+def test_what_apply_may_never_start_before_a_failure_is_known_after_apply(
+        tmp_path: Path) -> None:
+    """Once a command fails, apply starts no step at all, not only those that wait for it:
+    with one step at a time, `other` (which waits for nothing) is never started after
+    `broken` fails. Plan used to say it "would run"; it now says it is known after apply.
+    `prep`, which `broken` waits for, and `first`, which apply starts in its first round
+    (before any outcome is known), are sure to run."""
+    write(tmp_path, """\
+        name: stops-first
+        settings: {max_parallel: 1}
+        commands:
+          - id: prep
+            run: {command: [touch, prep]}
+            inverse: {command: [rm, prep]}
+          - id: broken
+            needs: prep
+            exists: {command: [./no-such-probe]}
+            run: {command: [touch, broken]}
+            inverse: {command: [rm, broken]}
+          - id: other
+            run: {command: [touch, other]}
+            inverse: {command: [rm, other]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml", "--detailed-exitcode")
+    assert done.returncode == EXIT_WOULD_FAIL, done.stdout + done.stderr
+    assert "known after apply: other: apply starts nothing once `broken` fails, and that " \
+        "does not wait for it: whether it starts this one first is known after apply\n" \
+        in done.stdout
+    verdicts, ended = planned_then_applied(tmp_path)
+    assert verdicts == {"prep": "run-unprobed", "broken": "fail", "other": "unknown"}
+    assert ended == {"prep": "SUCCEEDED", "broken": "FAILED", "other": None}
+    # With two steps at a time, apply starts `prep` and `other` together: both sure.
+    verdicts, ended = planned_then_applied(tmp_path, "-j", "2")
+    assert verdicts == {"prep": "run-unprobed", "broken": "fail", "other": "run-unprobed"}
+    assert ended == {"prep": "SUCCEEDED", "broken": "FAILED", "other": "SUCCEEDED"}
