@@ -31,6 +31,8 @@ from .executor import (
     _StepFailed,
     _truthy,
     _watch_children,
+    lock_alive,
+    lock_kept,
     lock_lease,
     lock_state,
     off_loop,
@@ -39,7 +41,7 @@ from .executor import (
 from .graph import END, CommandInstance
 from .loader import LoadedPlan
 from .model import Operation
-from .status import REGULAR_FLOW, ROLLBACK_FLOW
+from .status import REGULAR_FLOW, ROLLBACK_FLOW, RunStatus
 from .store import LockRecord, MemoryStore
 from .templates import TemplateError, render, render_value
 
@@ -261,8 +263,16 @@ def preview_plan(loaded: LoadedPlan, *, secrets: Mapping[str, str] | None = None
     locked = tuple(
         LockedEntity(lock.entity, lock.run_id, lock_state(lock, now, lease, status),
                      _locked_message(lock, now, lease, status))
-        for lock, status in locks if lock.entity in entities)
+        for lock, status in locks
+        if lock.entity in entities and not _freed_by_apply(lock, status, now, lease))
     return dataclasses.replace(preview, locked=locked) if locked else preview
+
+
+def _freed_by_apply(lock: LockRecord, status: str | None, now: float, lease: float) -> bool:
+    """Whether apply would free ``lock`` and go on (`Runner._free_unrecorded`): its holder
+    is dead, and either never recorded its run or saw it end with nothing left."""
+    return (not lock_kept(lock) and not lock_alive(lock, now, lease)
+            and status in (None, RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK))
 
 
 @dataclass(frozen=True)

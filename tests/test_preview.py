@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -768,3 +769,33 @@ def test_what_apply_may_never_start_before_a_failure_is_known_after_apply(
     verdicts, ended = planned_then_applied(tmp_path, "-j", "2")
     assert verdicts == {"prep": "run-unprobed", "broken": "fail", "other": "run-unprobed"}
     assert ended == {"prep": "SUCCEEDED", "broken": "FAILED", "other": "SUCCEEDED"}
+
+
+def test_a_lock_apply_would_take_over_is_not_reported(tmp_path: Path) -> None:
+    """An apply killed after recording its run SUCCEEDED, before releasing its locks,
+    leaves them with a dead holder and nothing to undo or resume: the next apply frees
+    them and goes on. Plan used to list them as "locked now by other runs (apply would
+    wait ..., then exit 4)"; it now leaves them out, and apply indeed succeeds."""
+    write(tmp_path, """\
+        name: killed-late
+        commands:
+          - id: one
+            entity: "file/one"
+            run: {command: [touch, one]}
+            inverse: {command: [rm, one]}
+        """)
+    for crash_at in range(1, 30):  # the last crash point: SUCCEEDED is committed
+        shutil.rmtree(tmp_path / ".planctl", ignore_errors=True)
+        killed = planctl(tmp_path, "apply", "plan.yaml", env={"PLANCTL_CRASH_AT": str(crash_at)})
+        if killed.returncode == 0:
+            pytest.fail("no crash point between SUCCEEDED and the release of the locks")
+        status = planctl(tmp_path, "runs").stdout.split("\n")[1].split()
+        if "SUCCEEDED" in status and "file/one" in planctl(tmp_path, "locks").stdout:
+            break
+    before = state_files(tmp_path / ".planctl")
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert done.returncode == 0 and "locked now" not in done.stdout, done.stdout
+    assert as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))["locked"] == []
+    assert state_files(tmp_path / ".planctl") == before
+    applied = planctl(tmp_path, "apply", "plan.yaml")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
