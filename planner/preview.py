@@ -198,6 +198,7 @@ class PlanPreview:
     leftovers: tuple[str, ...]  # commands that would change what no inverse undoes
     description: str | None = None  # the plan's own
     locked: tuple[LockedEntity, ...] = ()  # entities of the plan another run holds now
+    on_failure: str = "rollback"  # the plan's: "stop" leaves the rollback to the user
 
     @property
     def changes(self) -> tuple[PlannedCommand, ...]:
@@ -227,6 +228,7 @@ class PlanPreview:
             "commands": [c.to_dict() for c in self.commands],
             "rollback": list(self.rollback), "leftovers": list(self.leftovers),
             "locked": [dataclasses.asdict(lock) for lock in self.locked],
+            "on_failure": self.on_failure,
         }
 
 
@@ -599,7 +601,8 @@ class _Previewer:
         leftovers = tuple(i for i, p in planned.items() if _stuck(p) or (
             p.undo is Undo.INVERSE and i not in undone))
         return PlanPreview(runner.plan.name, runner.plan.file, tuple(planned.values()),
-                           tuple(order), leftovers, runner.plan.description)
+                           tuple(order), leftovers, runner.plan.description,
+                           on_failure=runner.on_failure)
 
     def _entity(self, instance: CommandInstance) -> str | None:
         if instance.spec.entity is None:
@@ -689,7 +692,10 @@ def format_preview(preview: PlanPreview) -> str:
         summary += f", {counts[Verdict.NOT_REACHED]} not reached"
     lines.append(f"{summary}\n")
     if preview.rollback:
-        lines.append("\nif apply fails, its rollback would undo, in this order:\n")
+        lines.append("\nif apply fails, its rollback would undo, in this order:\n"
+                     if preview.on_failure == "rollback" else
+                     f"\nif apply fails, it stops there (on_failure: {preview.on_failure}); "
+                     "`planctl rollback` of its run would undo, in this order:\n")
         by_id = {c.id: c for c in preview.commands}
         lines.append(_table(["#", "COMMAND", "ENTITY", "INVERSE"], [
             [str(n), iid, by_id[iid].entity or "", _cut(by_id[iid].inverse)]

@@ -799,3 +799,37 @@ def test_a_lock_apply_would_take_over_is_not_reported(tmp_path: Path) -> None:
     assert state_files(tmp_path / ".planctl") == before
     applied = planctl(tmp_path, "apply", "plan.yaml")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+
+
+def test_a_plan_that_stops_on_failure_is_not_promised_a_rollback(tmp_path: Path) -> None:
+    """With `on_failure: stop` a failed apply rolls nothing back: it stops, exit 2, and
+    leaves the rollback to `planctl rollback`. Plan used to say "if apply fails, its
+    rollback would undo ..." all the same; it now says apply stops and what `planctl
+    rollback` of its run would undo, which is what that rollback then undoes."""
+    write(tmp_path, """\
+        name: stopper
+        vars: {boom: "no"}
+        settings: {on_failure: stop}
+        commands:
+          - id: made
+            run: {command: [touch, made]}
+            inverse: {command: [rm, made]}
+          - id: boom
+            needs: made
+            irreversible: true
+            run: {command: [test, "{{ boom }}", =, "no"]}
+        """)
+    done = planctl(tmp_path, "plan", "plan.yaml")
+    assert "its rollback would undo" not in done.stdout
+    assert "\nif apply fails, it stops there (on_failure: stop); `planctl rollback` of its " \
+        "run would undo, in this order:\n" in done.stdout
+    data = as_json(planctl(tmp_path, "plan", "plan.yaml", "-o", "json"))
+    assert (data["on_failure"], data["rollback"]) == ("stop", ["made"])
+    applied = planctl(tmp_path, "apply", "plan.yaml", "--var", "boom=yes")
+    assert applied.returncode == 2 and "STOPPED" in applied.stdout + applied.stderr
+    assert (tmp_path / "made").exists()
+    undone = planctl(tmp_path, "rollback", "--last", "-o", "json")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert [e["command_id"] for e in map(json.loads, undone.stdout.splitlines())
+            if e["kind"] == "command" and e["status"] == "REVERTED"] == data["rollback"]
+    assert not (tmp_path / "made").exists()
