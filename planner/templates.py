@@ -191,6 +191,9 @@ def _fill(script: str, values: list[str]) -> str:
     while i < n:
         c = script[i]
         mode = stack[-1]
+        if mode == "comment" and c == "`" and "bq" in stack:  # `...` is found before its #
+            stack.pop()
+            mode = stack[-1]
         if c == "\0":
             end = script.index("\0", i + 1)
             out.append(_slot_text(mode, values[int(script[i + 1:end])], stack.count("bq")))
@@ -209,7 +212,9 @@ def _fill(script: str, values: list[str]) -> str:
             if script.startswith("`", i + 1) and mode in ("bq", "nested"):  # `...\`...\`...`
                 stack.pop() if mode == "nested" else stack.append("nested")
             out.append(script[i:i + 2])
-            i, word_start = i + 2, False
+            # a backslash-newline is taken out before words are read: `\<newline>#` is a #
+            word_start = word_start and script.startswith("\n", i + 1)
+            i += 2
             continue
         elif (mode, c) in (("dq", '"'), ("bq", "`")):  # the closing quote
             stack.pop()
@@ -234,7 +239,7 @@ def _fill(script: str, values: list[str]) -> str:
                 stack.pop()
                 depth.pop()
                 out.append("))")
-                i += 2
+                i, word_start = i + 2, False  # $((...))#... is one word
                 continue
             elif c == ")":
                 depth[-1] -= 1
@@ -250,6 +255,9 @@ def _fill(script: str, values: list[str]) -> str:
             if depth[-1] == 0:
                 stack.pop()
                 depth.pop()
+                out.append(c)
+                i, word_start = i + 1, False  # $(...)#... is one word
+                continue
             else:
                 depth[-1] -= 1
         elif c == "#" and word_start:

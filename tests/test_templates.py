@@ -308,7 +308,13 @@ SHELL_PLACES = [
     ("{% set o %}--name={{ v }}{% endset %}printf '[%s]\\n' \"{{ o }}\"", "[--name={v}]"),
     ("printf '[%s]\\n' \\\\{{ v }}", "[\\{v}]"),
     ("cat <<EOF\n[\\\\{{ v }}]\nEOF", "[\\{v}]"),
+    # a # in a word, or in a comment inside `...`, is no comment after the word or the `...`
+    # (the value used to be inserted as it is there, as in a comment, and ran)
+    ("printf '[%s]\\n' $(printf a)#{{ v }}", "[a#{v}]"),
+    ("printf '[%s]\\n' $(( 1 ))#{{ v }}", "[1#{v}]"),
+    ("printf '[%s]\\n' `printf a #b` {{ v }}", "[a]\n[{v}]"),
 ]
+SHELLS = ["/bin/sh"]
 SHELL_VALUES = [*NASTY, "\\", "\\$(touch pwned)", "'\"'\"'", "#", "$HOME", "a\tb",
                 "`; touch pwned; echo `", "\\`touch pwned\\`"]
 
@@ -321,11 +327,12 @@ def test_shell_mode_quotes_a_value_for_where_it_stands(source: str, line: str | 
     quotes, where `$(touch pwned)` ran and `a b` came out as 'a b')."""
     for value in SHELL_VALUES:
         script = render(source, {"v": value}, shell=True)
-        out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
-                             text=True, check=True).stdout
-        assert not (tmp_path / "pwned").exists(), (source, value)
-        if line is not None:
-            assert out == line.format(v=value) + "\n", (source, value)
+        for sh in SHELLS:
+            out = subprocess.run([sh, "-c", script], cwd=tmp_path, capture_output=True,
+                                 text=True, check=True).stdout
+            assert not (tmp_path / "pwned").exists(), (sh, source, value)
+            if line is not None:
+                assert out == line.format(v=value) + "\n", (sh, source, value)
 
 
 @pytest.mark.parametrize(("source", "value", "error"), [
@@ -348,6 +355,8 @@ def test_shell_mode_quotes_a_value_for_where_it_stands(source: str, line: str | 
      "script"),
     ("cat <<EOF\n\\{{ v }}\nEOF", "$(touch pwned)", "a value cannot follow a backslash in a "
      "shell script"),
+    ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
+     "a line break"),  # a backslash-newline is taken out before the # is read
 ])
 def test_shell_mode_refuses_a_value_it_cannot_quote_where_it_stands(
         source: str, value: str, error: str) -> None:
