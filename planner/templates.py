@@ -182,7 +182,7 @@ def _fill(script: str, values: list[str]) -> str:
     done, a TemplateError says why."""
     out: list[str] = []
     # plain, sub ($(...)), bq (`...`), nested (\`...\` in `...`), dq, sq, arith ($((...))),
-    # comment
+    # comment, param (${...}), dparam (${...} in "...")
     stack = ["plain"]
     depth = [0]  # parentheses open in each sub and arith
     heredocs: list[tuple[str, bool, bool]] = []  # delimiter, quoted, <<- strips tabs
@@ -196,6 +196,9 @@ def _fill(script: str, values: list[str]) -> str:
             mode = stack[-1]
         if c == "\0":
             end = script.index("\0", i + 1)
+            if mode == "param":  # ${x:-{{ v }}} is read as where the ${...} stands
+                mode = next(m for m in reversed(stack) if m not in ("param", "dparam"))
+                mode = "arith" if mode == "arith" else "param"
             out.append(_slot_text(mode, values[int(script[i + 1:end])], stack.count("bq")))
             i, word_start = end + 1, False
             continue
@@ -232,6 +235,12 @@ def _fill(script: str, values: list[str]) -> str:
             out.append("$(")
             i += 2
             continue
+        elif script.startswith("${", i):  # in "${...}", quotes open anew; # is no comment
+            stack.append("dparam" if mode in ("dq", "dparam") else "param")
+            depth.append(0)  # braces open in it
+            out.append("${")
+            i += 2
+            continue
         elif mode == "arith":
             if c == "(":
                 depth[-1] += 1
@@ -243,6 +252,21 @@ def _fill(script: str, values: list[str]) -> str:
                 continue
             elif c == ")":
                 depth[-1] -= 1
+        elif mode in ("param", "dparam"):
+            if c == "{":
+                depth[-1] += 1
+            elif c == "}" and depth[-1] == 0:
+                stack.pop()
+                depth.pop()
+                out.append(c)
+                i, word_start = i + 1, False  # ${...}#... is one word
+                continue
+            elif c == "}":
+                depth[-1] -= 1
+            elif c == '"':
+                stack.append("dq")
+            elif c == "'" and mode == "param":  # in "${...}" a ' is a character
+                stack.append("sq")
         elif mode == "dq":
             pass
         elif c == "'":
@@ -282,7 +306,7 @@ def _fill(script: str, values: list[str]) -> str:
 
 
 def _slot_text(mode: str, value: str, backquotes: int) -> str:
-    if mode in ("plain", "sub", "bq"):
+    if mode in ("plain", "sub", "bq", "param"):
         word = shlex.quote(value)
         for _ in range(backquotes):  # `...` takes a backslash off \\, \` and \$ first
             word = _HEREDOC_SPECIAL.sub(r"\\\1", word)
@@ -298,6 +322,8 @@ def _slot_text(mode: str, value: str, backquotes: int) -> str:
     if backquotes or mode == "nested":
         raise TemplateError("a value cannot be inserted in quotes or nested `...` inside `...`: "
                             "write $(...) instead")
+    if mode == "dparam":  # in quotes of its own: a ' or } in "${x:-...}" is read as syntax
+        return '"' + _DQ_SPECIAL.sub(r"\\\1", value) + '"'
     if mode == "dq":
         return _DQ_SPECIAL.sub(r"\\\1", value)
     return value.replace("'", "'\\''")  # sq

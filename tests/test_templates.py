@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 from typing import Any
 
@@ -313,8 +314,14 @@ SHELL_PLACES = [
     ("printf '[%s]\\n' $(printf a)#{{ v }}", "[a#{v}]"),
     ("printf '[%s]\\n' $(( 1 ))#{{ v }}", "[1#{v}]"),
     ("printf '[%s]\\n' `printf a #b` {{ v }}", "[a]\n[{v}]"),
+    # in ${...} a # is no comment and "..." opens anew, also inside "..." (the value used
+    # to be inserted as it is after ${x%% #*}, and in single quotes in "${x:-"..."}": it ran)
+    ("x='a #b'; printf '[%s]\\n' ${x%% #*} {{ v }}", "[a]\n[{v}]"),
+    ("printf '[%s]\\n' \"${UNSET:-\"{{ v }}\"}\"", "[{v}]"),
+    ("printf '[%s]\\n' ${UNSET:-{{ v }}}", "[{v}]"),
+    ("printf '[%s]\\n' \"${UNSET:-${UNSET:-{{ v }}}}\"", "[{v}]"),
 ]
-SHELLS = ["/bin/sh"]
+SHELLS = ["/bin/sh", *filter(None, [shutil.which("bash")])]  # bash: /bin/sh elsewhere
 SHELL_VALUES = [*NASTY, "\\", "\\$(touch pwned)", "'\"'\"'", "#", "$HOME", "a\tb",
                 "`; touch pwned; echo `", "\\`touch pwned\\`"]
 
@@ -324,7 +331,7 @@ def test_shell_mode_quotes_a_value_for_where_it_stands(source: str, line: str | 
                                                        tmp_path: Any) -> None:
     """Inside "...", '...', $(...), ${...} or a here-document, /bin/sh gets the value itself
     and runs none of it (a value in "..." or a here-document used to be inserted in single
-    quotes, where `$(touch pwned)` ran and `a b` came out as 'a b')."""
+    quotes, where `$(touch pwned)` ran and `a b` came out as 'a b'); so does bash."""
     for value in SHELL_VALUES:
         script = render(source, {"v": value}, shell=True)
         for sh in SHELLS:
