@@ -182,7 +182,7 @@ def _fill(script: str, values: list[str]) -> str:
     done, a TemplateError says why."""
     out: list[str] = []
     # plain, sub ($(...)), bq (`...`), nested (\`...\` in `...`), dq, sq, arith ($((...))),
-    # comment, param (${...}), dparam (${...} in "...")
+    # comment, param (${...}), dparam (${...} in "..."), ansi ($'...')
     stack = ["plain"]
     depth = [0]  # parentheses open in each sub and arith
     heredocs: list[tuple[str, bool, bool]] = []  # delimiter, quoted, <<- strips tabs
@@ -203,6 +203,13 @@ def _fill(script: str, values: list[str]) -> str:
             i, word_start = end + 1, False
             continue
         if mode == "sq":
+            if c == "'":
+                stack.pop()
+        elif mode == "ansi":  # bash's $'...', where a backslash escapes (\' too)
+            if c == "\\":
+                out.append(script[i:i + 2])
+                i += 2
+                continue
             if c == "'":
                 stack.pop()
         elif mode == "comment":
@@ -233,6 +240,11 @@ def _fill(script: str, values: list[str]) -> str:
             stack.append("sub")
             depth.append(0)
             out.append("$(")
+            i += 2
+            continue
+        elif script.startswith("$'", i) and mode in ("plain", "sub", "bq", "param"):
+            stack.append("ansi")
+            out.append("$'")
             i += 2
             continue
         elif script.startswith("${", i):  # in "${...}", quotes open anew; # is no comment
@@ -289,7 +301,11 @@ def _fill(script: str, values: list[str]) -> str:
             out.append(c)
             i += 1
             continue
-        elif script.startswith("<<", i) and not script.startswith("<<<", i):
+        elif script.startswith("<<<", i):  # bash's here-string: a word follows
+            out.append("<<<")
+            i, word_start = i + 3, True
+            continue
+        elif script.startswith("<<", i):
             i = _heredoc_operator(script, i, out, heredocs)
             word_start = True
             continue
@@ -322,6 +338,12 @@ def _slot_text(mode: str, value: str, backquotes: int) -> str:
     if backquotes or mode == "nested":
         raise TemplateError("a value cannot be inserted in quotes or nested `...` inside `...`: "
                             "write $(...) instead")
+    if mode == "ansi":  # bash reads \ and ' there as escapes, sh (dash) as in '...'
+        if "\\" in value or "'" in value:
+            raise TemplateError(f"a value holding a backslash or ' cannot be inserted in "
+                                f"$'...' (it would read differently in sh and in bash): "
+                                f"write '...' or \"...\" instead, not {value!r}")
+        return value
     if mode == "dparam":  # in quotes of its own: a ' or } in "${x:-...}" is read as syntax
         return '"' + _DQ_SPECIAL.sub(r"\\\1", value) + '"'
     if mode == "dq":

@@ -342,7 +342,36 @@ def test_shell_mode_quotes_a_value_for_where_it_stands(source: str, line: str | 
                 assert out == line.format(v=value) + "\n", (sh, source, value)
 
 
+# bash's own syntax, for where /bin/sh is bash: a here-string used to be taken for a
+# here-document (its word a slot left in the script; the next lines' values not quoted, so
+# they ran), a value in $'...' was inserted as in '...', where \' does not end it.
+BASH_PLACES = [
+    ("cat <<< {{ v }}", "{v}"),
+    ('cat <<< "{{ v }}"', "{v}"),
+    ("cat <<< x\nprintf '[%s]\\n' {{ v }}", "x\n[{v}]"),
+    ("printf '[%s]\\n' $'x\\ty{{ v }}'", "[x\ty{v}]"),
+]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize(("source", "line"), BASH_PLACES)
+def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
+                                                  tmp_path: Any) -> None:
+    """Bash runs none of a value after a here-string or in $'...', and prints it as it is."""
+    for value in SHELL_VALUES:
+        if "$'" in source and ("\\" in value or "'" in value):
+            continue  # refused: see below
+        script = render(source, {"v": value}, shell=True)
+        out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout
+        assert not (tmp_path / "pwned").exists(), (source, value)
+        assert out == line.format(v=value) + "\n", (source, value)
+
+
 @pytest.mark.parametrize(("source", "value", "error"), [
+    ("echo $'{{ v }}'", "\\' ; touch pwned; echo '", "a value holding a backslash or ' cannot "
+     "be inserted in $'...' (it would read differently in sh and in bash): write '...' or "
+     "\"...\" instead, not \"\\\\' ; touch pwned; echo '\""),
     ("cat <<EOF\n{{ v }}\nEOF", "x\nEOF\ntouch pwned",
      "a value inserted in a here-document holds a line 'EOF', which would end it"),
     ("cat <<'EOF'\nsee {{ v }}\nEOF", "\nEOF", "a value inserted in a here-document holds "
