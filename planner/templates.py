@@ -182,13 +182,29 @@ def _fill(script: str, values: list[str]) -> str:
     done, a TemplateError says why."""
     out: list[str] = []
     # plain, sub ($(...)), bq (`...`), nested (\`...\` in `...`), dq, sq, arith ($((...))),
-    # comment, param (${...}), dparam (${...} in "..."), ansi ($'...')
+    # comment, param (${...}), dparam (${...} in "..."), ansi ($'...'), hd and qhd (the
+    # body of a here-document, its delimiter unquoted or quoted)
     stack = ["plain"]
     depth = [0]  # parentheses open in each sub and arith
     heredocs: list[tuple[str, bool, bool]] = []  # delimiter, quoted, <<- strips tabs
+    # the here-document whose body is being read: delimiter, <<-, and where the body began
+    # in out, stack and depth
+    body: tuple[str, bool, int, int, int] | None = None
+    joined = -1  # where a backslash-newline joined two lines: no line starts there
     word_start = True
     i, n = 0, len(script)
     while i < n:
+        while body is not None and script[i - 1] == "\n" and i != joined:  # a body's line
+            past = _heredoc_line(script, i, out, body)
+            if past == i:
+                break
+            i = past  # past the delimiter
+            del stack[body[3]:], depth[body[4]:]
+            body = _heredoc_body(heredocs, stack, depth, out)
+            if i >= n:
+                break
+        if i >= n:
+            break
         c = script[i]
         mode = stack[-1]
         if mode == "comment" and c == "`" and "bq" in stack:  # `...` is found before its #
@@ -196,15 +212,27 @@ def _fill(script: str, values: list[str]) -> str:
             mode = stack[-1]
         if c == "\0":
             end = script.index("\0", i + 1)
+            value = values[int(script[i + 1:end])]
+            if mode not in ("hd", "dparam", "arith") and "hd" in stack:
+                raise TemplateError("a value cannot be inserted in $(...) or `...` inside a "
+                                    "here-document")
             if mode == "param":  # ${x:-{{ v }}} is read as where the ${...} stands
                 mode = next(m for m in reversed(stack) if m not in ("param", "dparam"))
                 mode = "arith" if mode == "arith" else "param"
-            out.append(_slot_text(mode, values[int(script[i + 1:end])], stack.count("bq")))
+            if body is not None and body[1] and "\n\t" in "\n" + value:
+                line = script[script.rfind("\n", 0, i) + 1:i]
+                if "\n\t" in value or not line.strip("\t"):
+                    raise TemplateError("a value inserted in a <<- here-document cannot start "
+                                        "a line with a tab, which the shell takes out: write "
+                                        "<< instead")
+            out.append(_slot_text(mode, value, stack.count("bq")))
             i, word_start = end + 1, False
             continue
         if mode == "sq":
             if c == "'":
                 stack.pop()
+        elif mode == "qhd":
+            pass
         elif mode == "ansi":  # bash's $'...', where a backslash escapes (\' too)
             if c == "\\":
                 out.append(script[i:i + 2])
@@ -225,6 +253,7 @@ def _fill(script: str, values: list[str]) -> str:
             # a backslash-newline is taken out before words are read: `\<newline>#` is a #
             word_start = word_start and script.startswith("\n", i + 1)
             i += 2
+            joined = i
             continue
         elif (mode, c) in (("dq", '"'), ("bq", "`")):  # the closing quote
             stack.pop()
@@ -248,7 +277,7 @@ def _fill(script: str, values: list[str]) -> str:
             i += 2
             continue
         elif script.startswith("${", i):  # in "${...}", quotes open anew; # is no comment
-            stack.append("dparam" if mode in ("dq", "dparam") else "param")
+            stack.append("dparam" if mode in ("dq", "dparam", "hd") else "param")
             depth.append(0)  # braces open in it
             out.append("${")
             i += 2
@@ -279,7 +308,7 @@ def _fill(script: str, values: list[str]) -> str:
                 stack.append("dq")
             elif c == "'" and mode == "param":  # in "${...}" a ' is a character
                 stack.append("sq")
-        elif mode == "dq":
+        elif mode in ("dq", "hd"):
             pass
         elif c == "'":
             stack.append("sq")
@@ -305,14 +334,14 @@ def _fill(script: str, values: list[str]) -> str:
             out.append("<<<")
             i, word_start = i + 3, True
             continue
-        elif script.startswith("<<", i):
+        elif script.startswith("<<", i) and body is None:
             i = _heredoc_operator(script, i, out, heredocs)
             word_start = True
             continue
-        elif c == "\n" and heredocs:
+        elif c == "\n" and heredocs and body is None:
             out.append(c)
-            i = _heredoc_bodies(script, i + 1, out, heredocs, values)
-            heredocs.clear()
+            i += 1
+            body = _heredoc_body(heredocs, stack, depth, out)
             word_start = True
             continue
         out.append(c)
@@ -348,6 +377,10 @@ def _slot_text(mode: str, value: str, backquotes: int) -> str:
         return '"' + _DQ_SPECIAL.sub(r"\\\1", value) + '"'
     if mode == "dq":
         return _DQ_SPECIAL.sub(r"\\\1", value)
+    if mode == "hd":
+        return _HEREDOC_SPECIAL.sub(r"\\\1", value)
+    if mode == "qhd":
+        return value
     return value.replace("'", "'\\''")  # sq
 
 
@@ -374,42 +407,35 @@ def _heredoc_operator(script: str, i: int, out: list[str],
     return i
 
 
-def _heredoc_bodies(script: str, i: int, out: list[str],
-                    heredocs: list[tuple[str, bool, bool]], values: list[str]) -> int:
-    """Copy the bodies of ``heredocs``, from ``i``, filling their slots; return the index
-    past the last delimiter line."""
-    for delimiter, quoted, strip in heredocs:
-        while i < len(script):
-            end = script.find("\n", i)
-            end = len(script) if end < 0 else end + 1
-            line = script[i:end]
-            if (line.lstrip("\t") if strip else line).rstrip("\n") == delimiter:
-                out.append(line)
-                i = end
-                break
-            pieces = line.split("\0")
-            filled = []
-            for k, piece in enumerate(pieces):
-                if k % 2 == 0:
-                    filled.append(piece)
-                elif quoted:
-                    filled.append(values[int(piece)])
-                elif (len(pieces[k - 1]) - len(pieces[k - 1].rstrip("\\"))) % 2:
-                    raise TemplateError(_AFTER_BACKSLASH)
-                elif "$(" in "".join(pieces[:k:2]) or "`" in "".join(pieces[:k:2]):
-                    raise TemplateError("a value cannot be inserted in $(...) or `...` "
-                                        "inside a here-document")
-                else:
-                    filled.append(_HEREDOC_SPECIAL.sub(r"\\\1", values[int(piece)]))
-            text = "".join(filled)
-            parts = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
-            if len(pieces) > 1 and delimiter in (
-                    (part.lstrip("\t") if strip else part) for part in parts):
-                raise TemplateError(f"a value inserted in a here-document holds a line "
-                                    f"{delimiter!r}, which would end it")
-            out.append(text)
-            i = end
-    return i
+def _heredoc_body(heredocs: list[tuple[str, bool, bool]], stack: list[str],
+                  depth: list[int], out: list[str]) -> tuple[str, bool, int, int, int] | None:
+    """Begin the body of the first of ``heredocs`` (taken off it); None when there is none."""
+    if not heredocs:
+        return None
+    delimiter, quoted, strip = heredocs.pop(0)
+    body = (delimiter, strip, len(out), len(stack), len(depth))
+    stack.append("qhd" if quoted else "hd")
+    return body
+
+
+def _heredoc_line(script: str, i: int, out: list[str],
+                  body: tuple[str, bool, int, int, int]) -> int:
+    """At the start ``i`` of a line of a here-document's body: ``i`` when the body goes on;
+    when the line is its delimiter, the line copied and the index past it (after the
+    values inserted in the body were checked not to have made a line that would end it)."""
+    delimiter, strip = body[0], body[1]
+    end = script.find("\n", i)
+    end = len(script) if end < 0 else end + 1
+    line = script[i:end].rstrip("\n")
+    if (line.lstrip("\t") if strip else line) != delimiter:
+        return i
+    text = "".join(out[body[2]:])
+    if any((part.lstrip("\t") if strip else part) == delimiter
+           for part in text.split("\n")[:-1]):
+        raise TemplateError(f"a value inserted in a here-document holds a line "
+                            f"{delimiter!r}, which would end it")
+    out.append(script[i:end])
+    return end
 
 
 # Bounds of one rendering. Jinja's sandbox stops `range()` at 100,000 items but nothing

@@ -320,6 +320,11 @@ SHELL_PLACES = [
     ("printf '[%s]\\n' \"${UNSET:-\"{{ v }}\"}\"", "[{v}]"),
     ("printf '[%s]\\n' ${UNSET:-{{ v }}}", "[{v}]"),
     ("printf '[%s]\\n' \"${UNSET:-${UNSET:-{{ v }}}}\"", "[{v}]"),
+    # a here-document's line with a $(...) or `...` before the value (it used to be refused),
+    # a ${...} (" in the value used to be taken out, } to end it), two here-documents
+    ("cat <<EOF\n$(printf h) `printf i` [{{ v }}]\nEOF", "h i [{v}]"),
+    ("cat <<EOF\n[${UNSET:-{{ v }}}]\nEOF", "[{v}]"),
+    ("cat <<A; cat <<'B'\n[{{ v }}]\nA\n[{{ v }}]\nB", "[{v}]\n[{v}]"),
 ]
 SHELLS = ["/bin/sh", *filter(None, [shutil.which("bash")])]  # bash: /bin/sh elsewhere
 SHELL_VALUES = [*NASTY, "\\", "\\$(touch pwned)", "'\"'\"'", "#", "$HOME", "a\tb",
@@ -391,6 +396,11 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
      "script"),
     ("cat <<EOF\n\\{{ v }}\nEOF", "$(touch pwned)", "a value cannot follow a backslash in a "
      "shell script"),
+    # a $(...) in a here-document goes on to the next line: the value is in it
+    ("cat <<EOF\n$(for h in a; do\necho {{ v }}\ndone)\nEOF", "a; touch pwned",
+     "a value cannot be inserted in $(...) or `...` inside a here-document"),
+    ("cat <<-EOF\n\t{{ v }}\n\tEOF", "\tx", "a value inserted in a <<- here-document cannot "
+     "start a line with a tab, which the shell takes out: write << instead"),
     ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
      "a line break"),  # a backslash-newline is taken out before the # is read
 ])
@@ -405,11 +415,11 @@ def test_shell_mode_refuses_a_value_it_cannot_quote_where_it_stands(
 def test_shell_mode_numbers_in_arithmetic_and_multi_line_here_documents(tmp_path: Any) -> None:
     """An integer goes into $((...)) as it is; a value with line breaks into a
     here-document, line by line."""
-    script = render("echo $(( {{ n }} + 1 )); cat <<EOF\n{{ text }}\nEOF",
+    script = render("echo $(( {{ n }} + 1 )); cat <<EOF\n{{ text }}\nport=$(( {{ n }} + 4 ))\nEOF",
                     {"n": -3, "text": "a: 1\nb: $(x)"}, shell=True)
     out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout
-    assert out == "-2\na: 1\nb: $(x)\n"
+    assert out == "-2\na: 1\nb: $(x)\nport=1\n"
 
 
 def test_without_shell_mode_values_are_not_quoted() -> None:
