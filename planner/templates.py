@@ -182,8 +182,8 @@ def _fill(script: str, values: list[str]) -> str:
     done, a TemplateError says why."""
     out: list[str] = []
     # plain, sub ($(...)), bq (`...`), nested (\`...\` in `...`), dq, sq, arith ($((...))),
-    # comment, param (${...}), dparam (${...} in "..."), ansi ($'...'), hd and qhd (the
-    # body of a here-document, its delimiter unquoted or quoted)
+    # arithcmd (bash's ((...))), comment, param (${...}), dparam (${...} in "..."), ansi
+    # ($'...'), hd and qhd (the body of a here-document, its delimiter unquoted or quoted)
     stack = ["plain"]
     depth = [0]  # parentheses open in each sub and arith
     heredocs: list[tuple[str, bool, bool]] = []  # delimiter, quoted, <<- strips tabs
@@ -213,12 +213,12 @@ def _fill(script: str, values: list[str]) -> str:
         if c == "\0":
             end = script.index("\0", i + 1)
             value = values[int(script[i + 1:end])]
-            if mode not in ("hd", "dparam", "arith") and "hd" in stack:
+            if mode not in ("hd", "dparam", "arith", "arithcmd") and "hd" in stack:
                 raise TemplateError("a value cannot be inserted in $(...) or `...` inside a "
                                     "here-document")
             if mode == "param":  # ${x:-{{ v }}} is read as where the ${...} stands
                 mode = next(m for m in reversed(stack) if m not in ("param", "dparam"))
-                mode = "arith" if mode == "arith" else "param"
+                mode = mode if mode in ("arith", "arithcmd") else "param"
             if body is not None and body[1] and "\n\t" in "\n" + value:
                 line = script[script.rfind("\n", 0, i) + 1:i]
                 if "\n\t" in value or not line.strip("\t"):
@@ -244,7 +244,7 @@ def _fill(script: str, values: list[str]) -> str:
             if c == "\n":
                 stack.pop()
                 continue  # the newline ends the line in the enclosing mode
-        elif c == "\\" and mode != "arith":
+        elif c == "\\" and mode not in ("arith", "arithcmd"):
             if script.startswith("\0", i + 1):
                 raise TemplateError(_AFTER_BACKSLASH)
             if script.startswith("`", i + 1) and mode in ("bq", "nested"):  # `...\`...\`...`
@@ -282,17 +282,22 @@ def _fill(script: str, values: list[str]) -> str:
             out.append("${")
             i += 2
             continue
-        elif mode == "arith":
+        elif mode in ("arith", "arithcmd"):
             if c == "(":
                 depth[-1] += 1
             elif c == ")" and depth[-1] == 0 and script.startswith("))", i):
                 stack.pop()
                 depth.pop()
                 out.append("))")
-                i, word_start = i + 2, False  # $((...))#... is one word
+                # $((...))#... is one word; ((...)) #... a command and a comment
+                i, word_start = i + 2, mode == "arithcmd"
                 continue
             elif c == ")":
                 depth[-1] -= 1
+            elif mode == "arithcmd" and script.startswith("<<", i):
+                raise TemplateError("a script with values cannot hold << in ((...)), which "
+                                    "bash reads as a shift and sh (dash) as a here-document: "
+                                    "write x=$((x << n)) instead")
         elif mode in ("param", "dparam"):
             if c == "{":
                 depth[-1] += 1
@@ -310,6 +315,12 @@ def _fill(script: str, values: list[str]) -> str:
                 stack.append("sq")
         elif mode in ("dq", "hd"):
             pass
+        elif script.startswith("((", i) and word_start:  # bash's arithmetic command
+            stack.append("arithcmd")
+            depth.append(0)
+            out.append("((")
+            i += 2
+            continue
         elif c == "'":
             stack.append("sq")
         elif c == '"':
@@ -360,10 +371,12 @@ def _slot_text(mode: str, value: str, backquotes: int) -> str:
         if "\n" in value:
             raise TemplateError("a value inserted in a shell comment cannot hold a line break")
         return value
-    if mode == "arith":
+    if mode in ("arith", "arithcmd"):
         if re.fullmatch(r"[+-]?[0-9]+", value):
             return value
-        raise TemplateError(f"a value inserted in $((...)) must be an integer, not {value!r}")
+        where = "$((...))" if mode == "arith" else "((...)) (bash; for a subshell in a " \
+            "subshell, write ( ( ... ) ))"
+        raise TemplateError(f"a value inserted in {where} must be an integer, not {value!r}")
     if backquotes or mode == "nested":
         raise TemplateError("a value cannot be inserted in quotes or nested `...` inside `...`: "
                             "write $(...) instead")

@@ -401,6 +401,13 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
      "a value cannot be inserted in $(...) or `...` inside a here-document"),
     ("cat <<-EOF\n\t{{ v }}\n\tEOF", "\tx", "a value inserted in a <<- here-document cannot "
      "start a line with a tab, which the shell takes out: write << instead"),
+    # bash's ((...)) evaluates a quoted value too, a[$(...)] running the command; dash reads
+    # (( y = 1 << 2 )) as subshells with a here-document, bash as a shift
+    ("(( i = {{ v }} + 1 ))", "a[$(touch pwned)]", "a value inserted in ((...)) (bash; for a "
+     "subshell in a subshell, write ( ( ... ) )) must be an integer, not 'a[$(touch pwned)]'"),
+    ("(( y = 1 << 2 ))\necho {{ v }}", "a; touch pwned", "a script with values cannot hold << "
+     "in ((...)), which bash reads as a shift and sh (dash) as a here-document: write "
+     "x=$((x << n)) instead"),
     ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
      "a line break"),  # a backslash-newline is taken out before the # is read
 ])
@@ -420,6 +427,16 @@ def test_shell_mode_numbers_in_arithmetic_and_multi_line_here_documents(tmp_path
     out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout
     assert out == "-2\na: 1\nb: $(x)\nport=1\n"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_shell_mode_an_integer_in_bash_arithmetic_command(tmp_path: Any) -> None:
+    """An integer goes into bash's ((...)) as it is; a # after it starts a comment."""
+    script = render("(( i = {{ n }} + 1 )) # {{ note }}\necho $i", {"n": 4, "note": "it's"},
+                    shell=True)
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "5\n"
 
 
 def test_without_shell_mode_values_are_not_quoted() -> None:
