@@ -213,6 +213,10 @@ def _fill(script: str, values: list[str]) -> str:
         if c == "\0":
             end = script.index("\0", i + 1)
             value = values[int(script[i + 1:end])]
+            if mode not in ("sq", "qhd", "comment", "ansi") and _after_dollar(out):
+                raise TemplateError("a value cannot follow a $ in a shell script, which would "
+                                    "take the value's first characters for an expansion: write "
+                                    "\\$ for a dollar sign")
             if mode not in ("hd", "dparam", "arith", "arithcmd") and "hd" in stack:
                 raise TemplateError("a value cannot be inserted in $(...) or `...` inside a "
                                     "here-document")
@@ -359,6 +363,14 @@ def _fill(script: str, values: list[str]) -> str:
         word_start = c in _SEPARATORS
         i += 1
     return "".join(out)
+
+
+def _after_dollar(out: list[str]) -> bool:
+    r"""Whether ``out`` ends with a $ that is no character of its own (not \$ or $$)."""
+    k = 0
+    while k < len(out) and out[-1 - k] == "$":
+        k += 1
+    return k % 2 == 1
 
 
 def _slot_text(mode: str, value: str, backquotes: int) -> str:

@@ -324,6 +324,7 @@ SHELL_PLACES = [
     # a ${...} (" in the value used to be taken out, } to end it), two here-documents
     ("cat <<EOF\n$(printf h) `printf i` [{{ v }}]\nEOF", "h i [{v}]"),
     ("cat <<EOF\n[${UNSET:-{{ v }}}]\nEOF", "[{v}]"),
+    ("printf '[%s]\\n' \"\\${{ v }}\" \\${{ v }}", "[${v}]\n[${v}]"),
     ("cat <<A; cat <<'B'\n[{{ v }}]\nA\n[{{ v }}]\nB", "[{v}]\n[{v}]"),
 ]
 SHELLS = ["/bin/sh", *filter(None, [shutil.which("bash")])]  # bash: /bin/sh elsewhere
@@ -408,6 +409,14 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
     ("(( y = 1 << 2 ))\necho {{ v }}", "a; touch pwned", "a script with values cannot hold << "
      "in ((...)), which bash reads as a shift and sh (dash) as a here-document: write "
      "x=$((x << n)) instead"),
+    # a value right after a $ (GitHub's ${{ x }}) used to be escaped as if it stood alone:
+    # "${{ v }}" with (touch pwned) gave "$(touch pwned)", which ran
+    ('echo "Price: ${{ v }}"', "(touch pwned)", "a value cannot follow a $ in a shell script, "
+     "which would take the value's first characters for an expansion: write \\$ for a "
+     "dollar sign"),
+    ("cat <<EOF\n${{ v }}\nEOF", "(touch pwned)", "a value cannot follow a $ in a shell "
+     "script, which would take the value's first characters for an expansion: write \\$ for "
+     "a dollar sign"),
     ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
      "a line break"),  # a backslash-newline is taken out before the # is read
 ])
