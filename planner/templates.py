@@ -275,6 +275,12 @@ def _fill(script: str, values: list[str]) -> str:
             out.append("$(")
             i += 2
             continue
+        elif script.startswith(("<(", ">("), i) and mode in ("plain", "sub", "bq"):
+            stack.append("sub")  # bash's process substitution: <(...)#... is one word
+            depth.append(0)
+            out.append(script[i:i + 2])
+            i += 2
+            continue
         elif script.startswith("$'", i) and mode in ("plain", "sub", "bq", "param"):
             stack.append("ansi")
             out.append("$'")

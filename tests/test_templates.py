@@ -356,6 +356,8 @@ BASH_PLACES = [
     ('cat <<< "{{ v }}"', "{v}"),
     ("cat <<< x\nprintf '[%s]\\n' {{ v }}", "x\n[{v}]"),
     ("printf '[%s]\\n' $'x\\ty{{ v }}'", "[x\ty{v}]"),
+    # a # right after a process substitution is in its word
+    (": <(true)#{{ v }}\nprintf '[%s]\\n' {{ v }}", "[{v}]"),
 ]
 
 
