@@ -325,7 +325,7 @@ def _fill(script: str, values: list[str]) -> str:
                 stack.append("sq")
         elif mode in ("dq", "hd"):
             pass
-        elif script.startswith("((", i) and word_start:  # bash's arithmetic command
+        elif script.startswith("((", i) and word_start and _arithmetic_command(script, i):
             stack.append("arithcmd")
             depth.append(0)
             out.append("((")
@@ -371,6 +371,20 @@ def _fill(script: str, values: list[str]) -> str:
     return "".join(out)
 
 
+def _arithmetic_command(script: str, i: int) -> bool:
+    """Whether the (( at ``i`` opens bash's arithmetic command: its first unmatched ) is
+    followed by another; else, as ((cd a && make) || exit 1), it opens two subshells."""
+    depth = 0
+    for j in range(i + 2, len(script)):
+        if script[j] == "(":
+            depth += 1
+        elif script[j] == ")":
+            if depth == 0:
+                return script.startswith("))", j)
+            depth -= 1
+    return True
+
+
 def _after_dollar(out: list[str]) -> bool:
     r"""Whether ``out`` ends with a $ that is no character of its own (not \$ or $$)."""
     k = 0
@@ -392,8 +406,7 @@ def _slot_text(mode: str, value: str, backquotes: int) -> str:
     if mode in ("arith", "arithcmd"):
         if re.fullmatch(r"[+-]?[0-9]+", value):
             return value
-        where = "$((...))" if mode == "arith" else "((...)) (bash; for a subshell in a " \
-            "subshell, write ( ( ... ) ))"
+        where = "$((...))" if mode == "arith" else "((...))"
         raise TemplateError(f"a value inserted in {where} must be an integer, not {value!r}")
     if backquotes or mode == "nested":
         raise TemplateError("a value cannot be inserted in quotes or nested `...` inside `...`: "

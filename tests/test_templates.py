@@ -325,6 +325,7 @@ SHELL_PLACES = [
     ("cat <<EOF\n$(printf h) `printf i` [{{ v }}]\nEOF", "h i [{v}]"),
     ("cat <<EOF\n[${UNSET:-{{ v }}}]\nEOF", "[{v}]"),
     ("printf '[%s]\\n' \"\\${{ v }}\" \\${{ v }}", "[${v}]\n[${v}]"),
+    ("((printf '[%s]\\n' {{ v }}) | cat)", "[{v}]"),  # two subshells, for dash and bash
     ("cat <<A; cat <<'B'\n[{{ v }}]\nA\n[{{ v }}]\nB", "[{v}]\n[{v}]"),
 ]
 SHELLS = ["/bin/sh", *filter(None, [shutil.which("bash")])]  # bash: /bin/sh elsewhere
@@ -406,8 +407,8 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
      "start a line with a tab, which the shell takes out: write << instead"),
     # bash's ((...)) evaluates a quoted value too, a[$(...)] running the command; dash reads
     # (( y = 1 << 2 )) as subshells with a here-document, bash as a shift
-    ("(( i = {{ v }} + 1 ))", "a[$(touch pwned)]", "a value inserted in ((...)) (bash; for a "
-     "subshell in a subshell, write ( ( ... ) )) must be an integer, not 'a[$(touch pwned)]'"),
+    ("(( i = {{ v }} + 1 ))", "a[$(touch pwned)]", "a value inserted in ((...)) must be an "
+     "integer, not 'a[$(touch pwned)]'"),
     ("(( y = 1 << 2 ))\necho {{ v }}", "a; touch pwned", "a script with values cannot hold << "
      "in ((...)), which bash reads as a shift and sh (dash) as a here-document: write "
      "x=$((x << n)) instead"),
