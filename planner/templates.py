@@ -239,6 +239,8 @@ def _fill(script: str, values: list[str]) -> str:
             pass
         elif mode == "ansi":  # bash's $'...', where a backslash escapes (\' too)
             if c == "\\":
+                if script.startswith("\0", i + 1):
+                    raise TemplateError(_AFTER_BACKSLASH)
                 out.append(script[i:i + 2])
                 i += 2
                 continue
@@ -445,6 +447,9 @@ def _heredoc_operator(script: str, i: int, out: list[str],
         else:
             i += 1 + (script[i] == "\\")
     word = script[word_start:i]
+    if "\0" in word:
+        raise TemplateError("a value cannot be in a here-document's delimiter: write the "
+                            "delimiter in the script")
     delimiter = word.replace("'", "").replace('"', "").replace("\\", "")
     heredocs.append((delimiter, any(q in word for q in "'\"\\"), strip))
     out.append(script[start:i])

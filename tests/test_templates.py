@@ -420,6 +420,9 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
     ("cat <<EOF\n${{ v }}\nEOF", "(touch pwned)", "a value cannot follow a $ in a shell "
      "script, which would take the value's first characters for an expansion: write \\$ for "
      "a dollar sign"),
+    ("echo $'\\{{ v }}'", "n", "a value cannot follow a backslash in a shell script"),
+    ("cat <<{{ v }}\nx\nEOF", "EOF", "a value cannot be in a here-document's delimiter: write "
+     "the delimiter in the script"),
     ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
      "a line break"),  # a backslash-newline is taken out before the # is read
 ])
