@@ -370,6 +370,8 @@ def _fill(script: str, values: list[str]) -> str:
         out.append(c)
         word_start = c in _SEPARATORS
         i += 1
+    if body is not None:  # a here-document the script does not end: the shell ends it
+        _heredoc_check(out, body)
     return "".join(out)
 
 
@@ -478,13 +480,19 @@ def _heredoc_line(script: str, i: int, out: list[str],
     line = script[i:end].rstrip("\n")
     if (line.lstrip("\t") if strip else line) != delimiter:
         return i
-    text = "".join(out[body[2]:])
-    if any((part.lstrip("\t") if strip else part) == delimiter
-           for part in text.split("\n")[:-1]):
-        raise TemplateError(f"a value inserted in a here-document holds a line "
-                            f"{delimiter!r}, which would end it")
+    _heredoc_check(out, body)
     out.append(script[i:end])
     return end
+
+
+def _heredoc_check(out: list[str], body: tuple[str, bool, int, int, int]) -> None:
+    """Check that the values inserted in a body made no line that would end it."""
+    delimiter, strip = body[0], body[1]
+    text = "".join(out[body[2]:])
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    if any((part.lstrip("\t") if strip else part) == delimiter for part in lines):
+        raise TemplateError(f"a value inserted in a here-document holds a line "
+                            f"{delimiter!r}, which would end it")
 
 
 # Bounds of one rendering. Jinja's sandbox stops `range()` at 100,000 items but nothing

@@ -385,6 +385,8 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
      "a value inserted in a here-document holds a line 'EOF', which would end it"),
     ("cat <<'EOF'\nsee {{ v }}\nEOF", "\nEOF", "a value inserted in a here-document holds "
      "a line 'EOF', which would end it"),
+    ("cat <<EOF\n{{ v }}", "EOF\ntouch pwned", "a value inserted in a here-document holds a "
+     "line 'EOF', which would end it"),  # a here-document the script leaves to its end
     ("true # {{ v }}", "\ntouch pwned", "a value inserted in a shell comment cannot hold a "
      "line break"),
     ("echo $(( {{ v }} + 1 ))", "a[$(touch pwned)]",
