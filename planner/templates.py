@@ -213,6 +213,10 @@ def _fill(script: str, values: list[str]) -> str:
         if c == "\0":
             end = script.index("\0", i + 1)
             value = values[int(script[i + 1:end])]
+            if "pid" in stack:
+                raise TemplateError("a value cannot be inserted in $${...} inside \"...\" or a "
+                                    "here-document, which sh and bash read differently: write "
+                                    "$$ and {...} apart")
             if mode not in ("sq", "qhd", "comment", "ansi") and _after_dollar(out):
                 raise TemplateError("a value cannot follow a $ in a shell script, which would "
                                     "take the value's first characters for an expansion: write "
@@ -265,6 +269,16 @@ def _fill(script: str, values: list[str]) -> str:
             stack.pop()
         elif c == "`":
             stack.append("bq")
+        elif script.startswith("$${", i) and mode in ("dq", "hd", "dparam"):
+            stack.append("pid")  # $$ then {: bash pairs the { with a } (and quotes in it)
+            depth.append(0)
+            out.append("$${")
+            i += 3
+            continue
+        elif script.startswith("$$", i):  # the shell's pid: $${x} is no ${x}
+            out.append("$$")
+            i, word_start = i + 2, False
+            continue
         elif script.startswith("$((", i):
             stack.append("arith")
             depth.append(0)
@@ -310,7 +324,7 @@ def _fill(script: str, values: list[str]) -> str:
                 raise TemplateError("a script with values cannot hold << in ((...)), which "
                                     "bash reads as a shift and sh (dash) as a here-document: "
                                     "write x=$((x << n)) instead")
-        elif mode in ("param", "dparam"):
+        elif mode in ("param", "dparam", "pid"):
             if c == "{":
                 depth[-1] += 1
             elif c == "}" and depth[-1] == 0:

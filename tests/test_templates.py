@@ -326,6 +326,8 @@ SHELL_PLACES = [
     ("cat <<EOF\n[${UNSET:-{{ v }}}]\nEOF", "[{v}]"),
     ("printf '[%s]\\n' \"\\${{ v }}\" \\${{ v }}", "[${v}]\n[${v}]"),
     ("((printf '[%s]\\n' {{ v }}) | cat)", "[{v}]"),  # two subshells, for dash and bash
+    # $$ is the pid: the { after it is a character, not the start of ${...}
+    ("printf '[%s]\\n' $${{ '{' }}U:-{{ v }}} | sed '1s/^.[0-9]*/[/'", "[{{U:-{v}}}]"),
     ("cat <<A; cat <<'B'\n[{{ v }}]\nA\n[{{ v }}]\nB", "[{v}]\n[{v}]"),
 ]
 SHELLS = ["/bin/sh", *filter(None, [shutil.which("bash")])]  # bash: /bin/sh elsewhere
@@ -425,6 +427,12 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
     ("echo $'\\{{ v }}'", "n", "a value cannot follow a backslash in a shell script"),
     ("cat <<{{ v }}\nx\nEOF", "EOF", "a value cannot be in a here-document's delimiter: write "
      "the delimiter in the script"),
+    # dash reads $$ then {, bash pairs the { with a } and the quotes within: the value in
+    # "...$${U:-...}..." was escaped as in ${...}, in quotes of its own, which ended the
+    # "..." for dash, where a value with a line break then ran
+    ('echo "x$${U:-{{ v }}}"', "\ntouch pwned\n", "a value cannot be inserted in $${...} "
+     "inside \"...\" or a here-document, which sh and bash read differently: write $$ and "
+     "{...} apart"),
     ("true \\\n#{{ v }}", "\ntouch pwned #", "a value inserted in a shell comment cannot hold "
      "a line break"),  # a backslash-newline is taken out before the # is read
 ])
