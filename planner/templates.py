@@ -191,6 +191,7 @@ def _fill(script: str, values: list[str]) -> str:
     # in out, stack and depth
     body: tuple[str, bool, int, int, int] | None = None
     joined = -1  # where a backslash-newline joined two lines: no line starts there
+    split = False  # a \' in $'...' was read: sh (dash) ended it there, bash did not
     word_start = True
     i, n = 0, len(script)
     while i < n:
@@ -217,6 +218,10 @@ def _fill(script: str, values: list[str]) -> str:
                 raise TemplateError("a value cannot be inserted in $${...} inside \"...\" or a "
                                     "here-document, which sh and bash read differently: write "
                                     "$$ and {...} apart")
+            if split:
+                raise TemplateError("a value cannot follow a $'...' holding \\', where sh "
+                                    "(dash) ends it and bash does not: write '...' or \"...\" "
+                                    "instead")
             if mode not in ("sq", "qhd", "comment", "ansi") and _after_dollar(out):
                 raise TemplateError("a value cannot follow a $ in a shell script, which would "
                                     "take the value's first characters for an expansion: write "
@@ -245,6 +250,7 @@ def _fill(script: str, values: list[str]) -> str:
             if c == "\\":
                 if script.startswith("\0", i + 1):
                     raise TemplateError(_AFTER_BACKSLASH)
+                split = split or script.startswith("'", i + 1)
                 out.append(script[i:i + 2])
                 i += 2
                 continue

@@ -425,6 +425,11 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
      "script, which would take the value's first characters for an expansion: write \\$ for "
      "a dollar sign"),
     ("echo $'\\{{ v }}'", "n", "a value cannot follow a backslash in a shell script"),
+    # dash ends $'it\'s' at the \', bash goes on: the scripts that follow differ
+    ("echo $'it\\'s {{ v }}'", "$(touch pwned)", "a value cannot follow a $'...' holding \\', "
+     "where sh (dash) ends it and bash does not: write '...' or \"...\" instead"),
+    ("echo $'it\\'s'; echo {{ v }}", "$(touch pwned)", "a value cannot follow a $'...' holding "
+     "\\', where sh (dash) ends it and bash does not: write '...' or \"...\" instead"),
     ("cat <<{{ v }}\nx\nEOF", "EOF", "a value cannot be in a here-document's delimiter: write "
      "the delimiter in the script"),
     # dash reads $$ then {, bash pairs the { with a } and the quotes within: the value in
