@@ -126,6 +126,18 @@ def _quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+class _ShellWord(str):
+    """What `quote` gives in a `shell` template: the value as one shell word already,
+    quotes and all. Where the script reads words it goes in as it is (quoted once, as
+    Ansible's `{{ x | quote }}` means); inside "...", '...' or a here-document its quotes
+    stay, escaped as text, for the shell that runs that string again (`ssh host "systemctl
+    restart {{ svc | quote }}"`, `sh -c "... {{ x | quote }}"`)."""
+
+
+def _shell_word(value: Any) -> _ShellWord:
+    return value if isinstance(value, _ShellWord) else _ShellWord(_quote(value))
+
+
 def _word(value: Any) -> str:
     """The text a `shell` template inserts for a value, as a `command` argument gets it."""
     if isinstance(value, bool):
@@ -419,7 +431,7 @@ def _after_dollar(out: list[str]) -> bool:
 
 def _slot_text(mode: str, value: str, backquotes: int) -> str:
     if mode in ("plain", "sub", "bq", "param"):
-        word = shlex.quote(value)
+        word = value if isinstance(value, _ShellWord) else shlex.quote(value)
         for _ in range(backquotes):  # `...` takes a backslash off \\, \` and \$ first
             word = _HEREDOC_SPECIAL.sub(r"\\\1", word)
         return word
@@ -834,8 +846,9 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
     )
     env.filters.update(
         bool=_to_bool, from_json=_from_json, to_json=_to_json,
-        # `{{ x | quote }}`, as Ansible's shell module needs, is `{{ x }}`: quoted once.
-        quote=_word if shell else _quote,
+        # `{{ x | quote }}`, as Ansible's shell module needs, is quoted once where the
+        # script reads words, and keeps its quotes for an inner shell inside a string.
+        quote=_shell_word if shell else _quote,
         **_bounded_filters(env.filters),
     )
     lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]

@@ -289,6 +289,21 @@ def test_shell_mode_quotes_a_quote_filter_once(value: Any, tmp_path: Any) -> Non
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("value", [*NASTY, "plain", 3])
+def test_shell_mode_quote_keeps_its_quotes_for_a_shell_run_inside_a_string(
+        value: Any, tmp_path: Any) -> None:
+    """Inside "..." or '...' that another shell runs again (`sh -c "..."`, `ssh host
+    "..."`, `eval`), `{{ v | quote }}` keeps its quotes for that shell, which then gets
+    the value itself and runs none of it. Before, `quote` was `{{ v }}` there: the inner
+    shell got the bare value, and `a; touch pwned` ran."""
+    script = render("sh -c \"printf '%s\\\\n' {{ v | quote }}\"; "
+                    "eval \"printf '%s\\\\n' {{ v | quote }}\"", {"v": value}, shell=True)
+    done = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, check=False)
+    assert (done.returncode, done.stdout) == (0, f"{value}\n" * 2), (script, done.stderr)
+    assert not (tmp_path / "pwned").exists()
+
+
 # Where a plan may write `{{ v }}` in a script, and the line /bin/sh must print for it.
 SHELL_PLACES = [
     ('printf "[%s]\\n" "{{ v }}"', "[{v}]"),  # the habit of Ansible's shell module
