@@ -790,12 +790,15 @@ def resume(
                                             "resume")
         with _reports_before_signals(runner):
             outcome = execute(runner, runner.resume)
-            reporter.finish(store, outcome, runner.changed)
+            # The end of a rollback `planctl rollback` began exits as that command does.
+            code = 0 if outcome.status == "ROLLED_BACK" and runner.rollback_asked() \
+                else outcome.exit_code
+            reporter.finish(store, outcome, runner.changed, code)
     finally:
         if reporter is not None:
             reporter.close()
         store.close()
-    raise typer.Exit(outcome.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command()

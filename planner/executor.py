@@ -1586,6 +1586,12 @@ class Runner:
                                        stop_on_failure=self.on_failure in ("rollback", "stop"))
         return await self._after_forward(failed)
 
+    def rollback_asked(self) -> bool:
+        """Whether the run's last rollback is one `planctl rollback` (``rollback_run``)
+        began, rather than one a failed apply began (see ``rollback_asked``)."""
+        return rollback_asked([e.data.get("status")
+                               for e in self.store.get_events(self.run_id, kind="run")])
+
     def _rollback_interrupted(self) -> bool:
         """Whether the run was rolling back when a signal interrupted it. Once an inverse
         started, its command's status says so; before that (while the rollback followed
@@ -1831,6 +1837,29 @@ def load_run(store: Store, run_id: str) -> LoadedPlan:
         raise UsageError(f"unknown run {run_id!r}")
     variables = {k: v for k, v in run.variables.items() if k != OPTIONS_KEY}
     return load_text(json.dumps(run.snapshot), run.plan_file, variables=variables)
+
+
+def rollback_asked(flows: Sequence[str | None]) -> bool:
+    """Whether the last rollback in a run's ``flows`` (the statuses of its `run` events, in
+    order) is one `planctl rollback` began on a run that had ended, rather than the one a
+    failed apply began itself, followed back through the resumes that continued it. A
+    `resume` that ends it then exits as `rollback` does (0 once nothing is left)."""
+    ended = (RunStatus.SUCCEEDED, RunStatus.STOPPED, RunStatus.ROLLBACK_FAILED,
+             RunStatus.ROLLED_BACK, RunStatus.INTERRUPTED)
+    starts = (RunStatus.RUNNING, "RESUMED", RunStatus.ROLLING_BACK)
+    i = max((k for k, f in enumerate(flows) if f == RunStatus.ROLLING_BACK), default=-1)
+    while i > 0:
+        before = flows[i - 1]
+        if before in ended:  # a run that had ended, undone on request
+            return True
+        if before != "RESUMED":  # RUNNING, INTERRUPTING: a failed apply's own rollback
+            return False
+        # A resume: of a rollback (how did that one begin?), or of a forward flow that
+        # then failed (the apply's own rollback).
+        i = max((k for k in range(i - 1) if flows[k] in starts), default=-1)
+        if i < 0 or flows[i] != RunStatus.ROLLING_BACK:
+            return False
+    return False
 
 
 def off_loop(name: str) -> None:

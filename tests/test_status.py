@@ -155,3 +155,31 @@ def test_changed_statuses_never_include_settled_or_untouched_ones() -> None:
     assert not CHANGED_STATUSES & {S.PENDING, S.UNCHANGED, S.SKIPPED, S.REVERTED,
                                    S.REVERT_SKIPPED}
     assert {S.SUCCEEDED, S.FAILED, S.UNKNOWN} <= CHANGED_STATUSES
+
+
+@pytest.mark.parametrize(("flows", "asked"), [
+    # `planctl rollback` of a run that succeeded, interrupted, continued by `resume`
+    (["RUNNING", "SUCCEEDED", "ROLLING_BACK", "INTERRUPTING", "INTERRUPTED", "RESUMED",
+      "ROLLING_BACK", "ROLLED_BACK"], True),
+    # `planctl rollback` of an interrupted apply, then of a stopped one
+    (["RUNNING", "INTERRUPTING", "INTERRUPTED", "ROLLING_BACK", "ROLLED_BACK"], True),
+    (["RUNNING", "STOPPED", "ROLLING_BACK", "INTERRUPTED", "RESUMED", "ROLLING_BACK"], True),
+    # a failed apply's own rollback, interrupted and continued by `resume`
+    (["RUNNING", "ROLLING_BACK", "INTERRUPTING", "INTERRUPTED", "RESUMED", "ROLLING_BACK",
+      "ROLLED_BACK"], False),
+    # a resumed apply that went on forward, failed and rolled back itself
+    (["RUNNING", "INTERRUPTING", "INTERRUPTED", "RESUMED", "ROLLING_BACK", "ROLLED_BACK"],
+     False),
+    # ... and twice interrupted on the way
+    (["RUNNING", "INTERRUPTED", "RESUMED", "ROLLING_BACK", "INTERRUPTED", "RESUMED",
+      "ROLLING_BACK", "ROLLED_BACK"], False),
+    (["RUNNING", "SUCCEEDED"], False),  # no rollback at all
+])
+def test_a_rollback_is_told_asked_for_or_begun_by_a_failed_apply(
+        flows: list[str], asked: bool) -> None:
+    """`resume` ends a rollback `planctl rollback` began as that command ends (exit 0 once
+    nothing is left), and a failed apply's own rollback as a failed apply (exit 1): told
+    from the run's `run` events, through the resumes that continued it."""
+    from planner.executor import rollback_asked
+
+    assert rollback_asked(flows) is asked
