@@ -352,16 +352,23 @@ StateOption = Annotated[
 ]
 
 
-def _seconds(text: str) -> float:
-    """--lock-timeout: seconds (``30``, ``2.5``) or a duration as plans write it (``5m``,
-    ``1m30s``), 0 or more; ``nan`` and other words are refused."""
+def _duration(text: str) -> float | None:
+    """Seconds (``30``, ``2.5``) or a duration as plans write it (``5m``, ``1m30s``), 0 or
+    more and finite; None for anything else (``nan``, ``-1``, a word, nothing)."""
     from .model import parse_duration
 
+    text = text.strip()
     try:
-        value = float(text) if _NUMBER.fullmatch(text.strip()) else parse_duration(text)
+        value = float(text) if _NUMBER.fullmatch(text) else parse_duration(text)
     except ValueError:
-        value = -1.0
-    if not text.strip() or not value >= 0 or value == float("inf"):
+        return None
+    return value if text and 0 <= value < float("inf") else None
+
+
+def _seconds(text: str) -> float:
+    """--lock-timeout: a ``_duration``."""
+    value = _duration(text)
+    if value is None:
         raise typer.BadParameter(f"{text!r} is not a number of seconds or a duration "
                                  f"(30, 2.5, 5m, 1m30s)")
     return value
@@ -944,22 +951,15 @@ def prune(
     """
     import time
 
-    from .model import parse_duration
     from .prune import judge, remove
 
     if keep is None and older_than is None:
         raise UsageError("say which runs to look at: --keep N (all but the newest N), "
                          "--older-than AGE, or both")
-    age = None
-    if older_than is not None:
-        try:
-            age = float(older_than) if _NUMBER.fullmatch(older_than) else \
-                parse_duration(older_than) if older_than else -1.0
-        except ValueError:
-            age = -1.0
-        if age < 0:
-            raise UsageError(f"--older-than {older_than!r}: not a duration (30d, 12h, 90m, "
-                             f"1h30m, or seconds)")
+    age = None if older_than is None else _duration(older_than)
+    if older_than is not None and age is None:
+        raise UsageError(f"--older-than {older_than!r}: not a duration (30d, 12h, 90m, "
+                         f"1h30m, or seconds)")
     store = _store(state, must_exist=True)
     try:
         verdicts = judge(store, keep=keep, older_than=age, now=time.time(),
@@ -968,13 +968,14 @@ def prune(
     finally:
         store.close()
     removing = "would remove" if dry_run else "removed"
-    width = max([len(removing), len("kept")])
+    done = {v.run.id for v in verdicts if v.remove and (dry_run or v.run.id in gone)}
     for v in verdicts:
-        done = v.run.id in gone or (dry_run and v.remove)
-        note = v.note if done or not v.remove else "it changed meanwhile (a rollback began?)"
-        typer.echo(f"{removing if done else 'kept':<{width}}  {v.run.id}  "
-                   f"{v.run.status:<15} {v.run.plan_name}{': ' + note if note else ''}")
-    count = sum(1 for v in verdicts if v.run.id in gone or (dry_run and v.remove))
+        note = v.note if v.run.id in done or not v.remove \
+            else "it changed meanwhile (a rollback began?)"
+        typer.echo(f"{removing if v.run.id in done else 'kept':<{len(removing)}}  "
+                   f"{v.run.id}  {v.run.status:<15} {v.run.plan_name}"
+                   f"{': ' + note if note else ''}")
+    count = len(done)
     typer.echo(f"{removing} {count} run{'' if count == 1 else 's'} of {len(verdicts)} "
                f"looked at" + ("; the newest run was not looked at" if keep == 1 else
                                f"; the newest {keep} were not looked at" if keep else ""))

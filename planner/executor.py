@@ -343,6 +343,14 @@ def lock_kept(lock: LockRecord) -> bool:
     return lock.heartbeat_at == 0
 
 
+def lock_freed(lock: LockRecord, run_status: str | None, now: float, lease: float) -> bool:
+    """Whether apply frees ``lock`` and goes on (``Runner._free_unrecorded``): its holder
+    is dead, and either never recorded its run (``run_status`` None) or saw it end with
+    nothing left, so nothing happens under it any more."""
+    return (not lock_kept(lock) and not lock_alive(lock, now, lease)
+            and run_status in (None, RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK))
+
+
 def lock_state(lock: LockRecord, now: float, lease: float, run_status: str | None) -> str:
     """How `planctl locks` shows a lock's holder; ``run_status`` is its run's status."""
     if lock_kept(lock):
@@ -379,16 +387,25 @@ SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle 
 _SECRET_MARK_START = SECRET_MARK.partition("{")[0]
 
 
+def _each_text(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` with ``change`` made to every text in it, through lists and mappings (keys
+    too: a JSON response's keys are its data as well); numbers, booleans and None as they
+    are, and anything else as its text, which is what the store would keep."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list | tuple):
+        return [_each_text(v, change) for v in value]
+    if isinstance(value, Mapping):
+        return {change(k) if isinstance(k, str) else k: _each_text(v, change)
+                for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return change(str(value))
+
+
 def unmask_value(value: Any, secrets: Mapping[str, str]) -> Any:
     """``unmask`` through the lists and mappings of a stored value (outputs, a result)."""
-    if isinstance(value, str):
-        return unmask(value, secrets)
-    if isinstance(value, list):
-        return [unmask_value(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {unmask(k, secrets) if isinstance(k, str) else k: unmask_value(v, secrets)
-                for k, v in value.items()}
-    return value
+    return _each_text(value, lambda text: unmask(text, secrets))
 
 
 def unmask(text: str, secrets: Mapping[str, str]) -> str:
@@ -436,14 +453,7 @@ class _Redactor:
         """``value`` with each secret replaced by a placeholder naming it, as ``naming``
         does, through lists and mappings (keys too): for what a later run reads back from
         the store (a command's outputs and result), made whole by ``unmask_value``."""
-        if isinstance(value, str):
-            return self.naming(value)
-        if isinstance(value, list | tuple):
-            return [self.named(v) for v in value]
-        if isinstance(value, Mapping):
-            return {self.named(k) if isinstance(k, str) else k: self.named(v)
-                    for k, v in value.items()}
-        return self(value)
+        return _each_text(value, self.naming)
 
     def row(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """A command's row update: as ``record``, but its ``outputs`` and ``result``, which
@@ -477,17 +487,12 @@ class _Redactor:
         secret masked, in mapping keys too: a JSON response's keys are its data as well."""
         if not self.values:
             return value
-        if isinstance(value, str):
-            for secret in self.values:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, list | tuple):
-            return [self(v) for v in value]
-        if isinstance(value, Mapping):
-            return {self(k) if isinstance(k, str) else k: self(v) for k, v in value.items()}
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        return self(str(value))  # the store would keep it as its text
+        return _each_text(value, self._stars)
+
+    def _stars(self, text: str) -> str:
+        for secret in self.values:
+            text = text.replace(secret, "***")
+        return text
 
 
 class _CommandsView(Mapping[str, Any]):
@@ -820,13 +825,13 @@ class Runner:
         whose run ended with nothing left (killed between recording SUCCEEDED or
         ROLLED_BACK and releasing its locks). Nothing more happens under them, and
         `resume` finds nothing to resume that would release them. True if any was."""
-        dead = {lock.run_id for lock in others
-                if not lock_kept(lock) and not lock_alive(lock, now, lease)}
-        stale = []
-        for run_id in sorted(dead):
-            run = self.store.get_run(run_id, plan=False)
-            if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK):
-                stale.append(run_id)
+        statuses: dict[str, str | None] = {}
+        for lock in others:
+            if lock.run_id not in statuses:
+                run = self.store.get_run(lock.run_id, plan=False)
+                statuses[lock.run_id] = None if run is None else run.status
+        stale = sorted({lock.run_id for lock in others
+                        if lock_freed(lock, statuses[lock.run_id], now, lease)})
         for run_id in stale:
             self.store.release_locks(run_id)
         return bool(stale)

@@ -580,21 +580,19 @@ class GivenVars(dict[str, Any]):
 def _override_vars(
     declared: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
+    origins = overrides.origins if isinstance(overrides, GivenVars) else {}
     unknown = [k for k in overrides if k not in declared]
     if unknown:
         name = unknown[0]
         hint = schema.did_you_mean(name, declared)
-        origin = overrides.origins.get(name, "--var") if isinstance(overrides, GivenVars) \
-            else "--var"
         raise UsageError(
-            f"{origin} {name}: the plan declares no variable `{name}`"
+            f"{origins.get(name, '--var')} {name}: the plan declares no variable `{name}`"
             + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
         )
     for name, value in overrides.items():
         want, got = _shape(declared[name]), _shape(value)
         if want is not None and got != want:
-            origin = overrides.origins.get(name, "--var") \
-                if isinstance(overrides, GivenVars) else "--var"
+            origin = origins.get(name, "--var")
             raise UsageError(f"{origin} {name}: {_shape_mismatch(name, want, value, origin)}")
     return {**declared, **overrides}
 
@@ -610,14 +608,14 @@ def _shape(value: Any) -> str | None:
 
 def _shape_mismatch(name: str, want: str, value: Any, origin: str) -> str:
     """Why a value given for a list or mapping var is refused, and how to write it."""
-    got = _shape(value) or ("the text" if isinstance(value, str) else "the value")
-    shown = repr(value) if _shape(value) is None else f"a {got}"
-    given = shown if _shape(value) else f"{got} {shown}"
+    shape = _shape(value)
+    given = f"a {shape}" if shape else \
+        f"{'the text' if isinstance(value, str) else 'the value'} {value!r}"
     why = f"the plan's default is a {want}, so the value must be one; got {given}"
     if origin != "--var":
         return why
     if want == "list":
-        items = [p.strip() for p in str(value).split(",")] if _shape(value) is None else []
+        items = [] if shape else [p.strip() for p in str(value).split(",")]
         plain = all(re.fullmatch(r"[\w./@+-]*", p) for p in items)
         example = f"[{', '.join(p for p in items if p)}]" if items and plain else "[a, b]"
     else:

@@ -14,6 +14,7 @@ found either; another user's process (not readable) is skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ __all__ = ["ENDED", "PROC", "SPAWN", "Orphan", "alive", "describe", "parse_envir
            "scan", "spawned", "stat"]
 
 PROC = Path("/proc")
-_RUN = b"PLANCTL_RUN_ID="
+_RUN = "PLANCTL_RUN_ID"
 _COMMAND = "PLANCTL_COMMAND_ID"
 _REASON = "PLANCTL_EXECUTION_REASON"
 ENDED = ("Z", "X")  # states of a process that no longer runs: zombie, dead
@@ -81,16 +82,15 @@ def stat(pid: int, proc: Path = PROC) -> tuple[str, str, int] | None:
     return None if raw is None else parse_stat(raw)
 
 
-def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
-         ) -> dict[tuple[str, str], list[Orphan]]:
-    """Live processes of run ``run_id``, by (command id, execution reason), but ``besides``
-    (planctl's own pid). One pass over ``proc``; empty where there is none."""
+def _live(name: str, value: str, proc: Path, besides: int | None = None
+          ) -> Iterator[tuple[Orphan, dict[str, str]]]:
+    """Live processes (but ``besides``) whose environment sets ``name`` to ``value``, with
+    their environment. One pass over ``proc``; nothing where there is none."""
     try:
         entries = [e for e in os.listdir(proc) if e.isdigit()]
     except OSError:
-        return {}
-    wanted = _RUN + run_id.encode()
-    found: dict[tuple[str, str], list[Orphan]] = {}
+        return
+    wanted = f"{name}={value}".encode()
     for entry in entries:
         pid = int(entry)
         if pid == besides:
@@ -99,33 +99,28 @@ def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
         if raw is None or wanted not in raw:  # cheap test first: most processes are not ours
             continue
         env = parse_environ(raw)
-        if env.get("PLANCTL_RUN_ID") != run_id or _COMMAND not in env:
+        if env.get(name) != value:
             continue
         found_stat = stat(pid, proc)
-        if found_stat is None or found_stat[1] in ENDED:
-            continue
-        key = (env[_COMMAND], env.get(_REASON, ""))
-        found.setdefault(key, []).append(Orphan(pid, found_stat[0], found_stat[2]))
+        if found_stat is not None and found_stat[1] not in ENDED:
+            yield Orphan(pid, found_stat[0], found_stat[2]), env
+
+
+def scan(run_id: str, *, besides: int | None = None, proc: Path = PROC
+         ) -> dict[tuple[str, str], list[Orphan]]:
+    """Live processes of run ``run_id``, by (command id, execution reason), but ``besides``
+    (planctl's own pid). One pass over ``proc``; empty where there is none."""
+    found: dict[tuple[str, str], list[Orphan]] = {}
+    for orphan, env in _live(_RUN, run_id, proc, besides):
+        if _COMMAND in env:
+            found.setdefault((env[_COMMAND], env.get(_REASON, "")), []).append(orphan)
     return found
 
 
 def spawned(spawn_id: str, *, proc: Path = PROC) -> list[Orphan]:
     """Live processes whose ``PLANCTL_SPAWN_ID`` is ``spawn_id``: one program planctl
     started and what it started, wherever they went. Empty where there is none."""
-    try:
-        entries = [e for e in os.listdir(proc) if e.isdigit()]
-    except OSError:
-        return []
-    wanted = f"{SPAWN}={spawn_id}".encode()
-    found = []
-    for entry in entries:
-        raw = _read(proc / entry / "environ")
-        if raw is None or wanted not in raw or parse_environ(raw).get(SPAWN) != spawn_id:
-            continue
-        found_stat = stat(int(entry), proc)
-        if found_stat is not None and found_stat[1] not in ENDED:
-            found.append(Orphan(int(entry), found_stat[0], found_stat[2]))
-    return found
+    return [orphan for orphan, _ in _live(SPAWN, spawn_id, proc)]
 
 
 def alive(orphan: Orphan, *, proc: Path = PROC) -> bool:

@@ -31,8 +31,7 @@ from .executor import (
     _StepFailed,
     _truthy,
     _watch_children,
-    lock_alive,
-    lock_kept,
+    lock_freed,
     lock_lease,
     lock_state,
     off_loop,
@@ -41,7 +40,7 @@ from .executor import (
 from .graph import END, CommandInstance
 from .loader import LoadedPlan
 from .model import Operation
-from .status import REGULAR_FLOW, ROLLBACK_FLOW, RunStatus
+from .status import REGULAR_FLOW, ROLLBACK_FLOW
 from .store import LockRecord, MemoryStore
 from .templates import TemplateError, render, render_value
 
@@ -266,15 +265,8 @@ def preview_plan(loaded: LoadedPlan, *, secrets: Mapping[str, str] | None = None
         LockedEntity(lock.entity, lock.run_id, lock_state(lock, now, lease, status),
                      _locked_message(lock, now, lease, status))
         for lock, status in locks
-        if lock.entity in entities and not _freed_by_apply(lock, status, now, lease))
+        if lock.entity in entities and not lock_freed(lock, status, now, lease))
     return dataclasses.replace(preview, locked=locked) if locked else preview
-
-
-def _freed_by_apply(lock: LockRecord, status: str | None, now: float, lease: float) -> bool:
-    """Whether apply would free ``lock`` and go on (`Runner._free_unrecorded`): its holder
-    is dead, and either never recorded its run or saw it end with nothing left."""
-    return (not lock_kept(lock) and not lock_alive(lock, now, lease)
-            and status in (None, RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK))
 
 
 @dataclass(frozen=True)
@@ -532,16 +524,9 @@ class _Previewer:
         roots = sorted((s.order, k) for k, s in graph.steps.items()
                        if not graph.predecessors[k])
         first = {k for _, k in roots[:max(1, self.runner.max_parallel)]}
-        upstream = []
-        for iid in fails:
-            seen: set[str] = set()
-            todo = [graph.instances[iid].first_step]
-            while todo:
-                for pred in graph.predecessors[todo.pop()]:
-                    if pred not in seen:
-                        seen.add(pred)
-                        todo.append(pred)
-            upstream.append(seen)
+        import networkx as nx
+
+        upstream = [nx.ancestors(graph.graph, graph.instances[iid].first_step) for iid in fails]
         stopped = {}
         for iid, found in self.found.items():
             step = graph.instances[iid].first_step

@@ -675,6 +675,7 @@ class SQLiteStore:
             db.execute("DELETE FROM commands WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         self._plans.pop(run_id, None)
+        self._bases.pop(run_id, None)  # gone: nothing is written under its number again
         return True
 
     def last_seq(self, run_id: str) -> int:

@@ -206,6 +206,15 @@ def _fill(script: str, values: list[str]) -> str:
     split = False  # a \' in $'...' was read: sh (dash) ended it there, bash did not
     word_start = True
     i, n = 0, len(script)
+
+    def opening(mode: str, token: str) -> int:
+        """Copy ``token`` at ``i``, which opens ``mode`` with its own count of brackets;
+        the index past it."""
+        stack.append(mode)
+        depth.append(0)  # brackets (parentheses, braces) open in it
+        out.append(token)
+        return i + len(token)
+
     while i < n:
         while body is not None and script[i - 1] == "\n" and i != joined:  # a body's line
             past = _heredoc_line(script, i, out, body)
@@ -288,32 +297,20 @@ def _fill(script: str, values: list[str]) -> str:
         elif c == "`":
             stack.append("bq")
         elif script.startswith("$${", i) and mode in ("dq", "hd", "dparam"):
-            stack.append("pid")  # $$ then {: bash pairs the { with a } (and quotes in it)
-            depth.append(0)
-            out.append("$${")
-            i += 3
+            i = opening("pid", "$${")  # $$ then {: bash pairs the { with a } (and quotes)
             continue
         elif script.startswith("$$", i):  # the shell's pid: $${x} is no ${x}
             out.append("$$")
             i, word_start = i + 2, False
             continue
         elif script.startswith("$((", i):
-            stack.append("arith")
-            depth.append(0)
-            out.append("$((")
-            i += 3
+            i = opening("arith", "$((")
             continue
         elif script.startswith("$(", i):
-            stack.append("sub")
-            depth.append(0)
-            out.append("$(")
-            i += 2
+            i = opening("sub", "$(")
             continue
         elif script.startswith(("<(", ">("), i) and mode in ("plain", "sub", "bq"):
-            stack.append("sub")  # bash's process substitution: <(...)#... is one word
-            depth.append(0)
-            out.append(script[i:i + 2])
-            i += 2
+            i = opening("sub", script[i:i + 2])  # bash's process substitution: one word
             continue
         elif script.startswith("$'", i) and mode in ("plain", "sub", "bq", "param"):
             stack.append("ansi")
@@ -321,10 +318,7 @@ def _fill(script: str, values: list[str]) -> str:
             i += 2
             continue
         elif script.startswith("${", i):  # in "${...}", quotes open anew; # is no comment
-            stack.append("dparam" if mode in ("dq", "dparam", "hd") else "param")
-            depth.append(0)  # braces open in it
-            out.append("${")
-            i += 2
+            i = opening("dparam" if mode in ("dq", "dparam", "hd") else "param", "${")
             continue
         elif mode in ("arith", "arithcmd"):
             if c == "(":
@@ -360,10 +354,7 @@ def _fill(script: str, values: list[str]) -> str:
         elif mode in ("dq", "hd"):
             pass
         elif script.startswith("((", i) and word_start and _arithmetic_command(script, i):
-            stack.append("arithcmd")
-            depth.append(0)
-            out.append("((")
-            i += 2
+            i = opening("arithcmd", "((")
             continue
         elif c == "'":
             stack.append("sq")
