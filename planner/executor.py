@@ -1833,15 +1833,13 @@ async def _close_clients() -> None:
 
 def load_run(store: Store, run_id: str) -> LoadedPlan:
     """The plan of a recorded run, from the snapshot and vars kept with it."""
-    import json
-
-    from .loader import load_text
+    from .loader import load_snapshot
 
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"unknown run {run_id!r}")
     variables = {k: v for k, v in run.variables.items() if k != OPTIONS_KEY}
-    return load_text(json.dumps(run.snapshot), run.plan_file, variables=variables)
+    return load_snapshot(run.snapshot, run.plan_file, variables=variables)
 
 
 def rollback_asked(flows: Sequence[str | None]) -> bool:

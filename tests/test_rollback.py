@@ -401,6 +401,28 @@ def test_rollback_uses_the_plan_and_vars_the_run_started_with(seed: Seed) -> Non
     assert seed.last_run().status == "ROLLED_BACK"
 
 
+def test_rollback_gets_the_plans_numbers_as_written(seed: Seed) -> None:
+    """The run's plan comes back from its JSON snapshot with its floats as floats. Read
+    through YAML 1.1, JSON's `1e-05` and `1e+20` were text, so a later rollback handed the
+    inverse "1e-05" where the plan said 0.00001."""
+    (seed.root / "record.py").write_text(
+        "import json\n"
+        "def kinds(**values):\n"
+        "    with open('undone', 'w') as out:\n"
+        "        json.dump({k: [type(v).__name__, v] for k, v in values.items()}, out)\n")
+    plan = seed.root / "floats.yaml"
+    plan.write_text("name: floats\ncommands:\n  - id: make\n    run: {shell: 'touch made'}\n"
+                    "    inverse:\n      python:\n        function: record:kinds\n"
+                    "        kwargs: {tiny: 0.00001, huge: 1.0e+20, whole: 3, half: 0.5}\n")
+    done = seed.planctl("apply", str(plan))
+    assert done.returncode == 0, done.stdout + done.stderr
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert json.loads((seed.root / "undone").read_text()) == {
+        "tiny": ["float", 1e-05], "huge": ["float", 1e20], "whole": ["int", 3],
+        "half": ["float", 0.5]}
+
+
 PART_WAY_PLAN = """\
 name: part-way
 commands:
