@@ -99,7 +99,9 @@ def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[
         # No YAML document at all (empty, or comments only): not "the plan file is empty".
         blank = all(not line.strip() or line.lstrip().startswith(b"#")
                     for line in raw.splitlines())
-        data = None if blank else read_document(raw, str(file)).data
+        data = None if blank else _json_object(raw)
+        if data is None and not blank:
+            data = read_document(raw, str(file)).data
         if not isinstance(data, dict):  # a .tfvars or .env file: `who = "x"`, `who=x`
             got = "nothing" if data is None else "a list" if isinstance(data, list) \
                 else f"the {type(data).__name__} {str(data)[:40]!r}"
@@ -112,6 +114,41 @@ def _variables(assignments: list[str] | None, files: list[Path] | None) -> dict[
         result[name] = value
         result.origins.pop(name, None)
     return result
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise _NotJson("duplicate key")  # the YAML reader names it, located
+    return dict(pairs)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotJson(text)
+    return value
+
+
+def _not_json(text: str) -> Any:
+    raise _NotJson(text)  # NaN, Infinity: not JSON proper
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` as JSON when it is a JSON object (unique keys, finite numbers), else None:
+    then it is read as YAML. JSON is YAML, but YAML 1.1 reads JSON's ``1e-05`` (what
+    ``json.dump`` writes for 0.00001) as text, not a number."""
+    import json
+
+    try:
+        data = json.loads(raw, object_pairs_hook=_unique_keys, parse_float=_finite,
+                          parse_constant=_not_json)
+    except (ValueError, RecursionError):  # JSONDecodeError and _NotJson are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
 
 
 VarOption = Annotated[

@@ -509,6 +509,41 @@ def test_vars_files_are_read(good: Path, tmp_path: Path,
     assert "expected a mapping" in capsys.readouterr().err
 
 
+def test_a_json_vars_file_keeps_json_numbers(tmp_path: Path) -> None:
+    """A --vars-file that is a JSON object is read as JSON: 1e-05 (what json.dump writes for
+    0.00001) is a number, where YAML 1.1 reads it as text. A YAML file is read as before."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: nums\nvars: {ratio: 0.5, big: 1}\ncommands:\n  - id: show\n"
+                    "    run: {shell: 'echo {{ ratio * 2 }} {{ big is number }} > out'}\n")
+    (tmp_path / "vars.json").write_text('{"ratio": 1e-05, "big": 1E+20}')
+    (tmp_path / "vars.yaml").write_text("ratio: 1e-05\nbig: 1.0e+20\n")
+    done = planctl("apply", str(plan), "--vars-file", "vars.json", "-s", "s.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out").read_text() == "2e-05 true\n"
+    done = planctl("apply", str(plan), "--vars-file", "vars.yaml", "-s", "s.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out").read_text() == "1e-051e-05 true\n"  # YAML 1.1: text, as before
+
+
+@pytest.mark.parametrize("text", ['{"ratio": 1, "ratio": 2}', '{"ratio": NaN}'])
+def test_a_vars_file_that_is_not_strict_json_is_read_as_yaml(tmp_path: Path, text: str
+                                                             ) -> None:
+    """Duplicate keys and NaN are not taken from JSON: the YAML reader says what it says
+    of them (a located duplicate key; NaN as text)."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: nums\nvars: {ratio: 0}\ncommands:\n  - id: show\n"
+                    "    run: {shell: 'echo {{ ratio }} > out'}\n")
+    (tmp_path / "vars.json").write_text(text)
+    done = planctl("apply", str(plan), "--vars-file", "vars.json", "-s", "s.db", cwd=tmp_path)
+    if "NaN" in text:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (tmp_path / "out").read_text() == "NaN\n"
+    else:
+        assert done.returncode == 3
+        assert done.stderr == ("vars.json:1:14: error: ratio: duplicate key 'ratio' "
+                               "(each key may appear once)\n")
+
+
 def test_graph_of_a_broken_plan_exits_3(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`planctl graph` of an invalid plan prints the located errors, as validate does."""
     assert main(["graph", str(bad)]) == 3
