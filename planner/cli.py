@@ -536,13 +536,18 @@ def _state_file(path: Path) -> Path:
 
 
 def _store(path: Path, *, must_exist: bool = False) -> SQLiteStore:
-    from .sqlite_store import SQLiteStore
+    from .sqlite_store import SQLiteStore, network_filesystem
 
     _state_file(path)
     if must_exist and not path.exists():
         raise UsageError(f"no state store at {path}{_from_environment('state')}: "
                          "nothing has run here yet (see --state)")
     _Invocation.state = path
+    if (kind := network_filesystem(path)) is not None:
+        typer.echo(f"planctl: warning: {path} is on a network file system ({kind}), where "
+                   "SQLite's locks and WAL mode are not reliable: two runs may take the same "
+                   "lock, or the store may be damaged; keep it on a local disk (--state)",
+                   err=True)
     return SQLiteStore(path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -34,7 +35,7 @@ from .store import (
     stale_run,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "store_failure"]
+__all__ = ["MOUNTINFO", "SCHEMA_VERSION", "SQLiteStore", "network_filesystem", "store_failure"]
 
 SCHEMA_VERSION = 2
 
@@ -43,6 +44,47 @@ BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction t
 # SQLite's primary result codes of a store that cannot be used (busy, locked, read-only,
 # I/O error, damaged, full, cannot open, not a database), as opposed to a bug of planctl.
 _UNUSABLE = {5, 6, 8, 10, 11, 13, 14, 15, 26}
+
+
+MOUNTINFO = "/proc/self/mountinfo"
+# File systems whose files other hosts reach over a network: SQLite's POSIX locks and the
+# shared memory of WAL mode do not hold there (sqlite.org/wal.html, "wal-index").
+_NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "ceph", "glusterfs",
+    "lustre", "gpfs", "beegfs", "fuse.sshfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse",
+    "fuse.glusterfs", "fuse.cephfs", "fuse.mountpoint-s3", "fuse.goofys", "fuse.juicefs",
+})
+
+
+def network_filesystem(path: str | os.PathLike[str], mountinfo: str | None = None
+                       ) -> str | None:
+    """The type of the network file system (``nfs4``...) holding ``path`` (a file, which
+    need not exist yet), or None: a local one, or unknown (no ``/proc``, not Linux)."""
+    where = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    try:
+        with open(mountinfo or MOUNTINFO, encoding="utf-8", errors="surrogateescape") as lines:
+            mounts = lines.read().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split(" ")
+        try:
+            point = _octal(fields[4])
+            kind_here = fields[fields.index("-", 6) + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = where == point or where.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the deepest; of equals, the last mounted
+            best, kind = point, kind_here
+    return kind if kind in _NETWORK_FS else None
+
+
+def _octal(field: str) -> str:
+    """A mountinfo path field: space, tab, newline and backslash are written \\ooo."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def store_failure(exc: BaseException) -> str | None:

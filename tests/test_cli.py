@@ -429,6 +429,59 @@ def test_entry_a_missing_state_store_says_it_came_from_planctl_state(tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
+def _mountinfo(tmp_path: Path, *mounts: tuple[str, str]) -> str:
+    """A /proc/self/mountinfo text: (mount point as written, type) per line, in order."""
+    lines = [f"{i} 1 0:{i} / {point} rw,relatime shared:{i} - {kind} src{i} rw"
+             for i, (point, kind) in enumerate(mounts, 20)]
+    path = tmp_path / "mountinfo"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_the_file_system_of_a_store_is_read_from_mountinfo(tmp_path: Path) -> None:
+    """The deepest mount holding the store's directory decides; of two mounted at one place,
+    the later (on top); mountinfo's \\040 is a space; unreadable: unknown (None)."""
+    from planner.sqlite_store import network_filesystem
+
+    info = _mountinfo(tmp_path, ("/", "ext4"), ("/mnt/share", "nfs4"),
+                      ("/mnt/share/local", "ext4"), ("/mnt/my\\040disk", "cifs"),
+                      ("/srv", "ext4"), ("/srv", "fuse.sshfs"), ("/srvx", "ext4"))
+    assert network_filesystem("/mnt/share/state.db", info) == "nfs4"
+    assert network_filesystem("/mnt/share/a/b/state.db", info) == "nfs4"
+    assert network_filesystem("/mnt/share/local/state.db", info) is None
+    assert network_filesystem("/mnt/sharex/state.db", info) is None
+    assert network_filesystem("/mnt/my disk/state.db", info) == "cifs"
+    assert network_filesystem("/srv/state.db", info) == "fuse.sshfs"
+    assert network_filesystem("/srvx/state.db", info) is None
+    assert network_filesystem("/mnt/share/state.db", str(tmp_path / "absent")) is None
+    assert network_filesystem(tmp_path / "state.db") is None  # this machine's own /proc
+
+
+def test_entry_a_store_on_a_network_file_system_is_warned_about(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite's locks and WAL mode do not hold on NFS: a command opening a store there warns
+    on stderr, once, and goes on."""
+    from planner import sqlite_store
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: nfs\ncommands:\n  - id: touch\n    run: {shell: 'touch done'}\n"
+                    "    inverse: {shell: 'rm done'}\n")
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "share" / "state.db"
+    real = os.path.realpath(tmp_path)
+    monkeypatch.setattr(sqlite_store, "MOUNTINFO", _mountinfo(
+        tmp_path, ("/", "overlay"), (f"{real}/share", "nfs4")))
+    assert main(["runs", "--state", str(tmp_path / "state.db")]) == 3  # local: no warning
+    assert "warning" not in capsys.readouterr().err
+    assert main(["apply", str(plan), "--state", str(state)]) == 0
+    assert (tmp_path / "done").exists()
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and (
+        f"planctl: warning: {state} is on a network file system (nfs4), where SQLite's locks "
+        "and WAL mode are not reliable") in err, err
+
+
 def test_entry_a_state_store_of_a_newer_planctl_says_what_to_do(tmp_path: Path) -> None:
     """A store a newer planctl wrote is refused, exit 3, saying which schema this planctl
     reads and what to use instead; its schema is left as it was."""
