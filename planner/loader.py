@@ -94,8 +94,10 @@ def parse_var(assignment: str) -> tuple[str, Any]:
 class _Checker:
     """Builds the model from schema-valid data and collects every semantic problem."""
 
-    def __init__(self, document: Document, var_names: set[str], secret_names: set[str]):
+    def __init__(self, document: Document, var_names: set[str], secret_names: set[str],
+                 recorded: bool = False):
         self.document = document
+        self.recorded = recorded
         data: Mapping[str, Any] = document.data
         self.defaults: Mapping[str, Any] = data.get("defaults", {})
         self.problems: list[Diagnostic] = []
@@ -115,6 +117,13 @@ class _Checker:
 
     def warn(self, path: Path, message: str, hint: str | None = None, **kw: Any) -> None:
         self.problems.append(Diagnostic(path, message, hint, Severity.WARNING, **kw))
+
+    def stricter(self, path: Path, message: str, hint: str | None = None) -> None:
+        """A rule planctl gained after runs may have been recorded: an error in a plan, a
+        warning in a recorded run's snapshot. The planctl that began the run accepted the
+        plan, and refusing it now would make the run's rollback and resume impossible; the
+        engine still does with it what that planctl did."""
+        (self.warn if self.recorded else self.error)(path, message, hint)
 
     # -- templates -----------------------------------------------------------------------
 
@@ -190,8 +199,9 @@ class _Checker:
             self.template(value, path, allowed, owner)
         elif value.strip().lower() not in _CONDITION_WORDS:
             key = next((p for p in reversed(path) if isinstance(p, str)), "condition")
-            self.error(path, f"`{key}: {value}` is text, not a template, so it is always true",
-                       hint=f"write the condition as a template: \"{{{{ {value.strip()} }}}}\"")
+            self.stricter(
+                path, f"`{key}: {value}` is text, not a template, so it is always true",
+                hint=f"write the condition as a template: \"{{{{ {value.strip()} }}}}\"")
 
     # -- operations ----------------------------------------------------------------------
 
@@ -490,17 +500,19 @@ class _Checker:
         for owner, keys, path in self.own_outputs:
             own = self.specs[owner].outputs if owner in self.specs else {}
             for key in sorted(keys - set(own)):
-                self.error(path, f"`outputs.{key}`: `{owner}` declares no output `{key}`",
-                           hint=schema.did_you_mean(key, own)
-                           or f"declared: {', '.join(own) or 'none'}")
+                self.stricter(
+                    path, f"`outputs.{key}`: `{owner}` declares no output `{key}`",
+                    hint=schema.did_you_mean(key, own)
+                    or f"declared: {', '.join(own) or 'none'}")
         for owner, target_id, path in self.compared:
             if target_id in self.specs and owner in self.specs \
                     and not self.loops(target_id) <= self.loops(owner):
-                self.error(path, f"`commands.{target_id}.status` is a list here, one status per "
-                           f"instance of looped `{target_id}`: comparing it with a string (== "
-                           "or !=) always gives the same answer",
-                           hint=f"test the list, e.g. \"{{{{ 'FAILED' not in commands."
-                           f"{target_id}.status }}}}\"")
+                self.stricter(
+                    path, f"`commands.{target_id}.status` is a list here, one status per "
+                    f"instance of looped `{target_id}`: comparing it with a string (== "
+                    "or !=) always gives the same answer",
+                    hint=f"test the list, e.g. \"{{{{ 'FAILED' not in commands."
+                    f"{target_id}.status }}}}\"")
         for owner, ref, path in self.refs:
             if ref.id not in self.specs:
                 self.error(path, f"`commands.{ref.id}`: unknown command",
@@ -523,10 +535,11 @@ class _Checker:
             if ref.attr == "outputs" and ref.key is not None and not ref.key.isdigit() \
                     and not self.loops(ref.id) <= self.loops(owner):
                 # Outside the target's loop, its outputs are a list: one item per instance.
-                self.error(path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` is in a "
-                           "loop, so here its outputs are a list, one item per instance",
-                           hint=f"for every instance's `{ref.key}`: {{{{ commands.{ref.id}."
-                           f"outputs | map(attribute='{ref.key}') | list }}}}")
+                self.stricter(
+                    path, f"`commands.{ref.id}.outputs.{ref.key}`: `{ref.id}` is in a "
+                    "loop, so here its outputs are a list, one item per instance",
+                    hint=f"for every instance's `{ref.key}`: {{{{ commands.{ref.id}."
+                    f"outputs | map(attribute='{ref.key}') | list }}}}")
                 continue
             if ref.attr == "outputs" and ref.key is not None and not ref.key.isdigit() \
                     and ref.key not in target.outputs:
@@ -538,10 +551,11 @@ class _Checker:
                 continue
             if ref.id == owner and ref.attr in (None, "outputs") \
                     and path[len(target.path)] != "inverse":
-                self.error(path, f"`commands.{ref.id}.outputs` is read by `{ref.id}` itself, "
-                           "before its outputs exist",
-                           hint="a command's outputs are known once its `run` ended: read them "
-                           "in its `inverse`, as `outputs.<name>`")
+                self.stricter(
+                    path, f"`commands.{ref.id}.outputs` is read by `{ref.id}` itself, "
+                    "before its outputs exist",
+                    hint="a command's outputs are known once its `run` ended: read them "
+                    "in its `inverse`, as `outputs.<name>`")
                 continue
             if ref.id != owner and not self.upstream(owner, ref.id):
                 self.error(path, f"`commands.{ref.id}` is read before `{ref.id}` has run",
@@ -580,7 +594,7 @@ class GivenVars(dict[str, Any]):
 
 
 def _override_vars(
-    declared: Mapping[str, Any], overrides: Mapping[str, Any]
+    declared: Mapping[str, Any], overrides: Mapping[str, Any], recorded: bool = False
 ) -> dict[str, Any]:
     origins = overrides.origins if isinstance(overrides, GivenVars) else {}
     unknown = [k for k in overrides if k not in declared]
@@ -592,6 +606,8 @@ def _override_vars(
             + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
         )
     for name, value in overrides.items():
+        if recorded:  # a run's vars, taken by the planctl that began it: not checked again
+            break
         want, got = _shape(declared[name]), _shape(value)
         if want is not None and got != want:
             origin = origins.get(name, "--var")
@@ -636,7 +652,10 @@ def load_snapshot(
     snapshot: Mapping[str, Any], file: str, *, variables: Mapping[str, Any] | None = None
 ) -> LoadedPlan:
     """Load the plan a run recorded (``RunRecord.snapshot``, the plan's data as JSON kept it),
-    checked again as a plan file is.
+    checked again as a plan file is, but for the rules planctl gained since (conditions
+    written as text, ...) and the shapes of its vars: the planctl that began the run took
+    them, so they are warnings here, not errors that would leave the run impossible to roll
+    back or resume.
 
     Not through the YAML reader: YAML 1.1 reads JSON's ``1e-05`` or ``1e+20`` as text, so a
     plan's float became a string in every later rollback and resume, and that reader costs
@@ -648,7 +667,8 @@ def _load_snapshot(snapshot: Mapping[str, Any], file: str,
                    variables: Mapping[str, Any] | None) -> LoadedPlan:
     text = json.dumps(snapshot)
     # A copy of its own: the store keeps the snapshot it handed out for later reads.
-    return _check_guarded(Document(file, text, json.loads(text)), file, variables)
+    return _check_guarded(Document(file, text, json.loads(text)), file, variables,
+                          recorded=True)
 
 
 def _uncollected(load: Any, source: Any, file: str,
@@ -677,27 +697,28 @@ def _load_text(
     return _check_guarded(read_document(text, file), file, variables)
 
 
-def _check_guarded(document: Document, file: str,
-                   variables: Mapping[str, Any] | None) -> LoadedPlan:
+def _check_guarded(document: Document, file: str, variables: Mapping[str, Any] | None,
+                   recorded: bool = False) -> LoadedPlan:
     try:
-        return _check(document, file, variables)
+        return _check(document, file, variables, recorded)
     except RecursionError:  # the schema validator and the checks recurse along the plan
         raise PlanError([Diagnostic((), "the plan is nested too deeply to check",
                                     hint="flatten its children or values", file=file, line=1,
                                     column=1)]) from None
 
 
-def _check(document: Document, file: str, variables: Mapping[str, Any] | None) -> LoadedPlan:
+def _check(document: Document, file: str, variables: Mapping[str, Any] | None,
+           recorded: bool = False) -> LoadedPlan:
     data = document.data
     problems = schema.check(data)
     if problems:
         raise PlanError([document.locate(d) for d in problems])
-    plan_vars = _override_vars(data.get("vars", {}), variables or {})
+    plan_vars = _override_vars(data.get("vars", {}), variables or {}, recorded)
     secrets = {
         name: SecretSpec(name, s.get("env"), s.get("file"), s.get("optional", False))
         for name, s in data.get("secrets", {}).items()
     }
-    checker = _Checker(document, set(plan_vars), set(secrets))
+    checker = _Checker(document, set(plan_vars), set(secrets), recorded)
     for name in sorted(RESERVED & (set(plan_vars) | set(secrets))):
         section = "vars" if name in plan_vars else "secrets"
         checker.error((section, name), f"`{name}` is a reserved name", at_key=True)
