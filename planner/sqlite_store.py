@@ -37,7 +37,11 @@ from .store import (
 
 __all__ = ["MOUNTINFO", "SCHEMA_VERSION", "SQLiteStore", "network_filesystem", "store_failure"]
 
-SCHEMA_VERSION = 2
+# 3: the tables of 2. What they hold changed meaning: outputs, results and task handles
+# may hold «secret:NAME» placeholders for a resume to fill in, and a live run holds a lock
+# on itself. A planctl of schema 2 would hand an inverse the placeholder as text and drive
+# a run another process drives: it must refuse such a store, as it refuses schema 3.
+SCHEMA_VERSION = 3
 
 BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction to end
 
@@ -354,10 +358,11 @@ class SQLiteStore:
                 for statement in _MIGRATE_1_2.split(";"):
                     if statement.strip():
                         db.execute(statement)
-            else:
+            elif version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            # Schema 2 to 3: nothing to change but the version (see SCHEMA_VERSION).
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _num(self, run_id: str) -> int:

@@ -701,6 +701,33 @@ def test_sqlite_store_of_schema_1_is_upgraded_with_its_events(tmp_path: Path) ->
             == (3,)
 
 
+def test_sqlite_store_of_schema_2_is_taken_as_it_is_and_marked_3(tmp_path: Path) -> None:
+    """Schema 3 has schema 2's tables: a schema-2 store (made here as this planctl makes
+    one, then marked 2, as a planctl of schema 2 left it) keeps its rows, and is marked 3,
+    so that a planctl of schema 2 refuses it from then on."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    try:
+        store.create_run(run_record(), commands())
+        store.commit("run-1", Batch(events=[EventRecord("run-1", 1.0, "run", None, {}, 1)]))
+    finally:
+        store.close()
+    with closing(sqlite3.connect(path)) as db:
+        tables = db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        db.execute("PRAGMA user_version=2")
+        db.commit()
+    store = SQLiteStore(path)
+    try:
+        assert [e.kind for e in store.get_events("run-1")] == ["run"]
+        assert sorted(store.get_commands("run-1")) == sorted(c.id for c in commands())
+    finally:
+        store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() \
+            == tables
+
+
 def test_sqlite_writes_what_has_no_json_form_repaired_and_escapes_lone_surrogates(
         tmp_path: Path) -> None:
     """The last line of defence: a result with no JSON form (a plugin's) is written as
