@@ -549,8 +549,10 @@ class _Checker:
                            hint=schema.did_you_mean(ref.key, target.outputs)
                            or f"declared: {declared}")
                 continue
+            # With duplicate ids, ``target`` may be a namesake elsewhere: no index past
+            # the end of ``path``.
             if ref.id == owner and ref.attr in (None, "outputs") \
-                    and path[len(target.path)] != "inverse":
+                    and path[len(target.path):][:1] != ("inverse",):
                 self.stricter(
                     path, f"`commands.{ref.id}.outputs` is read by `{ref.id}` itself, "
                     "before its outputs exist",

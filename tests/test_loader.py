@@ -780,6 +780,17 @@ def test_a_duplicate_id_among_its_own_descendants_does_not_hang() -> None:
     assert found.message == "duplicate command id `a`"
 
 
+def test_a_duplicate_id_read_by_its_namesake_is_reported_not_an_index_error() -> None:
+    """Found by test_fuzz: a command reading `commands.<its id>.outputs` where a deeper
+    namesake holds the id raised IndexError (exit 70) instead of the duplicate's error."""
+    with pytest.raises(PlanError) as caught:
+        load_text("name: dup\ncommands:\n- id: a\n  children:\n  - id: a\n"
+                  "    run: {shell: 'echo {{ commands.a.outputs.uuid }}'}\n"
+                  "    children:\n    - id: a\n      outputs: {uuid: x}\n", "dup.yaml")
+    messages = [d.message for d in caught.value.diagnostics]
+    assert messages.count("duplicate command id `a`") == 2, messages
+
+
 class _Bucket:
     name = "bucket"
     schema: Mapping[str, Any] = {
