@@ -489,6 +489,10 @@ class _Redactor:
             return value
         return _each_text(value, self._stars)
 
+    def mask(self, text: str) -> str:
+        """``text`` with every secret masked (``ActionContext.mask``)."""
+        return self._stars(text)
+
     def _stars(self, text: str) -> str:
         for secret in self.values:
             text = text.replace(secret, "***")
@@ -995,7 +999,7 @@ class Runner:
             cwd = os.path.join(self.plan.base_dir, str(self._render(op.cwd, context, "cwd")))
         stdin = None if op.stdin is None else str(self._render(op.stdin, context, "stdin"))
         return args, ActionContext(self.run_id, iid, reason, key, cwd, env, stdin, op.timeout,
-                                   self.plan.base_dir)
+                                   self.plan.base_dir, self.redact.mask)
 
     async def _call(self, op: Operation, args: Any, call: ActionContext,
                     context: Mapping[str, Any]) -> ActionResult:

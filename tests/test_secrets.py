@@ -10,12 +10,14 @@ message; then every file planctl wrote and everything it printed is searched for
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -550,3 +552,65 @@ def test_a_secret_in_an_http_host_is_masked_in_its_error(
     files = [root / "host.xml", *(root / ".planctl").glob("state.db*")]
     for text in [done.stdout + done.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
         assert secret.lower() not in text.lower()
+
+
+CUT_SHORT = """\
+name: secret-cut-short
+vars: {url: ""}
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: stderr
+    run:
+      shell: 'printf "%0480d %s and more\\n" 0 "$T" >&2; exit 1'
+      env: {T: "{{ token }}"}
+    irreversible: true
+  - id: body
+    run:
+      http:
+        url: "{{ url }}"
+        method: POST
+        body: "{{ 'x' * 150 }} {{ token }} and more"
+    irreversible: true
+"""
+
+
+class _EchoBody(http.server.BaseHTTPRequestHandler):
+    """Answers 400 with the request's body: a server quoting a bad request back."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(400)
+        self.send_header("content-type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"rejected: " + body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_secret_cut_short_in_an_error_excerpt_is_masked_whole(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """An error quotes a stderr line (500 characters at most) or a response body (200) cut
+    short: a secret that straddled the cut is masked before the cut, not after. Before, the
+    cut left its first characters, which masking no longer recognised, in the output, the
+    JUnit report and the state store (`...0000 tok-9Zq7Lm3X...`)."""
+    root, env = audit
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoBody)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (root / "cut.yaml").write_text(CUT_SHORT, encoding="utf-8")
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        done = planctl(root, "apply", "cut.yaml", "--var", f"url={url}", "--junit", "cut.xml",
+                       env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"FAILED\s+stderr: exit status 1: 0{480} \*\*\* and more$", done.stdout,
+                     re.MULTILINE)
+    assert re.search(r"FAILED\s+body: HTTP 400 .*: rejected: x{150} \*\*\* and more",
+                     done.stdout)
+    files = [root / "cut.xml", *(root / ".planctl").glob("state.db*")]
+    for text in [done.stdout + done.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
+        assert TOKEN[:6] not in text  # not even the first characters

@@ -105,7 +105,7 @@ async def run_process(
         return ActionResult(False, data, f"timed out after {context.timeout:g}s")
     if rc == 0:
         return ActionResult(True, data)
-    return ActionResult(False, data, _exit_error(rc, stderr))
+    return ActionResult(False, data, _exit_error(rc, context.mask(stderr)))
 
 
 async def _outlasted(proc: asyncio.subprocess.Process, tasks: list[asyncio.Task[None]],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -69,6 +69,10 @@ class ActionContext:
     stdin: str | None = None
     timeout: float | None = None
     plan_dir: str | None = None  # the plan's directory, on sys.path (last) during its run
+    # The text with the run's secrets masked as ***: for an action that quotes an excerpt
+    # of what it got in an error, to mask it before cutting it short (a secret cut in
+    # two would no longer be recognised, and its first characters shown).
+    mask: Callable[[str], str] = str
 
 
 @dataclass(frozen=True, slots=True)

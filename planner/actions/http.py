@@ -139,7 +139,7 @@ class HttpAction:
         message = f"HTTP {response.status_code} {response.reason_phrase} from {where}"
         if expected is not None:
             message += f" (expected {expected})"
-        excerpt = " ".join(text.split())
+        excerpt = " ".join(context.mask(text).split())  # masked before it is cut
         if excerpt:
             if len(excerpt) > _ERROR_EXCERPT:
                 excerpt = excerpt[: _ERROR_EXCERPT - 3] + "..."
