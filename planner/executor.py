@@ -19,9 +19,11 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import json
 import math
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -432,6 +434,29 @@ _RECORD_FIELDS = frozenset({"params", "leftovers"})
 _READ_BACK = frozenset({"outputs", "result"})
 
 
+def _spellings(secret: str) -> set[str]:
+    """How planctl itself may write ``secret`` other than as it is: quoted for a shell (a
+    `shell` template, the `quote` filter, a command line `plan` shows), escaped in a Python
+    or JSON string (the repr an error message quotes), its runs of white space made one
+    space (a one-line excerpt). Masked as the value is: each is the secret, readable."""
+    forms = {
+        secret.replace("'", "'\"'\"'"),  # shlex.quote
+        secret.replace("'", "'\\''"),  # inside '...' of a `shell` template
+        _DQ_ESCAPED.sub(r"\\\1", secret),  # inside "..."
+        _HEREDOC_ESCAPED.sub(r"\\\1", secret),  # in a here-document
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        " ".join(secret.split()),
+    }
+    return {form for form in forms
+            if form != secret and len(form) >= min(len(secret), SHORT_SECRET)}
+
+
+_DQ_ESCAPED = re.compile(r'([\\$`"])')  # what a backslash escapes inside "..."
+_HEREDOC_ESCAPED = re.compile(r"([\\$`])")  # ... in a here-document
+
+
 class _Redactor:
     """Replaces secret values with ``***`` in anything about to be stored or shown."""
 
@@ -439,12 +464,18 @@ class _Redactor:
         # Longest first, so that a secret holding another is replaced whole.
         self.names = sorted(((v, k) for k, v in secrets.items() if v),
                             key=lambda pair: len(pair[0]), reverse=True)
-        self.values = [value for value, _ in self.names]
+        # The secrets as planctl may have quoted or escaped them, masked too.
+        self.spellings = sorted({form for value, _ in self.names for form in _spellings(value)},
+                                key=len, reverse=True)
+        self.values = sorted([value for value, _ in self.names] + self.spellings,
+                             key=len, reverse=True)
 
     def naming(self, text: str) -> str:
         """``text`` with each secret value replaced by a placeholder naming the secret,
         for a task handle: stored without the secret, and made whole again on resume
         (``unmask``) from the secrets resolved then."""
+        for form in self.spellings:  # no placeholder for these: a resume could not undo it
+            text = text.replace(form, "***")
         for secret, name in self.names:
             text = text.replace(secret, SECRET_MARK.format(name))
         return text
@@ -493,9 +524,14 @@ class _Redactor:
         """``text`` with every secret masked (``ActionContext.mask``)."""
         return self._stars(text)
 
-    def _stars(self, text: str) -> str:
+    def hidden(self, value: Any, stars: str) -> Any:
+        """``value`` as ``__call__`` masks it, with ``stars`` for ``***``: a word that text
+        made of it (a command line quoted for display) keeps as it is."""
+        return _each_text(value, lambda text: self._stars(text, stars))
+
+    def _stars(self, text: str, stars: str = "***") -> str:
         for secret in self.values:
-            text = text.replace(secret, "***")
+            text = text.replace(secret, stars)
         return text
 
 

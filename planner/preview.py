@@ -108,6 +108,8 @@ class _Placeholder(Mapping[str, Any]):
 
 _UNKNOWN = _Unknown()
 _PLACEHOLDER = _Placeholder()
+# A secret's place in an operation being described, as shlex and JSON leave it; then ***.
+_HIDDEN = "PLANCTL_SECRET_HIDDEN"
 
 
 class Verdict(StrEnum):
@@ -342,7 +344,10 @@ class _Previewer:
                 unknown = _PLACEHOLDER if display else _UNKNOWN
                 context.update(result=unknown, outputs=unknown, handle=unknown)
             try:
-                text = _describe(op.action, self._args(op, context))
+                # Masked before it is quoted or joined: a secret quoted for display (or
+                # twice, by the `quote` filter first) would no longer be recognised.
+                args = self.runner.redact.hidden(self._args(op, context), _HIDDEN)
+                text = _describe(op.action, args).replace(_HIDDEN, "***")
                 break
             except KnownAfterApply:
                 continue

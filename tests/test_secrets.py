@@ -614,3 +614,55 @@ def test_a_secret_cut_short_in_an_error_excerpt_is_masked_whole(
     files = [root / "cut.xml", *(root / ".planctl").glob("state.db*")]
     for text in [done.stdout + done.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
         assert TOKEN[:6] not in text  # not even the first characters
+
+
+QUOTED = """\
+name: secret-quoted
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: shell
+    run: {shell: "printf %s {{ token }} > shell.txt"}
+    irreversible: true
+  - id: quoted
+    needs: shell
+    run: {command: [sh, -c, 'printf %s "$1" > quoted.txt', sh, "{{ token | quote }}"]}
+    irreversible: true
+  - id: argv
+    needs: quoted
+    run: {command: [sh, -c, 'true', sh, "{{ token }}"]}
+    irreversible: true
+  - id: missing
+    needs: argv
+    run: {command: [echo, "{{ {'k': 1}[token] }}"]}
+    irreversible: true
+"""
+
+
+def test_a_secret_planctl_quoted_or_escaped_is_masked(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """A secret holding quotes, a backslash and a space, as planctl itself writes it: quoted
+    by a `shell` template or the `quote` filter (the stored and shown parameters), in the
+    command line `plan` shows, and escaped in the repr a template error quotes. Each is
+    masked as the value is; before, none held the value as it is, so each was printed and
+    stored (`printf %s 'Zq9'"'"'SECRETz ...'`)."""
+    root, env = audit
+    secret = "Zq9'SECRETz \"x\\y"
+    env = {**env, "PLANCTL_AUDIT_TOKEN": secret}
+    (root / "quoted.yaml").write_text(QUOTED, encoding="utf-8")
+    plan = planctl(root, "plan", "quoted.yaml", env=env)
+    plan_json = planctl(root, "plan", "quoted.yaml", "-o", "json", env=env)
+    done = planctl(root, "apply", "quoted.yaml", "--junit", "quoted.xml", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (root / "shell.txt").read_text() == secret  # the commands got it whole
+    assert (root / "quoted.txt").read_text() == "'Zq9'\"'\"'SECRETz \"x\\y'"
+    assert re.search(r"FAILED\s+missing: .*has no attribute '\*\*\*'", done.stdout), done.stdout
+    shown = planctl(root, "show", "--last", "shell", env=env)
+    assert "printf %s '***' > shell.txt" in shown.stdout
+    assert "sh -c true sh ***" in plan.stdout
+    files = [root / "quoted.xml", *(root / ".planctl").glob("state.db*")]
+    texts = [p.read_bytes().decode("latin-1") for p in files]
+    for run in (plan, plan_json, done, shown):
+        texts.append(run.stdout + run.stderr)
+    for text in texts:
+        assert "SECRETz" not in text, text
