@@ -39,7 +39,7 @@ from typing import Any, cast
 from . import actions, jsondata, orphans
 from .actions import ActionContext, ActionResult
 from .errors import LockedError, StateError, UsageError
-from .graph import END, CommandInstance, PlanGraph, Step
+from .graph import END, CommandInstance, PlanGraph, Step, public_env
 from .loader import LoadedPlan, TooLarge, read_bounded
 from .model import AsyncSpec, Operation
 from .scheduler import Scheduler
@@ -703,6 +703,7 @@ class Runner:
         self.wake: asyncio.Event | None = None
         self._entities: dict[str, str | None] = {}
         self.env = dict(os.environ)
+        self.entity_env = public_env(self.plan)
         self.base_context: dict[str, Any] = {
             **self.plan.vars, **self.secrets, "env": self.env, "run_id": self.run_id,
         }
@@ -1447,7 +1448,9 @@ class Runner:
         if instance.spec.entity is None:
             return None
         try:
-            return str(render_value(instance.spec.entity, self._context(instance)))
+            # Without the variables secrets are read from: an entity is never masked.
+            return str(render_value(instance.spec.entity,
+                                    {**self._context(instance), "env": self.entity_env}))
         except TemplateError:
             return None
 

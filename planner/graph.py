@@ -101,7 +101,7 @@ class _Compiler:
         self.problems: list[Diagnostic] = []
         self.instances: dict[str, CommandInstance] = {}
         self.by_spec: dict[str, list[str]] = {}
-        self.context_base: dict[str, Any] = {**plan.vars, "env": dict(os.environ)}
+        self.context_base: dict[str, Any] = {**plan.vars, "env": public_env(plan)}
         self.order = 0
 
     def expand(
@@ -227,12 +227,20 @@ def compile_graph(plan: Plan) -> tuple[PlanGraph, list[Diagnostic]]:
     return graph, problems
 
 
+def public_env(plan: Plan) -> dict[str, str]:
+    """The environment as `for_each`, `entity` and `name` see it: without the variables the
+    plan's secrets are read from, whose values loop keys, entities and names would carry,
+    unmasked, into what planctl stores and prints (a secret cannot be used there)."""
+    hidden = {spec.env for spec in plan.secrets.values() if spec.env is not None}
+    return {k: v for k, v in os.environ.items() if k not in hidden}
+
+
 def before_run(plan: Plan, graph: PlanGraph, attribute: str, run_id: str | None = None
                ) -> dict[str, str | None]:
     """Each instance's `name` or `entity` (``attribute`` of its spec) rendered with what is
     known before a run: vars, `env`, loop variables, and ``run_id`` when given. None where
     it has none, or needs more (a secret, another command's outputs)."""
-    base: dict[str, Any] = {**plan.vars, "env": dict(os.environ),
+    base: dict[str, Any] = {**plan.vars, "env": public_env(plan),
                             "execution_reason": "REGULAR_FLOW"}
     if run_id is not None:
         base["run_id"] = run_id

@@ -598,7 +598,8 @@ class _Previewer:
         if instance.spec.entity is None:
             return None
         try:
-            return str(render_value(instance.spec.entity, self._context(instance, True)))
+            return str(render_value(instance.spec.entity, {**self._context(instance, True),
+                                                           "env": self.runner.entity_env}))
         except (TemplateError, KnownAfterApply):
             return KNOWN_AFTER_APPLY
 

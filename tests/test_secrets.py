@@ -666,3 +666,38 @@ def test_a_secret_planctl_quoted_or_escaped_is_masked(
         texts.append(run.stdout + run.stderr)
     for text in texts:
         assert "SECRETz" not in text, text
+
+
+THROUGH_ENV = """\
+name: secret-through-env
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+commands:
+  - id: boxed
+    name: "deploy {{ env.PLANCTL_AUDIT_TOKEN | default('unnamed') }}"
+    entity: "box/{{ env.PLANCTL_AUDIT_TOKEN | default('shared') }}"
+    for_each: "{{ [env.PLANCTL_AUDIT_TOKEN | default('one')] }}"
+    run: {command: [sh, -c, 'test "$T" = "$1"', sh, "{{ token }}"], env: {T: "{{ item }}"}}
+    irreversible: true
+"""
+
+
+def test_a_secret_read_as_env_is_kept_out_of_loop_keys_entities_and_names(
+        audit: tuple[Path, dict[str, str]]) -> None:
+    """Loop keys, entities and names are planctl's own words, never masked, and a secret
+    cannot be used in them; but `env.VAR` reached the variable a secret is read from, and
+    its value became a command id (`boxed[tok-...]`), a lock key and a name, printed by
+    apply, plan and graph and stored. There `env` now lacks the variables secrets are read
+    from: they are as if not set (here the `default`s), and the value is nowhere."""
+    root, env = audit
+    (root / "env.yaml").write_text(THROUGH_ENV, encoding="utf-8")
+    runs = [planctl(root, "graph", "env.yaml", "--format", "json", env=env),
+            planctl(root, "plan", "env.yaml", "-o", "json", env=env),
+            planctl(root, "apply", "env.yaml", "-o", "json", "--junit", "env.xml", env=env)]
+    assert runs[-1].returncode == 1, runs[-1].stdout + runs[-1].stderr  # `item` is no token
+    assert '"command_id":"boxed[one]"' in runs[-1].stdout.replace(" ", "")
+    runs.append(planctl(root, "show", "--last", "boxed[one]", env=env))
+    assert "box/shared" in runs[-1].stdout and "deploy unnamed" in runs[-1].stdout
+    files = [root / "env.xml", *(root / ".planctl").glob("state.db*")]
+    for text in [*(r.stdout + r.stderr for r in runs), *(p.read_bytes() for p in files)]:
+        assert not leaks(text), text
