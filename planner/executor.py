@@ -1035,8 +1035,9 @@ class Runner:
         if op.cwd:
             cwd = os.path.join(self.plan.base_dir, str(self._render(op.cwd, context, "cwd")))
         stdin = None if op.stdin is None else str(self._render(op.stdin, context, "stdin"))
+        mask = self.redact.mask if self.redacting else str
         return args, ActionContext(self.run_id, iid, reason, key, cwd, env, stdin, op.timeout,
-                                   self.plan.base_dir, self.redact.mask)
+                                   self.plan.base_dir, mask)
 
     async def _call(self, op: Operation, args: Any, call: ActionContext,
                     context: Mapping[str, Any]) -> ActionResult:

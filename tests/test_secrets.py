@@ -701,3 +701,45 @@ def test_a_secret_read_as_env_is_kept_out_of_loop_keys_entities_and_names(
     files = [root / "env.xml", *(root / ".planctl").glob("state.db*")]
     for text in [*(r.stdout + r.stderr for r in runs), *(p.read_bytes() for p in files)]:
         assert not leaks(text), text
+
+
+def test_a_secret_at_a_cut_of_a_long_output_is_masked_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output longer than OUTPUT_KEPT keeps its first and last halves: a secret that
+    straddled either cut is masked before the cut is made, not cut in two (its first, or
+    last, characters were stored in state.db, which masking no longer recognised). Here
+    OUTPUT_KEPT is made small, so that the program's output need not be 32 MiB."""
+    from planner.actions import _process
+
+    kept = 10_000
+    monkeypatch.setattr(_process, "OUTPUT_KEPT", kept)
+    half = kept // 2
+    # The token over the first cut, a run of filler, the token over the second cut.
+    script = (f"import os, sys; t = os.environ['T']; sys.stdout.write('a' * {half - 6} + t"
+              f" + 'b' * 300_000 + t + 'd' * {half + 6 - len(TOKEN)})")
+    (tmp_path / "plan.yaml").write_text(textwrap.dedent(f"""\
+        name: long-output
+        secrets:
+          token: {{env: PLANCTL_AUDIT_TOKEN}}
+        commands:
+          - id: long
+            run:
+              command: [{sys.executable}, -c, {json.dumps(script)}]
+              env: {{T: "{{{{ token }}}}"}}
+            changes: false
+        """), encoding="utf-8")
+    loaded = planner.load_plan(tmp_path / "plan.yaml")
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        outcome = planner.apply_plan(loaded, store, secrets={"token": TOKEN},
+                                     handle_signals=False)
+        stdout = store.get_commands(outcome.run_id)["long"].result["stdout"]
+    finally:
+        store.close()
+    assert outcome.status == "SUCCEEDED"
+    assert "bytes left out by planctl" in stdout
+    assert stdout.startswith("a" * (half - 6) + "***b")
+    assert stdout.endswith("b***" + "d" * (half + 6 - len(TOKEN)))
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    for part in (TOKEN[:5], TOKEN[-5:]):  # neither end of the token, cut or not
+        assert part not in stdout and part.encode() not in stored

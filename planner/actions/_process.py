@@ -9,7 +9,7 @@ import os
 import signal
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -27,6 +27,9 @@ _CHUNK = 64 * 1024
 # half of it, around a note of what was left out. Bounds planctl's memory and the state
 # row (written as ASCII JSON, up to 6 bytes a byte) however much a program prints.
 OUTPUT_KEPT = 32 * 1024 * 1024
+# Bytes kept past each cut of an output longer than that, so that a secret straddling a cut
+# is masked whole before the cut is made (a secret longer than this is not).
+_MARGIN = 64 * 1024
 # Seconds between looks at whether a program whose output has not ended has exited.
 _WATCH = 0.1
 
@@ -95,7 +98,7 @@ async def run_process(
         if any(not task.done() for task in tasks):
             _release(proc)
 
-    stdout, stderr = out.text(), err.text()
+    stdout, stderr = out.text(context.mask), err.text(context.mask)
     data: dict[str, Any] = {"rc": rc, "stdout": stdout, "stderr": stderr}
     parsed = _json_of(stdout)
     if parsed is not None:
@@ -143,7 +146,8 @@ class _Output:
 
     def __init__(self) -> None:
         self.head = bytearray()
-        self.tail: deque[bytes] = deque()
+        self.after_head = bytearray()  # the _MARGIN bytes after the head
+        self.tail: deque[bytes] = deque()  # the last half, and _MARGIN bytes before it
         self.tail_size = 0
         self.left_out = 0
 
@@ -154,21 +158,51 @@ class _Output:
             chunk = chunk[room:]
         if not chunk:
             return
+        if len(self.after_head) < _MARGIN:
+            self.after_head += chunk[:_MARGIN - len(self.after_head)]
         self.tail.append(chunk)
         self.tail_size += len(chunk)
-        while self.tail_size - len(self.tail[0]) >= OUTPUT_KEPT // 2:
+        while self.tail_size - len(self.tail[0]) >= OUTPUT_KEPT // 2 + _MARGIN:
             self.tail_size -= len(self.tail[0])
             self.left_out += len(self.tail.popleft())
 
-    def text(self) -> str:
+    def text(self, mask: Callable[[str], str] = str) -> str:
+        """All of it, or its first and last halves; with ``mask`` (the run's secrets masked)
+        applied to each half and the bytes past its cut before the cut is made."""
         tail = b"".join(self.tail)
         if self.left_out or len(self.head) + len(tail) > OUTPUT_KEPT:
-            cut = len(tail) - OUTPUT_KEPT // 2
+            half = OUTPUT_KEPT // 2
+            cut = len(tail) - half
             left_out = self.left_out + cut
-            return (self.head.decode("utf-8", errors="replace")
+            if mask is str:
+                first, last = bytes(self.head), tail[cut:]
+            else:  # a secret straddling a cut is masked whole, not cut in two
+                first = _masked_cut(bytes(self.head + self.after_head), mask,
+                                    end=True).encode()[:half]
+                last = _masked_cut(tail, mask, end=False).encode()[-half:]
+            return (first.decode("utf-8", errors="replace")
                     + f"\n[... {left_out} bytes left out by planctl ...]\n"
-                    + tail[cut:].decode("utf-8", errors="replace"))
+                    + last.decode("utf-8", errors="replace"))
         return (self.head + tail).decode("utf-8", errors="replace")
+
+
+def _masked_cut(data: bytes, mask: Callable[[str], str], *, end: bool) -> str:
+    """``data`` masked, short of where a secret may be cut in two (its end, or its start):
+    the text the masking of all of it and of all but _MARGIN / 2 bytes there agree on (a
+    secret so cut is masked in neither; one where the shorter stops, in one only)."""
+    whole = mask(data.decode("utf-8", errors="replace"))
+    cut = data[:len(data) - _MARGIN // 2] if end else data[_MARGIN // 2:]
+    short = mask(cut.decode("utf-8", errors="replace"))
+    if not end:
+        whole, short = whole[::-1], short[::-1]
+    lo, hi = 0, min(len(whole), len(short))
+    while lo < hi:  # the longest common prefix, by halves: the strings may be long
+        mid = (lo + hi + 1) // 2
+        if whole[:mid] == short[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return whole[:lo] if end else whole[:lo][::-1]
 
 
 async def _drain(stream: asyncio.StreamReader, sink: _Output) -> None:
