@@ -387,6 +387,9 @@ def _locked_message(lock: LockRecord, now: float, lease: float,
 SHORT_SECRET = 4  # a secret shorter than this is masked with a warning: *** hides more
 SECRET_MARK = "\u00absecret:{}\u00bb"  # «secret:NAME», where a stored handle held one
 _SECRET_MARK_START = SECRET_MARK.partition("{")[0]
+# What a «secret: that was there before any placeholder (a program printed it) is stored
+# as: a later run must not take it for a placeholder and put a secret in its place.
+_ESCAPED_MARK = _SECRET_MARK_START + "\u00ab"
 
 
 def _each_text(value: Any, change: Callable[[str], str]) -> Any:
@@ -417,7 +420,7 @@ def unmask(text: str, secrets: Mapping[str, str]) -> str:
         return text
     for name, value in secrets.items():
         text = text.replace(SECRET_MARK.format(name), value)
-    return text
+    return text.replace(_ESCAPED_MARK, _SECRET_MARK_START)
 
 
 # What a record of planctl's own (an event's data, a command's row update, a leftover, a
@@ -473,7 +476,9 @@ class _Redactor:
     def naming(self, text: str) -> str:
         """``text`` with each secret value replaced by a placeholder naming the secret,
         for a task handle: stored without the secret, and made whole again on resume
-        (``unmask``) from the secrets resolved then."""
+        (``unmask``) from the secrets resolved then. A placeholder already in ``text``
+        is escaped, so that ``unmask`` gives it back as it was, not a secret's value."""
+        text = text.replace(_SECRET_MARK_START, _ESCAPED_MARK)
         for form in self.spellings:  # no placeholder for these: a resume could not undo it
             text = text.replace(form, "***")
         for secret, name in self.names:
@@ -668,6 +673,9 @@ class Runner:
         self.secrets = dict(secrets or {})
         self.redact = _Redactor(self.secrets)
         self.redacting = bool(self.redact.values)
+        # Stored outputs, results and handles escape placeholders whenever the plan has
+        # secrets, even empty ones: a later run with a value must not unmask a program's.
+        self.placeholders = bool(self.secrets)
         self.warned_short = False  # about secrets shorter than SHORT_SECRET
         self.run_id = self.options.run_id or new_run_id()
         self.max_parallel = self.options.max_parallel or self.plan.settings.max_parallel
@@ -779,7 +787,7 @@ class Runner:
         self.status[iid] = status
         fields["status"] = status
         # ``fields`` is this call's own dict: it becomes the row update (masked, a copy).
-        self.batch.commands.append((iid, self.redact.row(fields) if self.redacting
+        self.batch.commands.append((iid, self.redact.row(fields) if self.placeholders
                                     else fields))
         data: dict[str, Any] = {  # masked by _emit
             "status": status,
@@ -1177,7 +1185,7 @@ class Runner:
         # A handle holding a secret is stored with a placeholder naming it: this process
         # polls the real one, a resume puts the secret back (``unmask``).
         self.batch.tasks.append(dataclasses.replace(task, handle=self.redact.naming(handle))
-                                if self.redacting else task)
+                                if self.placeholders else task)
         if reason == REGULAR_FLOW:
             self.handles[iid] = handle
             # The forward result, with the handle: a resume renders `outputs` (and an
@@ -1561,14 +1569,14 @@ class Runner:
             # Stored with placeholders naming the secrets they held: made whole.
             if record.outputs is not None:
                 runner.outputs[iid] = unmask_value(record.outputs, runner.secrets) \
-                    if runner.redacting else record.outputs
+                    if runner.placeholders else record.outputs
             if record.result is not None:
                 runner.results[iid] = unmask_value(record.result, runner.secrets) \
-                    if runner.redacting else record.result
+                    if runner.placeholders else record.result
             if record.error:
                 runner.errors[iid] = record.error
         for task in store.get_tasks(run_id):
-            if runner.redacting:  # a handle stored with secret placeholders: made whole
+            if runner.placeholders:  # a handle stored with secret placeholders: made whole
                 task = dataclasses.replace(task, handle=unmask(task.handle, runner.secrets))
             runner.tasks[(task.command_id, task.execution_reason)] = task
             if task.execution_reason == REGULAR_FLOW:

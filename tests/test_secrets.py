@@ -743,3 +743,38 @@ def test_a_secret_at_a_cut_of_a_long_output_is_masked_whole(
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
     for part in (TOKEN[:5], TOKEN[-5:]):  # neither end of the token, cut or not
         assert part not in stdout and part.encode() not in stored
+
+
+PRINTED_PLACEHOLDER = """\
+name: printed-placeholder
+secrets:
+  token: {env: PLANCTL_AUDIT_TOKEN}
+  spare: {env: PLANCTL_AUDIT_SPARE, optional: true}
+commands:
+  - id: make
+    run: {command: [printf, "id-\\u00absecret:token\\u00bb \\u00absecret:spare\\u00bb"]}
+    outputs: {id: "{{ result.stdout }}"}
+    inverse: {command: [sh, -c, 'printf %s "$1" > undone.txt', sh, "{{ outputs.id }}"]}
+  - id: fail
+    needs: make
+    run: {command: ["false"]}
+    changes: false
+"""
+
+
+@pytest.mark.parametrize("spare", ["", "spare-Yt6Hn2"])
+def test_a_placeholder_a_program_printed_is_not_replaced_by_a_secret(
+        audit: tuple[Path, dict[str, str]], spare: str) -> None:
+    """A program (a remote API) that prints `«secret:token»` in what becomes an output:
+    a later `planctl rollback` gives the inverse that text, as the apply's own rollback
+    would, not the token's value (before, the stored text was taken for a placeholder and
+    the inverse sent the secret wherever the output goes). So too for a secret that was
+    empty (optional, unset) when the output was stored and has a value at the rollback."""
+    root, env = audit
+    (root / "printed.yaml").write_text(PRINTED_PLACEHOLDER, encoding="utf-8")
+    stopped = planctl(root, "apply", "printed.yaml", "--no-rollback", env=env)
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr
+    done = planctl(root, "rollback", "--last", env={**env, "PLANCTL_AUDIT_SPARE": spare})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "undone.txt").read_text() == \
+        "id-\u00absecret:token\u00bb \u00absecret:spare\u00bb"
