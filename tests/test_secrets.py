@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import os
 import re
 import subprocess
@@ -778,3 +779,35 @@ def test_a_placeholder_a_program_printed_is_not_replaced_by_a_secret(
     assert done.returncode == 0, done.stdout + done.stderr
     assert (root / "undone.txt").read_text() == \
         "id-\u00absecret:token\u00bb \u00absecret:spare\u00bb"
+
+
+def test_a_secret_in_an_http_url_is_masked_in_what_httpx_logs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs each request's URL at INFO (`HTTP Request: GET http://...?token=...`): a
+    host embedding planctl that shows INFO logs showed a secret in an `http` action's URL.
+    What httpx logs during the action's request now has the run's secrets masked."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoBody)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    (tmp_path / "plan.yaml").write_text(textwrap.dedent(f"""\
+        name: logged
+        secrets:
+          token: {{env: PLANCTL_AUDIT_TOKEN}}
+        commands:
+          - id: call
+            run: {{http: {{url: "{url}?token={{{{ token }}}}", method: POST, status: 400}}}}
+            changes: false
+        """), encoding="utf-8")
+    loaded = planner.load_plan(tmp_path / "plan.yaml")
+    store = planner.SQLiteStore(tmp_path / "state.db")
+    try:
+        with caplog.at_level(logging.DEBUG):
+            outcome = planner.apply_plan(loaded, store, secrets={"token": TOKEN},
+                                         handle_signals=False)
+    finally:
+        store.close()
+        server.shutdown()
+        server.server_close()
+    assert outcome.status == "SUCCEEDED"
+    assert "?token=*** " in caplog.text  # httpx's line, masked
+    assert not leaks(caplog.text), caplog.text

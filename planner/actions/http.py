@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import json
+import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .base import ActionContext, ActionResult, builtin_schema
@@ -24,6 +26,24 @@ DEFAULT_TIMEOUT = 30.0
 MAX_BODY = 64 * 1024 * 1024
 # Longest excerpt of a response body quoted in an error message.
 _ERROR_EXCERPT = 200
+
+# The masking of the run whose request is under way (in its task), for httpx's log: it
+# logs each request's URL at INFO, which a host that shows INFO logs would show whole.
+_mask: contextvars.ContextVar[Callable[[str], str]] = contextvars.ContextVar(
+    "planctl_http_mask", default=str)
+
+
+class _Masked(logging.Filter):
+    """Masks the run's secrets in what httpx logs during a request of the `http` action."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mask = _mask.get()
+        if mask is not str:
+            record.msg, record.args = mask(record.getMessage()), None
+        return True
+
+
+_MASKED = _Masked()
 
 # One pooled client per event loop: connections cannot be shared across loops.
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
@@ -93,6 +113,10 @@ class HttpAction:
         elif "body" in args:
             body["content"] = str(args["body"]).encode("utf-8")
         timeout = context.timeout or DEFAULT_TIMEOUT
+        logger = logging.getLogger("httpx")
+        if _MASKED not in logger.filters:  # (again: a host's logging.config may drop it)
+            logger.addFilter(_MASKED)
+        masking = _mask.set(context.mask)
         try:
             # httpx's timeout bounds each wait (connect, each read), not the whole request:
             # a server trickling its body would never time out.
@@ -114,6 +138,8 @@ class HttpAction:
             return ActionResult(False, {}, f"{where}: {text}")
         except (TypeError, ValueError) as exc:  # e.g. a json value that cannot be encoded
             return ActionResult(False, {}, f"{where}: invalid request: {exc}")
+        finally:
+            _mask.reset(masking)
 
         head: dict[str, Any] = {
             "status": response.status_code,
