@@ -1460,8 +1460,20 @@ class Runner:
             # Without the variables secrets are read from: an entity is never masked.
             return str(render_value(instance.spec.entity,
                                     {**self._context(instance), "env": self.entity_env}))
-        except TemplateError:
-            return None
+        except TemplateError as exc:
+            raise self.unrenderable_entity(instance, exc) from None
+
+    def unrenderable_entity(self, instance: CommandInstance, exc: TemplateError
+                            ) -> UsageError:
+        """An entity that does not render (an unset `env.X`): the run cannot lock what the
+        command touches, so it does not start (it did run unlocked, as if it had none)."""
+        hidden = sorted(f"`env.{spec.env}`" for spec in self.plan.secrets.values()
+                        if spec.env is not None)
+        return UsageError(self.redact(
+            f"command {instance.id}: its entity {str(instance.spec.entity)!r} does not "
+            f"render: {exc}; an entity is the lock the run takes before it starts, made of "
+            "vars, loop variables, `env` and `run_id`"
+            + (f" (not {', '.join(hidden)}: secrets are read from them)" if hidden else "")))
 
     def _records(self) -> list[CommandRecord]:
         return [

@@ -600,8 +600,10 @@ class _Previewer:
         try:
             return str(render_value(instance.spec.entity, {**self._context(instance, True),
                                                            "env": self.runner.entity_env}))
-        except (TemplateError, KnownAfterApply):
+        except KnownAfterApply:
             return KNOWN_AFTER_APPLY
+        except TemplateError as exc:  # apply would not start: the same error
+            raise self.runner.unrenderable_entity(instance, exc) from None
 
 
 def _stuck(command: PlannedCommand) -> bool:

@@ -489,6 +489,46 @@ def test_a_run_interrupted_before_it_changed_anything_is_ended_by_its_rollback(
     assert (seed.root / "a").exists()
 
 
+UNSET_ENTITY = """\
+name: unset-entity
+secrets:
+  token: {env: PLANCTL_TEST_TOKEN}
+commands:
+  - id: vm
+    entity: "vm/{{ env.PLANCTL_TEST_VM }}"
+    run: {shell: "echo made > made"}
+    inverse: {shell: "rm made"}
+"""
+
+
+def test_an_entity_that_does_not_render_stops_the_run_before_it_starts(seed: Seed) -> None:
+    """An entity made of an unset `env.X` (or of the variable a secret is read from) is
+    a lock the run cannot take: apply exits 3 before anything runs or is recorded, and
+    `plan` says the same. It used to run the command unlocked, as if it had no entity."""
+    (seed.root / "unset.yaml").write_text(UNSET_ENTITY, encoding="utf-8")
+    base = {"PLANCTL_TEST_TOKEN": "tok-1234567"}
+    message = ("planctl: error: command vm: its entity 'vm/{{ env.PLANCTL_TEST_VM }}' does "
+               "not render: 'env.PLANCTL_TEST_VM' is undefined (no 'PLANCTL_TEST_VM'); an "
+               "entity is the lock the run takes before it starts, made of vars, loop "
+               "variables, `env` and `run_id` (not `env.PLANCTL_TEST_TOKEN`: secrets are "
+               "read from them)\n")
+    for verb in ("apply", "plan"):
+        done = seed.planctl(verb, "unset.yaml", env=base)
+        assert (done.returncode, done.stderr) == (3, message), done.stdout + done.stderr
+    assert not (seed.root / "made").exists()
+    assert "unset-entity" not in seed.planctl("runs").stdout
+    # The variable a secret is read from is not there for an entity either (set or not).
+    (seed.root / "secret.yaml").write_text(UNSET_ENTITY.replace(
+        "env.PLANCTL_TEST_VM", "env.PLANCTL_TEST_TOKEN"), encoding="utf-8")
+    done = seed.planctl("apply", "secret.yaml", env=base)
+    assert done.returncode == 3 and "does not render" in done.stderr, done.stderr
+    assert "tok-1234567" not in done.stdout + done.stderr
+    assert not (seed.root / "made").exists()
+    done = seed.planctl("apply", "unset.yaml", env={**base, "PLANCTL_TEST_VM": "vm-7"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "vm/vm-7" in seed.planctl("show", "--last", "vm").stdout
+
+
 def test_the_run_lock_prefix_is_not_an_entity(seed: Seed) -> None:
     """An entity may not take the form of a run's own lock: exit 3 before anything runs."""
     plan = seed.root / "reserved.yaml"
