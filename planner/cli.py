@@ -348,8 +348,17 @@ def plan_command(
 
     # The same file apply would lock in (a URL too): StateError exits 3 like any unusable store.
     locks = read_locks(_state_file(_state_path(state)))
-    preview = preview_plan(loaded, secrets=resolve_secrets(loaded), max_parallel=max_parallel,
-                           locks=locks)
+    restore = None
+    if output is PreviewFormat.json:  # a probe's print must not break the JSON document
+        from .reporters import divert_stdout
+
+        restore = divert_stdout(sys.stdout, sys.stderr)[1]
+    try:
+        preview = preview_plan(loaded, secrets=resolve_secrets(loaded),
+                               max_parallel=max_parallel, locks=locks)
+    finally:
+        if restore is not None:
+            restore()
     if output is PreviewFormat.json:
         typer.echo(json.dumps(preview.to_dict(), indent=2))
     else:

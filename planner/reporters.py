@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     from .loader import LoadedPlan
     from .report import Progress
 
-__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "no_color",
+__all__ = ["JSON", "LIVE", "PLAIN", "Reporting", "choose_view", "divert_stdout", "no_color",
            "progress_interval", "reports_due"]
 
 JSON, LIVE, PLAIN = "json", "live", "plain"
@@ -63,6 +66,47 @@ def progress_interval(environ: Mapping[str, str]) -> float:
     return seconds
 
 
+def divert_stdout(stdout: TextIO, stderr: TextIO) -> tuple[TextIO, Callable[[], None]]:
+    """Keep stdout for JSON alone: until the returned function is called, whatever else
+    writes there (a `python` action's ``print``, a program it starts with ``os.system``,
+    a library writing to file descriptor 1) goes to stderr instead. Returns the stream
+    the JSON is to be written to meanwhile, and the function that puts stdout back."""
+    for stream in (stdout, stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        out, err = stdout.fileno(), stderr.fileno()
+        if out == err:
+            raise ValueError(out)
+        copy = os.dup(out)  # not inherited: a program a step starts never holds it open
+    except (AttributeError, OSError, ValueError):  # no descriptors (an embedding's StringIO)
+        saved = sys.stdout
+        sys.stdout = stderr
+
+        def restore_object() -> None:
+            if sys.stdout is stderr:
+                sys.stdout = saved
+
+        return stdout, restore_object
+    json_out = os.fdopen(copy, "w", encoding=getattr(stdout, "encoding", None) or "utf-8",
+                         errors="backslashreplace")
+    os.dup2(err, out)
+    done: list[bool] = []
+
+    def restore() -> None:
+        if done:
+            return
+        done.append(True)
+        for stream in (sys.stdout, stdout, json_out):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os.dup2(json_out.fileno(), out)
+        with contextlib.suppress(OSError, ValueError):
+            json_out.close()
+
+    return json_out, restore
+
+
 def reports_due(output: str, junit: Path | None, environ: Mapping[str, str]) -> bool:
     """Whether a run's reports are due besides its text: JSON lines, JUnit or a GitHub
     step summary."""
@@ -97,11 +141,14 @@ class Reporting:
         self.stderr = Sink(stderr)
         self.listener: Any
         self.progress: Progress | None = None
+        self.stdout = stdout
+        self.restore_stdout: Callable[[], None] | None = None
         if self.view == JSON:
             from .ndjson import JsonReporter
             from .report import Progress
 
-            self.listener = JsonReporter(stdout, plan=self.plan, commands=len(instances),
+            json_out, self.restore_stdout = divert_stdout(stdout, stderr)
+            self.listener = JsonReporter(json_out, plan=self.plan, commands=len(instances),
                                          entities=entities)
             self.human = self.stderr
             # stdout goes to a file or a program: the sign of life of a long run goes to
@@ -212,3 +259,9 @@ class Reporting:
         close = getattr(self.listener, "close", None)
         if close is not None:
             close()
+        if self.restore_stdout is not None:  # JSON lines from now on on stdout itself
+            self.restore_stdout()
+            self.restore_stdout = None
+            sink = self.listener.sink
+            if sink.stream is not None:
+                sink.stream = self.stdout

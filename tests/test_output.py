@@ -197,6 +197,63 @@ def test_json_output_of_rollback_then_of_nothing_to_undo(seed: Seed) -> None:
     assert "nothing to undo" in again.stderr
 
 
+NOISY = """\
+import os
+import sys
+
+
+def noisy(what: str) -> dict[str, str]:
+    print(f"print {what}")
+    sys.stdout.write(f"sys.stdout {what}\\n")
+    os.write(1, f"fd 1 {what}\\n".encode())
+    os.system(f"echo os.system {what}")
+    if what == "run":
+        open("thing.made", "w").close()
+    else:
+        os.remove("thing.made")
+    return {"id": what}
+
+
+def made(what: str) -> bool:
+    print(f"print probe {what}")
+    return os.path.exists("thing.made")
+"""
+NOISY_PLAN = """\
+name: noisy
+commands:
+  - id: make
+    entity: thing/x
+    exists: {python: {function: "noisy:made", kwargs: {what: exists}}}
+    run: {python: {function: "noisy:noisy", kwargs: {what: run}}}
+    inverse: {python: {function: "noisy:noisy", kwargs: {what: inverse}}}
+"""
+
+
+def test_json_output_keeps_stdout_for_json_when_a_python_step_prints(seed: Seed) -> None:
+    """A `python` function runs inside planctl: what it prints (print, sys.stdout, file
+    descriptor 1, a program it starts) goes to stderr with --output json, for apply,
+    rollback --dry-run, rollback and plan -o json alike; stdout holds JSON only."""
+    (seed.root / "noisy.py").write_text(NOISY)
+    (seed.root / "noisy.yaml").write_text(NOISY_PLAN)
+    done = seed.planctl("apply", "noisy.yaml", "-o", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _objects(done.stdout)[-1]["kind"] == "outcome"
+    for line in ("print probe exists", "print run", "sys.stdout run", "fd 1 run",
+                 "os.system run"):
+        assert line in done.stderr.splitlines(), done.stderr
+    preview = seed.planctl("plan", "noisy.yaml", "-o", "json")
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert json.loads(preview.stdout)["commands"][0]["id"] == "make"
+    assert "print probe exists" in preview.stderr
+    dry = seed.planctl("rollback", "--last", "--dry-run", "-o", "json")
+    assert (dry.returncode, dry.stdout) == (0, ""), dry.stdout + dry.stderr
+    undone = seed.planctl("rollback", "--last", "-o", "json")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    objects = _objects(undone.stdout)
+    assert (objects[-1]["kind"], objects[-1]["status"]) == ("outcome", "ROLLED_BACK")
+    assert "os.system inverse" in undone.stderr.splitlines(), undone.stderr
+
+
 def test_resume_of_an_ended_run_says_so_and_writes_the_reports_asked_for(
         seed: Seed, tmp_path: Path) -> None:
     """`planctl resume` of a run that ended prints that there is nothing to resume (exit
