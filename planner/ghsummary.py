@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,21 +25,32 @@ _ICONS = {
 }
 
 
-def _cell(value: object) -> str:
-    """Safe inside a table cell: one line, no pipes, no HTML, at most MAX_CELL characters
-    of the text (`planctl show` has it whole)."""
+def _cut(value: object) -> str:
+    """One line of at most MAX_CELL characters of the text (`planctl show` has it whole)."""
     text = one_line(value)
     if len(text) > MAX_CELL:  # cut in the middle: an entity's or an error's end tells most
         head = (MAX_CELL - 1) // 2
         text = text[:head] + "…" + text[len(text) - (MAX_CELL - 1 - head):]
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
+def _cell(value: object) -> str:
+    """Safe inside a table cell: one line, no pipes, no HTML, at most MAX_CELL characters
+    of the text (`planctl show` has it whole)."""
+    text = _cut(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'")
 
 
 def _code(value: object) -> str:
-    """Safe inside a code span, and still exact for a shell (a command to copy): one line,
-    no backticks (a code span shows the rest as written)."""
-    return one_line(value).replace("`", "'")
+    """A code span showing ``value`` as one line, exactly as written (a command to copy,
+    an id): a code span takes no escapes (`&lt;` and `\\|` would show as such), so it is
+    fenced with more backticks than the text holds in a row, and padded with a space when
+    the text has backticks or would lose its own spaces at both ends."""
+    text = one_line(value)
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest or (text[:1] == text[-1:] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _row(history: History, leftover: Mapping[str, object] | None) -> str:
@@ -94,8 +106,8 @@ def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = N
     if finished.leftovers:
         lines += ["", "**Leftovers** (changed by this run and still there):", ""]
         items = _within(
-            f"- `{_cell(item.get('command'))}`"
-            + (f" `{_cell(item.get('entity'))}`" if item.get("entity") else "")
+            f"- {_code(_cut(item.get('command')))}"
+            + (f" {_code(_cut(item.get('entity')))}" if item.get("entity") else "")
             + f" [{_cell(item.get('status'))}]: {_cell(item.get('reason'))}"
             for item in finished.leftovers[:MAX_ROWS])
         lines.extend(items)
@@ -103,7 +115,7 @@ def markdown(finished: FinishedRun, *, verb: str = "apply", plan: str | None = N
             lines += ["", f"_… and {len(finished.leftovers) - len(items)} more leftovers; "
                       f"`planctl rollback {run_id} --dry-run` lists them all._"]
         advice, command = undo_advice(finished)
-        lines += ["", f"{_cell(advice)}: `{_code(command)}`"]
+        lines += ["", f"{_cell(advice)}: {_code(command)}"]
     return "\n".join(lines) + "\n\n"
 
 

@@ -4,13 +4,16 @@ JUnit XML and the GitHub step summary, for apply, rollback and resume of the see
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from html import unescape
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -527,6 +530,47 @@ def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path)
     assert re.findall(r"^### .*\n\n> (.*)$", text, re.M) == [
         "Create a VM from a template, one cloned image per template disk."] * 2
     assert "3 changed, 0 unchanged, 2 failed, 3 reverted, 0 left over" in text
+
+
+ODD_LEFTOVERS_PLAN = """\
+name: odd-leftovers
+vars:
+  keys: ["a|b", "<i>&amp;", "x`y", "z\\\\|w"]
+commands:
+  - id: c
+    for_each: "{{ keys }}"
+    entity: "e/{{ item }}<b>"
+    run: {shell: "touch made-$PLANCTL_IDEMPOTENCY_KEY"}
+  - id: boom
+    needs: c
+    changes: false
+    run: {command: ["false"]}
+"""
+
+
+def test_step_summary_shows_leftover_ids_and_the_gone_command_exactly(seed: Seed,
+                                                                      tmp_path: Path) -> None:
+    """The leftovers of the step summary are code spans, which take no escapes: the ids
+    and entities show exactly as they are (no `&lt;`, no `\\|`), backticks included, and
+    the `planctl rollback RUN --gone ...` shown is the command that works when pasted."""
+    from markdown_it import MarkdownIt
+
+    (seed.root / "odd.yaml").write_text(ODD_LEFTOVERS_PLAN)
+    summary = tmp_path / "summary.md"
+    done = seed.planctl("apply", "odd.yaml", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    html = MarkdownIt("commonmark").enable("table").render(summary.read_text("utf-8"))
+    shown = [unescape(code) for code in re.findall(r"<code>(.*?)</code>", html)]
+    ids = ["c[a|b]", "c[<i>&amp;]", "c[x`y]", "c[z\\|w]"]
+    for key, command in zip(["a|b", "<i>&amp;", "x`y", "z\\|w"], ids, strict=True):
+        assert command in shown and f"e/{key}<b>" in shown, (command, shown)
+    [advice] = [code for code in shown if code.startswith("planctl rollback ")]
+    assert shlex.split(advice)[4::2] == ids
+    path = f"{Path(sys.executable).parent}{os.pathsep}{seed.env.get('PATH', '')}"
+    again = subprocess.run(advice, shell=True, cwd=seed.root, env={**seed.env, "PATH": path},
+                           capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "ROLLED_BACK" in again.stdout
 
 
 # -- secrets -----------------------------------------------------------------------------------
