@@ -91,8 +91,8 @@ def _inverse(suite: ET.Element, classname: str, history: History,
         _failure(case, history.inverse_error or "inverse failed", S.REVERT_FAILED)
     elif leftover is not None:
         _failure(case, f"leftover: {leftover.get('reason')}", "LEFTOVER")
-    elif history.inverse == S.REVERT_SKIPPED:
-        _skipped(case, "nothing to undo: `exists` says it is absent")
+    elif history.inverse == S.REVERT_SKIPPED:  # the reason recorded: `--gone`
+        _skipped(case, f"nothing to undo: {history.inverse_error or '`exists` says it is absent'}")
     elif history.inverse is None and interrupted:
         _skipped(case, "did not finish: the rollback was interrupted (resumable)")
     _output(case, lines)

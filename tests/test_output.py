@@ -483,6 +483,35 @@ def test_junit_of_a_failed_rollback_then_of_the_rollback_that_finishes(seed: See
     assert out is not None and "inverse started 2 times" in (out.text or "")
 
 
+GONE_PLAN = """\
+name: gone
+commands:
+  - id: made
+    entity: thing/made
+    run: {shell: "touch made"}
+  - id: boom
+    needs: made
+    exists: {shell: "test -e boom"}
+    run: {shell: "exit 1"}
+    inverse: {shell: "rm -f boom"}
+"""
+
+
+def test_junit_skipped_inverse_says_why_exists_or_gone(seed: Seed, tmp_path: Path) -> None:
+    """An inverse skipped because `exists` says the thing is absent says so; one skipped
+    because `rollback --gone` says it was removed by hand says that, not `exists`."""
+    (seed.root / "gone.yaml").write_text(GONE_PLAN)
+    assert seed.planctl("apply", "gone.yaml").returncode == 2
+    report = tmp_path / "rollback.xml"
+    done = seed.planctl("rollback", "--last", "--gone", "made", "--junit", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    _, cases = _cases(report)
+    reasons = {name: case.findtext("skipped") for name, case in cases.items()
+               if case.find("skipped") is not None}
+    assert reasons == {"boom (inverse)": "nothing to undo: `exists` says it is absent",
+                       "made (inverse)": "nothing to undo: removed by hand (--gone)"}
+
+
 # -- GitHub step summary -----------------------------------------------------------------------
 
 
