@@ -1330,7 +1330,8 @@ def run() -> NoReturn:
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):
-        # A reader that went away (`planctl ... | head`): nothing more can be said there.
-        with contextlib.suppress(OSError, ValueError):
+        # A reader that went away (`planctl ... | head`): nothing more can be said there;
+        # None: started with that descriptor closed (`>&-`), nothing was said there.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
     os._exit(code)

@@ -72,7 +72,7 @@ def divert_stdout(stdout: TextIO, stderr: TextIO) -> tuple[TextIO, Callable[[], 
     a library writing to file descriptor 1) goes to stderr instead. Returns the stream
     the JSON is to be written to meanwhile, and the function that puts stdout back."""
     for stream in (stdout, stderr):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # None: closed
             stream.flush()
     try:
         out, err = stdout.fileno(), stderr.fileno()
@@ -98,7 +98,7 @@ def divert_stdout(stdout: TextIO, stderr: TextIO) -> tuple[TextIO, Callable[[], 
             return
         done.append(True)
         for stream in (sys.stdout, stdout, json_out):
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
                 stream.flush()
         os.dup2(json_out.fileno(), out)
         with contextlib.suppress(OSError, ValueError):

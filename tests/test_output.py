@@ -232,6 +232,26 @@ commands:
 """
 
 
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_closed_stdout_or_stderr_keeps_the_exit_status(seed: Seed, closed: str,
+                                                        output: str) -> None:
+    """Started with stdout or stderr closed (a daemon, `>&-`), planctl still exits as the
+    run ended (0 succeeded, 1 rolled back), without a traceback; with one of them open,
+    what goes there is whole (the JSON stream parses)."""
+    python = shlex.quote(sys.executable)
+    for args, code in ((FAIL_DISK1, 1), (QUICK, 0)):
+        line = " ".join([python, "-m", "planner", "apply", shlex.quote(str(seed.plan)),
+                         *args, "-o", output, closed, *([] if "2>" in closed else ["2>err"])])
+        done = subprocess.run(["sh", "-c", line], cwd=seed.root, env=seed.env,
+                              capture_output=True, text=True, check=False, timeout=60)
+        errors = (seed.root / "err").read_text() if "2>" not in closed else done.stderr
+        assert done.returncode == code, (line, done.stdout, errors)
+        assert "Traceback" not in errors and "internal error" not in errors, errors
+        if closed == "2>&-" and output == "json":
+            assert _objects(done.stdout)[-1]["exit_code"] == code
+
+
 def test_json_output_keeps_stdout_for_json_when_a_python_step_prints(seed: Seed) -> None:
     """A `python` function runs inside planctl: what it prints (print, sys.stdout, file
     descriptor 1, a program it starts) goes to stderr with --output json, for apply,
