@@ -35,10 +35,11 @@ def _cut(value: object) -> str:
 
 
 def _cell(value: object) -> str:
-    """Safe inside a table cell: one line, no pipes, no HTML, at most MAX_CELL characters
-    of the text (`planctl show` has it whole)."""
+    """Safe inside a table cell: one line, no pipes, no HTML, no links or images (a `](`
+    is escaped: `clone[disk0]` stays as it is), at most MAX_CELL characters of the text
+    (`planctl show` has it whole)."""
     text = _cut(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("`", "'")
+    return text.replace("|", "\\|").replace("`", "'").replace("](", "]\\(")
 
 
 def _code(value: object) -> str:

@@ -556,6 +556,28 @@ def test_junit_and_step_summary_of_an_error_xml_cannot_carry(seed: Seed,
     assert "exit status 1: bad \\ufffe \\uffff \\x01" in summary.read_text(encoding="utf-8")
 
 
+def test_step_summary_cells_carry_no_link_or_image_from_a_commands_error(
+        seed: Seed, tmp_path: Path) -> None:
+    """An error message written as Markdown (what a tool or a server answered) shows as
+    text in the step summary: no link, no image, no HTML, the table whole."""
+    plan = seed.root / "md.yaml"
+    plan.write_text(
+        "name: md\ncommands:\n  - id: md\n    changes: false\n"
+        "    run: {shell: \"echo 'see [docs](https://evil.example/x) "
+        "![p](https://evil.example/p.png) <img src=x> a|b' >&2; exit 1\"}\n")
+    summary = tmp_path / "summary.md"
+    done = seed.planctl("apply", str(plan), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(summary.read_text("utf-8"))
+    assert "<a " not in html and "<img" not in html, html
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", html)
+    assert len(cells) == 8, cells
+    assert unescape(cells[-1]) == ("exit status 1: see [docs](https://evil.example/x) "
+                                   "![p](https://evil.example/p.png) <img src=x> a|b")
+
+
 def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path) -> None:
     """With GITHUB_STEP_SUMMARY set, each run appends a Markdown heading, a counts line and a
     table of its commands to that file, keeping what was there."""
