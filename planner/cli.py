@@ -489,8 +489,13 @@ def _json_error(error: BaseException, code: int, kind: str | None = None) -> Non
         redact = executor.redact_secrets if executor is not None else str
         reporting = _Invocation.reporting
         run_id = reporting.run_id if reporting is not None else None
-        typer.echo(redact(dumps(error_object(error, code, kind=kind, run_id=run_id))),
-                   nl=False)
+        obj = error_object(error, code, kind=kind, run_id=run_id)
+        # The texts masked, not the line: a secret `1` or `error` must not mask the keys
+        # and numbers of the object, nor one JSON escapes (`"`, `é`) escape masking.
+        obj["message"] = redact(obj["message"])
+        obj["diagnostics"] = [{key: redact(value) if isinstance(value, str) else value
+                               for key, value in item.items()} for item in obj["diagnostics"]]
+        typer.echo(dumps(obj), nl=False)
 
 
 def _check_environment() -> None:

@@ -252,6 +252,27 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_status(seed: Seed, closed: str
             assert _objects(done.stdout)[-1]["exit_code"] == code
 
 
+@pytest.mark.parametrize("secret", ["1", "error", "p\u00e4ssw\u00f6rd"])
+def test_json_error_object_masks_its_texts_not_its_keys_or_numbers(seed: Seed,
+                                                                   secret: str) -> None:
+    """The `error` object of a run that could not start, once the plan's secrets are
+    resolved, keeps its keys, kinds and numbers whatever the secret's value (`1`, `error`),
+    and masks a secret in its message even where JSON escapes it (`\\u00e4`)."""
+    plan = seed.root / "secretive.yaml"
+    plan.write_text("name: secretive\nsecrets:\n  token: {env: API_TOKEN}\ncommands:\n"
+                    "  - {id: a, changes: false, run: {command: [echo]}}\n")
+    done = seed.planctl("apply", str(plan), "-o", "json",
+                        env={"API_TOKEN": secret, "PLANCTL_PROGRESS_INTERVAL": secret + "s"})
+    assert done.returncode == 3, done.stdout + done.stderr
+    [error] = _objects(done.stdout)
+    assert list(error)[:6] == list(COMMON_KEYS)
+    assert (error["schema_version"], error["kind"], error["error"], error["exit_code"]) == (
+        1, "error", "usage", 3)
+    assert ISO_MS.match(error["ts"]) and isinstance(error["time"], float), error
+    if len(secret) > 4:
+        assert secret not in error["message"] and "***" in error["message"], error
+
+
 def test_json_output_keeps_stdout_for_json_when_a_python_step_prints(seed: Seed) -> None:
     """A `python` function runs inside planctl: what it prints (print, sys.stdout, file
     descriptor 1, a program it starts) goes to stderr with --output json, for apply,
