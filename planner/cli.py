@@ -967,7 +967,9 @@ def runs(
 
     store = _store(state, must_exist=True)
     try:
-        typer.echo(format_runs(store.list_runs(limit, plans=False)), nl=False)
+        # SQLite's LIMIT takes 64 bits: `-n 99999999999999999999` means every run.
+        typer.echo(format_runs(store.list_runs(min(limit, 2**63 - 1), plans=False)),
+                   nl=False)
     finally:
         store.close()
 

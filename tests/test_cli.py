@@ -732,6 +732,20 @@ def test_a_state_url_of_another_kind_is_a_usage_error(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_runs_with_a_limit_past_64_bits_lists_every_run(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """`planctl runs -n N` with an N SQLite cannot take (past 2**63 - 1) lists every run,
+    exit 0, rather than an internal error (exit 70)."""
+    state = tmp_path / "state.db"
+    assert main(["apply", str(HELLO), "--var", f"file={tmp_path / 'h.txt'}",
+                 "--state", str(state)]) == 0
+    capsys.readouterr()
+    assert main(["runs", "-n", "9" * 20, "--state", str(state)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and len(out.splitlines()) == 2 and "hello-world" in out, out
+
+
 def test_an_ambiguous_run_prefix_lists_the_runs_it_matches(tmp_path: Path) -> None:
     """A RUN prefix matching several runs exits 3 saying it is ambiguous and listing up to
     three of them, newest first; a prefix matching none is an unknown run."""
