@@ -19,6 +19,8 @@ MAX_ROWS = 200
 MAX_CELL = 300  # characters of a cell or list item before escaping; longer: cut (…)
 MAX_BYTES = 200 * 1024
 _QUIET = frozenset({S.SUCCEEDED, S.UNCHANGED, S.SKIPPED, S.PENDING})
+# A backslash that Markdown would read as escaping the next character (ASCII punctuation).
+_ESCAPING = re.compile(r"\\(?=[!-/:-@\[-`{-~])")
 _ICONS = {
     RunStatus.SUCCEEDED: "✅", RunStatus.ROLLED_BACK: "↩️", RunStatus.ROLLBACK_FAILED: "❌",
     RunStatus.STOPPED: "❌", RunStatus.INTERRUPTED: "⏸️",
@@ -37,8 +39,10 @@ def _cut(value: object) -> str:
 def _cell(value: object) -> str:
     """Safe inside a table cell: one line, no pipes, no HTML, no links or images (a `](`
     is escaped: `clone[disk0]` stays as it is), at most MAX_CELL characters of the text
-    (`planctl show` has it whole)."""
-    text = _cut(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    (`planctl show` has it whole). A backslash before punctuation is doubled, so it
+    shows as written rather than escaping what follows (`C:\\<dir>` is not `C:&lt;dir>`)."""
+    text = _ESCAPING.sub(r"\\\\", _cut(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'").replace("](", "]\\(")
 
 

@@ -599,6 +599,27 @@ def test_step_summary_cells_carry_no_link_or_image_from_a_commands_error(
                                    "![p](https://evil.example/p.png) <img src=x> a|b")
 
 
+def test_step_summary_cells_show_backslashes_as_written(seed: Seed, tmp_path: Path) -> None:
+    """A backslash in an error (a Windows path, a regex) shows as written in the step
+    summary's table, rather than escaping what follows it: `C:\\<dir>` is not
+    `C:&lt;dir>`, `\\\\server` keeps both, `\\|` neither loses its backslash nor splits
+    the row."""
+    message = r"C:\<dir> \\server\share a\|b \[l\](u) x\.y \ufffe e\\"
+    (seed.root / "message.txt").write_text(message + "\n")
+    plan = seed.root / "slashes.yaml"
+    plan.write_text("name: slashes\ncommands:\n  - id: slashes\n    changes: false\n"
+                    "    run: {shell: \"cat message.txt >&2; exit 1\"}\n")
+    summary = tmp_path / "summary.md"
+    done = seed.planctl("apply", str(plan), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(summary.read_text("utf-8"))
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", html)
+    assert len(cells) == 8, cells
+    assert unescape(cells[-1]) == f"exit status 1: {message}"
+
+
 def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path) -> None:
     """With GITHUB_STEP_SUMMARY set, each run appends a Markdown heading, a counts line and a
     table of its commands to that file, keeping what was there."""
