@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -138,6 +139,22 @@ def _within(lines: Iterable[str]) -> list[str]:
 
 def append_step_summary(path: Path, finished: FinishedRun, *, verb: str = "apply",
                         plan: str | None = None, message: str | None = None) -> None:
-    """Append (never overwrite: earlier steps wrote there too) the run's summary."""
+    """Append (never overwrite: earlier steps wrote there too) the run's summary, on a
+    line of its own: what was there may not end with a line break (`printf '# Deploy'`)."""
+    text = markdown(finished, verb=verb, plan=plan, message=message)
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(markdown(finished, verb=verb, plan=plan, message=message))
+        handle.write(text if _ends_a_line(path) else "\n" + text)
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether ``path`` is empty or ends with a line break (a file that cannot be read
+    back, a pipe, counts as ending one)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return True
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
+    except OSError:
+        return True

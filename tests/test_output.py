@@ -620,6 +620,20 @@ def test_step_summary_cells_show_backslashes_as_written(seed: Seed, tmp_path: Pa
     assert unescape(cells[-1]) == f"exit status 1: {message}"
 
 
+def test_step_summary_starts_on_a_line_of_its_own(seed: Seed, tmp_path: Path) -> None:
+    """What an earlier step wrote without a final line break (`printf '# Deploy'`) stays
+    as it was, and the run's summary still starts with its own heading."""
+    summary = tmp_path / "summary.md"
+    summary.write_text("# Deploy")
+    done = seed.apply(*QUICK, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(summary.read_text("utf-8"))
+    assert html.startswith("<h1>Deploy</h1>\n<h3>"), html[:200]
+    assert summary.read_text("utf-8").startswith("# Deploy\n### ")
+
+
 def test_github_step_summary_is_appended_as_markdown(seed: Seed, tmp_path: Path) -> None:
     """With GITHUB_STEP_SUMMARY set, each run appends a Markdown heading, a counts line and a
     table of its commands to that file, keeping what was there."""
