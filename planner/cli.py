@@ -1277,6 +1277,30 @@ def _interrupted(exc: BaseException) -> int:
     return 130
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops planctl as Ctrl-C does (exit 130, `planctl: interrupted`, the JSON
+    error object) before a run began too (reading the plan and its --vars-file, resolving
+    secrets), not by the signal's default action; a run takes both signals with its own
+    handlers meanwhile. Left alone when something else already handles SIGTERM."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:  # typer >= 0.29 carries its own copy of click
@@ -1293,7 +1317,8 @@ def main(argv: list[str] | None = None) -> int:
     _Invocation.one_dash = _one_dash_option(command, sys.argv[1:] if argv is None else argv)
     try:
         # Without standalone mode, click returns the code of an Exit raised by a command.
-        code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
+        with _sigterm_interrupts():
+            code = command.main(args=argv, prog_name="planctl", standalone_mode=False)
     except typer.Exit as done:
         return int(done.exit_code)
     except (typer.Abort, KeyboardInterrupt, _Interrupted) as exc:

@@ -219,13 +219,11 @@ def test_lock_timeout_waits_for_the_holder_then_runs(seed: Seed) -> None:
     assert (after.returncode, after.stdout) == (0, "no locks held\n")
 
 
-def _catches(pid: int, sig: signal.Signals) -> bool:
-    """Whether process ``pid`` has a handler for ``sig`` (planctl installs its SIGTERM
-    handler when the run's event loop starts)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
-    return False
+def _in_its_loop(pid: int) -> bool:
+    """Whether process ``pid`` waits in its event loop (epoll): the run's loop, which
+    installed the run's SIGINT/SIGTERM handlers first, waiting between lock attempts.
+    (A SIGTERM handler alone no longer tells: planctl has one from its start.)"""
+    return Path(f"/proc/{pid}/wchan").read_text() in ("ep_poll", "do_epoll_wait")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
@@ -236,8 +234,8 @@ def test_signals_while_waiting_for_a_lock_stop_the_wait_and_record_nothing(
     wait for the holder, then record a run INTERRUPTED that kept every entity locked."""
     _, run_id = holder
     waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120")
-    code, out, err = signal_when(waiting, "the waiting apply to handle SIGTERM",
-                                 lambda: _catches(waiting.pid, signal.SIGTERM),
+    code, out, err = signal_when(waiting, "the waiting apply to wait in its event loop",
+                                 lambda: _in_its_loop(waiting.pid),
                                  signal.SIGTERM, signal.SIGINT, ready_timeout=60, timeout=30)
     assert code == 130, out + err
     with seed.db() as store:
@@ -255,10 +253,8 @@ def test_a_signal_while_waiting_for_a_lock_ends_the_json_stream_with_an_error(
     one `error` object (`interrupted`, exit 130), as output.md promises for whatever ends
     planctl before a run. Before, it exited 130 saying nothing at all."""
     waiting = seed.spawn("apply", str(seed.plan), *SLOW, "--lock-timeout", "120", "-o", "json")
-    # Python catches SIGINT from its start; planctl's SIGTERM handler shows it waits.
-    code, out, err = signal_when(waiting, "the waiting apply to handle SIGTERM",
-                                 lambda: _catches(waiting.pid, signal.SIGTERM),
-                                 signal.SIGINT, timeout=30)
+    code, out, err = signal_when(waiting, "the waiting apply to wait in its event loop",
+                                 lambda: _in_its_loop(waiting.pid), signal.SIGINT, timeout=30)
     assert code == 130, out + err
     (line,) = out.splitlines()
     error = json.loads(line)
@@ -266,6 +262,52 @@ def test_a_signal_while_waiting_for_a_lock_ends_the_json_stream_with_an_error(
         ("error", "interrupted", 130, None)
     assert error["message"] == "SIGINT while waiting for entity locks another run holds: " \
         "nothing was recorded"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_planctl_reads_its_inputs_exits_130_recording_nothing(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM (a CI cancelling the job) while planctl still reads what it is to run (here a
+    --vars-file that is a named pipe, held open by this test) stops it as Ctrl-C does:
+    exit 130, `planctl: interrupted`, the JSON `error` object, nothing recorded. SIGTERM
+    used to kill it there (exit -15) without a word."""
+    import os
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: quick\nvars: {who: x}\ncommands:\n"
+                    "  - {id: a, changes: false, run: {command: [echo, '{{ who }}']}}\n")
+    fifo = tmp_path / "vars.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planner", "apply", str(plan), "--vars-file", str(fifo),
+         "-s", str(tmp_path / "s.db"), "-o", "json"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    writer: list[int] = []
+
+    def reading() -> bool:  # a writer can open the pipe once planctl opened it to read
+        try:
+            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_for("planctl to open its --vars-file", reading, proc=proc)
+        proc.send_signal(sig)
+        code, out, err = finish(proc, timeout=30)
+    finally:
+        for fd in writer:
+            os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 130, out + err
+    (line,) = out.splitlines()
+    error = json.loads(line)
+    assert (error["kind"], error["error"], error["exit_code"], error["run_id"]) == \
+        ("error", "interrupted", 130, None)
+    assert err.splitlines()[-1].startswith("planctl: interrupted"), err
+    assert not (tmp_path / "s.db").exists()
 
 
 def test_unlock_refuses_a_live_holder_without_force(seed: Seed) -> None:
