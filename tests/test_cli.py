@@ -857,3 +857,43 @@ def test_a_lock_timeout_is_seconds_or_a_duration_and_nothing_else(
             f"planctl: error: --lock-timeout: {text!r} is not a number of seconds or a "
             "duration (30, 2.5, 5m, 1m30s) (see: planctl apply --help)\n")
     assert not state.exists()
+
+
+def test_a_command_pauses_full_collections_and_gives_the_thresholds_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What `rollback --dry-run` (and every command) builds lives to its end: no automatic
+    full collection scans it while the command runs; the thresholds are as they were
+    after it, also when it fails."""
+    import gc
+
+    from planner import report
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: two\ncommands:\n"
+                    "  - id: a\n    run: {command: ['true']}\n    inverse: {command: ['true']}\n"
+                    "  - id: b\n    needs: a\n    run: {command: ['true']}\n"
+                    "    inverse: {command: ['true']}\n")
+    state = str(tmp_path / "state.db")
+    assert main(["apply", str(plan), "-s", state]) == 0
+    capsys.readouterr()
+    seen: list[tuple[int, ...]] = []
+    table = report.format_rollback_plan
+
+    def heard(runner: object) -> str:
+        seen.append(gc.get_threshold())
+        return table(runner)
+
+    monkeypatch.setattr(report, "format_rollback_plan", heard)
+    before = gc.get_threshold()
+    gc.set_threshold(50, 7, 9)
+    try:
+        assert main(["rollback", "--last", "--dry-run", "-s", state]) == 0
+        assert seen == [(50, 7, 1 << 30)]
+        assert gc.get_threshold() == (50, 7, 9)
+        assert main(["rollback", "no-such-run", "-s", state]) == 3
+        assert gc.get_threshold() == (50, 7, 9)
+    finally:
+        gc.set_threshold(*before)
+    out = capsys.readouterr().out
+    assert out.count("would run inverse") == 2
