@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .sink import Sink
 from .store import CommandRecord, EventRecord, RunRecord, Store
-from .tally import FinishedRun, HistoryBook, finished_run, read_finished_run, summary_text
+from .tally import (
+    FinishedRun,
+    HistoryBook,
+    finished_run,
+    read_events,
+    read_finished_run,
+    summary_text,
+)
 
 if TYPE_CHECKING:
     from .executor import RunOutcome
@@ -188,7 +195,7 @@ class Reporting:
         (whether each command's run changed something), ``exit_code`` the CLI's."""
         book = self.book
         if book.first_seq != 1:  # rollback, resume: the run began before
-            book = HistoryBook.of(store.get_events(outcome.run_id))
+            book = HistoryBook.of(read_events(store, outcome.run_id))
         commands = {
             iid: CommandRecord(outcome.run_id, iid, instance.spec.id, instance.order,
                                instance.parent, outcome.entities.get(iid),

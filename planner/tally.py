@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "one_line",
     "plan_description",
     "plural",
+    "read_events",
     "read_finished_run",
     "summary_text",
     "tally",
@@ -250,8 +251,22 @@ def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: fl
         raise KeyError(run_id)
     # Histories read no params, results or outputs: not decoded.
     return finished_run(run, store.get_commands(run_id, details=False),
-                        store.get_events(run_id), exit_code=exit_code, duration=duration,
+                        read_events(store, run_id), exit_code=exit_code, duration=duration,
                         read_only=read_only)
+
+
+# Events read at once by ``read_events``.
+EVENTS_PAGE = 5000
+
+
+def read_events(store: Store, run_id: str) -> Iterator[EventRecord]:
+    """The run's events in order, read a page at a time: a HistoryBook written from them
+    keeps a few fields per command, not the whole log (200,000 events of a
+    100,000-command run took 200 MiB at once)."""
+    after = 0
+    while page := store.get_events(run_id, after=after, limit=EVENTS_PAGE):
+        yield from page
+        after = page[-1].seq
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 from finishedrun import FAILED_AND_REVERTED, command, make_finished
 
+from planner.store import EventRecord
 from planner.tally import format_duration, one_line, summary_text, tally
 
 
@@ -109,3 +114,44 @@ def test_one_line_and_durations() -> None:
     assert one_line("a\r\nb\tc\x07\x7f") == "a  b c\\x07\\x7f"
     assert [format_duration(s) for s in (None, 0.424, 59.999, 187.0)] == \
         ["-", "0.42s", "60.00s", "3m07s"]
+
+
+def test_a_run_read_back_reads_its_events_a_page_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`resume -o json` of an ended run and the reports of `rollback`/`resume` read the run
+    back: its log is read a page at a time (a 100,000-command run's 200,000 events took
+    200 MiB at once), and the run read back is the one the whole log gives, on a real run
+    applied, failed and rolled back in a real state store."""
+    import planner
+    import planner.tally as tally_module
+    from planner.sqlite_store import SQLiteStore
+    from planner.tally import HistoryBook, finished_run, read_finished_run
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: pages\ncommands:\n" + "".join(
+        f"  - id: c{i}\n    run: {{command: ['true']}}\n    inverse: {{command: ['true']}}\n"
+        + (f"    needs: c{i - 1}\n" if i else "") for i in range(6))
+        + "  - id: last\n    needs: c5\n    changes: false\n    run: {command: ['false']}\n")
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        outcome = planner.apply_plan(planner.load_plan(plan), store, handle_signals=False)
+        assert outcome.status == "ROLLED_BACK"
+        run_id = outcome.run_id
+        whole = finished_run(store.get_run(run_id), store.get_commands(run_id),  # type: ignore[arg-type]
+                             HistoryBook.of(store.get_events(run_id)), exit_code=1,
+                             duration=1.0)
+        limits: list[int | None] = []
+        read = store.get_events
+
+        def spy(*args: Any, **kwargs: Any) -> list[EventRecord]:
+            limits.append(kwargs.get("limit"))
+            return read(*args, **kwargs)
+
+        monkeypatch.setattr(store, "get_events", spy)
+        monkeypatch.setattr(tally_module, "EVENTS_PAGE", 4)
+        paged = read_finished_run(store, run_id, exit_code=1, duration=1.0)
+    finally:
+        store.close()
+    assert limits and set(limits) == {4} and len(limits) > 5  # ~30 events, 4 at a time
+    assert paged == whole and paged.histories["c3"].inverse == "REVERTED"
+    assert tally(paged) == tally(whole)
