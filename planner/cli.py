@@ -467,16 +467,19 @@ JunitOption = Annotated[
 ]
 
 
-def _reporting(output: OutputFormat, junit: Path | None, verb: str, loaded: LoadedPlan,
-               runner: Any = None) -> Reporting:
-    """The listener of a run and the reports due at its end, as --output asks."""
+def _reporting(output: OutputFormat, junit: Path | None, verb: str, loaded: LoadedPlan | None,
+               runner: Any = None, ended: RunRecord | None = None,
+               read_only: frozenset[str] = frozenset()) -> Reporting:
+    """The listener of a run and the reports due at its end, as --output asks (``loaded``
+    None: a run that ``ended``, see Reporting)."""
     from .reporters import Reporting
 
     reporting = _Invocation.reporting = Reporting(
         output=output.value, verb=verb, loaded=loaded, junit=junit, stdout=sys.stdout,
         stderr=sys.stderr, environ=os.environ,
         statuses=None if runner is None else runner.status,
-        entities=None if runner is None else runner._entities)
+        entities=None if runner is None else runner._entities, ended=ended,
+        read_only=read_only)
     return reporting
 
 
@@ -850,7 +853,7 @@ def resume(
         planctl resume --last
     """
     from .executor import execute, load_run
-    from .reporters import reports_due
+    from .reporters import LIVE, choose_view, reports_due
 
     _check_environment()
     _check_junit(junit)
@@ -867,7 +870,12 @@ def resume(
             if not reports_due(output.value, junit, os.environ):
                 typer.echo(message)  # all there is to say: the plan need not be loaded
                 raise typer.Exit(0)
-            reporter = _reporting(output, junit, "resume", load_run(store, run_id))
+            if choose_view(output.value, sys.stdout, os.environ) == LIVE:
+                # The live tree is drawn from the plan.
+                reporter = _reporting(output, junit, "resume", load_run(store, run_id))
+            else:  # reports of the run as recorded: its plan need not be loaded
+                reporter = _reporting(output, junit, "resume", None, ended=record,
+                                      read_only=_read_only_commands(store, record))
             reporter.nothing_to_do(store, run_id, message)
             raise typer.Exit(0)
         runner, reporter = _recorded_runner(store, run_id, lock_timeout, output, junit,
@@ -1215,6 +1223,17 @@ def _read_only(run: RunRecord, spec_id: str) -> bool:
     """Whether the run's plan snapshot declares command ``spec_id`` `changes: false`."""
     return any(command.get("id") == spec_id and command.get("changes") is False
                for command in _snapshot_commands(run))
+
+
+def _read_only_commands(store: SQLiteStore, run: RunRecord) -> frozenset[str]:
+    """The run's commands its plan snapshot declares `changes: false` (as the loaded plan
+    would say: ids are unique across the plan, children included)."""
+    specs = {command.get("id") for command in _snapshot_commands(run)
+             if command.get("changes") is False}
+    if not specs:
+        return frozenset()  # most plans: the run's commands need not be read
+    return frozenset(iid for iid, command in store.get_commands(run.id, details=False).items()
+                     if command.spec_id in specs)
 
 
 def _declares_names(run: RunRecord | None) -> bool:

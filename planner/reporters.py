@@ -129,22 +129,35 @@ class Reporting:
     summary, the JSON outcome, ``--junit`` and the GitHub summary.
     """
 
-    def __init__(self, *, output: str, verb: str, loaded: LoadedPlan, stdout: TextIO,
+    def __init__(self, *, output: str, verb: str, loaded: LoadedPlan | None, stdout: TextIO,
                  stderr: TextIO, environ: Mapping[str, str], junit: Path | None = None,
                  statuses: Mapping[str, str] | None = None,
-                 entities: Mapping[str, str | None] | None = None) -> None:
+                 entities: Mapping[str, str | None] | None = None,
+                 ended: RunRecord | None = None, read_only: frozenset[str] = frozenset()
+                 ) -> None:
+        """``loaded`` may be None for a run that ``ended`` (its record, plan snapshot
+        included), to say ``nothing_to_do`` outside the live view without loading its
+        plan: ``read_only`` then names its commands declared `changes: false`."""
         self.view = choose_view(output, stdout, environ)
         self.verb = verb
-        self.plan = loaded.plan.name
-        self.plan_file = loaded.plan.file
-        self.snapshot = {"description": loaded.plan.description}  # what the reports read
         self.junit = junit
         self.book = HistoryBook()  # this invocation's events, as command histories
         self.run_id: str | None = None  # once an event was seen: the run exists
         self.environ = environ
         self.started = time.monotonic()
-        self.instances = instances = loaded.graph.instances
-        self.read_only = frozenset(iid for iid, i in instances.items() if not i.spec.changes)
+        if loaded is not None:
+            self.plan = loaded.plan.name
+            self.plan_file = loaded.plan.file
+            self.snapshot = {"description": loaded.plan.description}  # what the reports read
+            self.instances = instances = loaded.graph.instances
+            self.read_only = frozenset(iid for iid, i in instances.items()
+                                       if not i.spec.changes)
+        else:  # as the run recorded them: the name and file of the plan it loaded
+            assert ended is not None and self.view != LIVE
+            self.plan, self.plan_file = ended.plan_name, ended.plan_file
+            self.snapshot = {}
+            self.instances = instances = {}
+            self.read_only = read_only
         self.stderr = Sink(stderr)
         self.listener: Any
         self.progress: Progress | None = None
@@ -167,6 +180,7 @@ class Reporting:
             from .graph import command_names
             from .live import LiveReporter
 
+            assert loaded is not None
             console = Console(file=stdout, highlight=False)
             self.listener = LiveReporter(console, instances, title=f"planctl {verb} {self.plan}",
                                          statuses=statuses, entities=entities,

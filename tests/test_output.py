@@ -744,3 +744,74 @@ def test_secrets_appear_in_no_output(seed: Seed, tmp_path: Path) -> None:
     assert summary.read_text().count("### ") == 2
     for name, text in outputs.items():
         assert SECRET not in text, name
+
+
+def test_resume_of_an_ended_run_reports_it_without_loading_its_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The reports of an ended run (`resume -o json --junit`, the step summary) come from
+    its record, snapshot and events: its plan is not loaded (seconds for a big one), and
+    they are those the loaded plan gave, a loop and a `changes: false` command included."""
+    import io
+
+    import planner.executor
+    from planner.cli import main
+    from planner.reporters import Reporting
+    from planner.sqlite_store import SQLiteStore
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("""\
+name: ended
+description: a loop and a check
+commands:
+  - id: copy
+    for_each: [a, b]
+    as: item
+    run: {command: ['true']}
+    inverse: {command: ['true']}
+  - id: check
+    needs: copy
+    changes: false
+    run: {command: ['true']}
+""")
+    state = str(tmp_path / "state.db")
+    monkeypatch.delenv("PLANCTL_OUTPUT", raising=False)
+    assert main(["apply", str(plan), "-s", state]) == 0
+    capsys.readouterr()
+    load_run = planner.executor.load_run
+
+    def refused(*args: Any) -> Any:
+        raise AssertionError("the plan was loaded")
+
+    monkeypatch.setattr(planner.executor, "load_run", refused)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "new.md"))
+    assert main(["resume", "--last", "-o", "json", "--junit", str(tmp_path / "new.xml"),
+                 "-s", state]) == 0
+    [outcome] = _objects(capsys.readouterr().out)
+    # What the reports were from the loaded plan.
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        run_id = store.last_run_id()
+        assert run_id is not None
+        out = io.StringIO()
+        reporting = Reporting(output="json", verb="resume", loaded=load_run(store, run_id),
+                              stdout=out, stderr=io.StringIO(), junit=tmp_path / "old.xml",
+                              environ={"GITHUB_STEP_SUMMARY": str(tmp_path / "old.md")})
+        reporting.nothing_to_do(store, run_id, outcome["message"])
+    finally:
+        store.close()
+    [expected] = _objects(out.getvalue())
+    assert outcome["counts"] == {"changed": 2, "unchanged": 1, "failed": 0, "reverted": 0,
+                                 "skipped": 0, "not_run": 0, "leftovers": 0}
+    for volatile in ("ts", "time", "duration"):
+        del outcome[volatile], expected[volatile]
+    assert outcome == expected
+
+    def timeless(text: str) -> str:
+        return re.sub(r"\d+\.\d+s?", "T", text)
+
+    assert timeless((tmp_path / "new.xml").read_text()) == \
+        timeless((tmp_path / "old.xml").read_text())
+    assert timeless((tmp_path / "new.md").read_text()) == \
+        timeless((tmp_path / "old.md").read_text())
+    assert "a loop and a check" in (tmp_path / "new.md").read_text()
