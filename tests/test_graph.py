@@ -396,3 +396,26 @@ def test_a_loop_that_fails_to_render_is_an_error() -> None:
         """)
     assert found.message.startswith("cannot expand: ")
     assert found.path == ("commands", 0, "for_each")
+
+
+def test_graph_json_is_written_as_json_dumps_would_write_it() -> None:
+    """`graph -f json` joins the encoder's pieces a few thousand at a time (not in one list
+    of millions): the text is still byte for byte json.dumps(..., indent=2) of the whole
+    document, non-ASCII escaped, over many batches."""
+    import json
+
+    from planner.render_graph import render_graph
+
+    lines = ["name: big", "commands:"]
+    for i in range(400):
+        lines += [f"  - id: c{i}", f"    name: 'étape {i} ✓'", f"    entity: 'chose/{i}'",
+                  "    run: {command: ['true']}", "    inverse: {command: ['true']}"]
+        if i:
+            lines.append(f"    needs: c{i - 1}")
+    loaded = load_text("\n".join(lines) + "\n", "big.yaml")
+    text = render_graph(loaded.graph, "json", loaded.plan)
+    document = json.loads(text)
+    assert text == json.dumps(document, indent=2) + "\n"
+    assert len(list(json.JSONEncoder(indent=2).iterencode(document))) > 3 * 4096
+    assert document["commands"][7]["name"] == "étape 7 ✓" and "\\u00e9tape 7" in text
+    assert document["commands"][7]["entity"] == "chose/7"
