@@ -129,8 +129,8 @@ class JsonReporter:
     """A listener writing each event as one JSON line; ``finish`` writes the outcome."""
 
     def __init__(self, stream: TextIO, *, plan: str | None = None, commands: int | None = None,
-                 entities: Mapping[str, str | None] | None = None) -> None:
-        self.sink = Sink(stream)
+                 entities: Mapping[str, str | None] | None = None, batch: bool = False) -> None:
+        self.sink = Sink(stream, batch=batch)  # batch: see Sink
         self.plan = plan
         self.commands = commands
         self.entities: dict[str, str | None] = dict(entities or {})

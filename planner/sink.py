@@ -26,9 +26,12 @@ class Sink:
     instead of 20,000, and a reader still sees each line within 50 ms.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, batch: bool = False) -> None:
         self.stream: TextIO | None = stream
         self.pending: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        # Outside an event loop each write is flushed at once, but for a writer of many
+        # lines in one go (`planctl events`): the stream's buffer, then its owner, flush.
+        self.batch = batch
 
     def write(self, text: str) -> None:
         if self.stream is None:
@@ -41,7 +44,8 @@ class Sink:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.flush()
+            if not self.batch:
+                self.flush()
             return
         if self.pending is not loop:  # none scheduled on this loop (another may have ended)
             self.pending = loop

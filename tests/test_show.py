@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +223,38 @@ def test_events_read_a_page_at_a_time_print_the_whole_log(
         assert planner.cli.main([*args, "--state", str(seed.state)]) == 0
         assert capsys.readouterr().out == expected
     assert len(whole.splitlines()) > 12 and len(one.splitlines()) == 6
+
+
+def test_events_are_written_through_the_buffer_not_flushed_line_by_line(
+        seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`events` of a long log wrote and flushed each line (200,000 system calls for a
+    100,000-command run): it writes through stdout's buffer, flushed once at the end, and
+    the lines are those `planctl events` prints; `events | head -1` still ends quietly."""
+    import io
+
+    import planner.cli
+
+    assert seed.apply(*FAIL_DISK1).returncode == 1
+    whole = seed.planctl("events", "--last").stdout
+
+    class Counting(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            Counting.flushes += 1
+            super().flush()
+
+    out = Counting()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert planner.cli.main(["events", "--last", "--state", str(seed.state)]) == 0
+    assert out.getvalue() == whole and len(whole.splitlines()) > 12
+    assert Counting.flushes == 1
+    head = subprocess.run(f"{shlex.quote(sys.executable)} -m planner events --last "
+                          f"--state {shlex.quote(str(seed.state))} | head -1", shell=True,
+                          cwd=seed.root, env={k: v for k, v in seed.env.items()
+                                              if k != "PYTHONUNBUFFERED"},
+                          capture_output=True, text=True, timeout=60)
+    assert head.stdout == whole.splitlines(keepends=True)[0] and head.stderr == ""
 
 
 def test_events_span_the_apply_and_the_later_rollback(seed: Seed) -> None:
