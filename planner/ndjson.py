@@ -50,7 +50,12 @@ def iso_time(ts: float) -> str:
 
 def dumps(obj: Mapping[str, Any]) -> str:
     """One line of ASCII JSON (safe on any stdout encoding), newline-terminated."""
-    return json.dumps(obj, separators=(",", ":"), default=str) + "\n"
+    return _ENCODER.encode(obj) + "\n"
+
+
+# What json.dumps(obj, separators=(",", ":"), default=str) builds anew for every object
+# (it keeps no state between calls): made once, as json.dumps does for its defaults.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def _envelope(kind: str, ts: float, run_id: str | None, seq: int | None) -> dict[str, Any]:

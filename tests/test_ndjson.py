@@ -84,3 +84,19 @@ def test_error_objects_name_the_kind_of_error() -> None:
     # documented kinds (it used to be "locklost", which output.md does not list).
     assert error_object(LockLostError("taken over"), 130)["error"] == "interrupted"
     assert error_object(RuntimeError("bug"), 70)["error"] == "internal"
+
+
+def test_dumps_is_json_dumps_compact_ascii_with_str_for_the_rest() -> None:
+    """`dumps` keeps one encoder rather than building one per line: the text is still
+    json.dumps(obj, separators=(",", ":"), default=str) and a newline, call after call."""
+    from pathlib import PurePosixPath
+
+    from planner.ndjson import dumps
+
+    objects = [{"kind": "command", "seq": 1, "time": 1.5, "error": None, "ok": True},
+               {"message": "étape ✓ \u2028 \x1b[31m", "nested": {"a": [1, 2.25, "x"]}},
+               {"path": PurePosixPath("/tmp/x"), "big": 10**30, "nan": float("nan")}]
+    for obj in objects * 2:
+        assert dumps(obj) == json.dumps(obj, separators=(",", ":"), default=str) + "\n"
+    assert dumps(objects[2]) == '{"path":"/tmp/x","big":1000000000000000000000000000000,' \
+                                '"nan":NaN}\n'
