@@ -37,9 +37,17 @@ def _mermaid(graph: PlanGraph) -> Iterator[str]:
 
     for root in graph.roots():
         yield from block(root.id, 1)
-    for u, v in sorted(graph.graph.edges, key=lambda e: (graph.steps[e[0]].order,
-                                                         graph.steps[e[1]].order)):
+    for u, v in _edges(graph):
         yield f"    {ids[u]} --> {ids[v]}"
+
+
+def _edges(graph: PlanGraph) -> list[tuple[str, str]]:
+    """The DAG's edges by the order of their steps, from the edges the graph keeps (each
+    once), not from ``graph.graph``: that networkx DiGraph is built on first use, 1.85 s
+    for 100,000 commands."""
+    steps = graph.steps
+    return sorted(((u, v) for u, after in graph.successors.items() for v in after),
+                  key=lambda e: (steps[e[0]].order, steps[e[1]].order))
 
 
 def _escape(text: str) -> str:
@@ -68,8 +76,7 @@ def _dot(graph: PlanGraph) -> Iterator[str]:
 
     for root in graph.roots():
         yield from block(root.id, 1)
-    for u, v in sorted(graph.graph.edges, key=lambda e: (graph.steps[e[0]].order,
-                                                         graph.steps[e[1]].order)):
+    for u, v in _edges(graph):
         yield f"    {ids[u]} -> {ids[v]};"
     yield "}"
 
@@ -96,8 +103,7 @@ def _json(graph: PlanGraph, plan: Plan | None) -> Iterator[str]:
         "steps": [
             {"key": s.key, "command": s.command, "kind": s.kind} for s in graph.steps.values()
         ],
-        "edges": sorted([list(e) for e in graph.graph.edges],
-                        key=lambda e: (graph.steps[e[0]].order, graph.steps[e[1]].order)),
+        "edges": [list(e) for e in _edges(graph)],
     }
     # json.dumps(document, indent=2), without the list of millions of small pieces it
     # joins at the end (275 MiB for 100,000 commands): joined a few thousand at a time.
