@@ -1242,12 +1242,16 @@ class Runner:
             else:
                 errors = 0
                 last = names["poll"] = result.data
-                if spec.failed_when is not None and _truthy(
-                        self._render(spec.failed_when, names, "async.failed_when")):
-                    message = "async task failed (async.failed_when is true)"
-                    break
-                if _truthy(self._render(spec.until, names, "async.until")):
-                    outcome = "SUCCEEDED"
+                try:
+                    if spec.failed_when is not None and _truthy(
+                            self._render(spec.failed_when, names, "async.failed_when")):
+                        message = "async task failed (async.failed_when is true)"
+                        break
+                    if _truthy(self._render(spec.until, names, "async.until")):
+                        outcome = "SUCCEEDED"
+                        break
+                except _StepFailed as failure:  # the task's end is recorded all the same
+                    message = str(failure)
                     break
             if self.clock() >= deadline:
                 outcome, message = "TIMED_OUT", f"async task timed out after {spec.timeout:g}s"
@@ -1289,7 +1293,10 @@ class Runner:
         """Run the task's ``cancel`` operation, if declared; a note for the error message."""
         if spec.cancel is None:
             return ""
-        args, call = self._prepare(spec.cancel, context, iid, reason)
+        try:
+            args, call = self._prepare(spec.cancel, context, iid, reason)
+        except _StepFailed as failure:  # the task's end is recorded all the same
+            return f"; cancel failed: {failure}"
         cancelled = await self._call(spec.cancel, args, call, context)
         return "; cancel ran" if cancelled.ok else f"; cancel failed: {cancelled.error}"
 

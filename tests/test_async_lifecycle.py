@@ -1,0 +1,74 @@
+"""The lifecycle of async tasks between their start, their handle, their polls and their
+end, forward and in ROLLBACK_FLOW: a real HTTP jobs server on 127.0.0.1, real SQLite
+files, `planctl` as a subprocess (killed with SIGKILL at chosen moments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncjobs import AsyncJobsServer
+from test_executor import apply, planctl, requests_of
+
+
+def test_a_task_whose_until_does_not_render_ends_failed_and_is_not_polled_again(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """`until` that does not render against the poll's answer fails the command, and its
+    task ends FAILED with the poll counted: a later `planctl rollback` does not take it
+    for a task still in flight, re-attach to it and poll the server again."""
+    url = async_jobs_server.url
+    rec = apply(tmp_path, f"""\
+        name: until-broken
+        commands:
+          - id: job
+            run:
+              http: {{method: POST, url: "{url}/jobs", json: {{duration: 0}}}}
+              async:
+                handle: "{{{{ result.json.id }}}}"
+                poll: {{http: {{url: "{url}/jobs/{{{{ handle }}}}"}}}}
+                until: "{{{{ poll.json.no_such_key.state == 'done' }}}}"
+                interval: 0.01s
+            inverse: {{http: {{method: DELETE, url: "{url}/jobs/{{{{ handle }}}}"}}}}
+        """)
+    job = rec.commands["job"]
+    assert job.status == "FAILED"
+    assert "async.until" in (job.error or "")
+    [task] = rec.tasks
+    assert (task.status, task.polls) == ("FAILED", 1)
+    task_events = [e.data["task_status"] for e in rec.events if e.kind == "task"]
+    assert task_events == ["RUNNING", "FAILED"]
+    gets = len(requests_of(async_jobs_server, "GET"))
+    done = planctl(tmp_path, "rollback", rec.outcome.run_id, "--state", tmp_path / "state.db")
+    assert "REATTACHED" not in done.stdout, done.stdout
+    assert len(requests_of(async_jobs_server, "GET")) == gets
+
+
+
+def test_a_timed_out_task_whose_cancel_does_not_render_ends_timed_out(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """At the async timeout, a `cancel` that does not render is reported as a cancel that
+    failed, and the task is recorded TIMED_OUT, not left RUNNING for a later rollback to
+    re-attach to."""
+    url = async_jobs_server.url
+    rec = apply(tmp_path, f"""\
+        name: cancel-broken
+        commands:
+          - id: job
+            run:
+              http: {{method: POST, url: "{url}/jobs", json: {{duration: 30}}}}
+              async:
+                handle: "{{{{ result.json.id }}}}"
+                poll: {{http: {{url: "{url}/jobs/{{{{ handle }}}}"}}}}
+                until: "{{{{ poll.json.status == 'succeeded' }}}}"
+                interval: 0.01s
+                backoff: 1
+                timeout: 0.05s
+                cancel: {{http: {{method: DELETE, url: "{url}{{{{ result.json.no_such_key }}}}"}}}}
+            irreversible: true
+        """)
+    job = rec.commands["job"]
+    assert job.status == "FAILED"
+    assert "timed out" in (job.error or "") and "cancel failed" in (job.error or "")
+    assert "no_such_key" in (job.error or "")
+    [task] = rec.tasks
+    assert task.status == "TIMED_OUT" and task.polls >= 1
+    assert requests_of(async_jobs_server, "DELETE") == []
