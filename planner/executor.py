@@ -1429,6 +1429,8 @@ class Runner:
             context.update(await self._follow(instance, run.async_, context, REGULAR_FLOW))
         except _StepFailed as failure:
             failure.attempts = attempts
+            if failure.result is None:  # the task was started: keep what `run` returned
+                failure.result = result.data
             raise
         self.results[instance.id] = result.data
         # The result went into the command's row with the handle (RUNNING): not again.

@@ -72,3 +72,31 @@ def test_a_timed_out_task_whose_cancel_does_not_render_ends_timed_out(
     [task] = rec.tasks
     assert task.status == "TIMED_OUT" and task.polls >= 1
     assert requests_of(async_jobs_server, "DELETE") == []
+
+def test_a_handle_that_does_not_render_keeps_what_run_returned_for_the_inverse(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """The job was created but the handle template does not render: the command fails as
+    possibly changed, and what `run` returned is recorded, so the rollback's inverse,
+    once `exists` says the job is there, can name it and remove it."""
+    url = async_jobs_server.url
+    rec = apply(tmp_path, f"""\
+        name: handle-broken
+        commands:
+          - id: job
+            exists: {{http: {{url: "{url}/jobs/job-1"}}}}
+            run:
+              http: {{method: POST, url: "{url}/jobs", json: {{duration: 30}}}}
+              async:
+                handle: "{{{{ result.json.no_such_key }}}}"
+                poll: {{http: {{url: "{url}/jobs/{{{{ handle }}}}"}}}}
+                until: "{{{{ poll.json.status == 'succeeded' }}}}"
+            inverse: {{http: {{method: DELETE, url: "{url}{{{{ result.json.href }}}}"}}}}
+        """)
+    job = rec.commands["job"]
+    [failed] = [e for e in rec.command_events("job") if e.data["status"] == "FAILED"]
+    assert "async.handle" in failed.data["error"]
+    assert job.result is not None and job.result["json"]["id"] == "job-1"
+    assert job.status == "REVERTED", (job.status, job.error)
+    assert rec.outcome.status == "ROLLED_BACK"
+    assert requests_of(async_jobs_server, "DELETE") == ["/jobs/job-1"]
+    assert async_jobs_server.jobs["job-1"].cancelled
