@@ -1179,9 +1179,14 @@ class Runner:
         poll_args, poll_call = self._prepare(spec.poll, context, iid, reason)
         started = self.clock()
         # The task belongs to the entity of the command, in both flows.
+        spec_record = self.redact.record({"poll": poll_args})
+        if reason == ROLLBACK_FLOW:
+            # What the inverse's start returned (the command's row keeps what `run` did):
+            # `result` of the polls a resume makes, stored as outputs and results are.
+            spec_record["result"] = self.redact.named(context["result"]) \
+                if self.placeholders else context["result"]
         task = TaskRecord(self.run_id, iid, reason, handle, "RUNNING",
-                          self._entities.get(iid), self.redact.record({"poll": poll_args}),
-                          started, started)
+                          self._entities.get(iid), spec_record, started, started)
         # A handle holding a secret is stored with a placeholder naming it: this process
         # polls the real one, a resume puts the secret back (``unmask``).
         self.batch.tasks.append(dataclasses.replace(task, handle=self.redact.naming(handle))

@@ -181,7 +181,7 @@ class Reverter:
     async def _revert(self, instance: CommandInstance, context: dict[str, Any],
                       attempts: int) -> bool:
         """Re-attach to the inverse's task (resume), or ask ``exists``, record, then undo."""
-        from .executor import _StepFailed
+        from .executor import _StepFailed, unmask_value
 
         runner = self.runner
         iid, spec = instance.id, instance.spec
@@ -191,7 +191,12 @@ class Reverter:
         try:
             task = runner.task_in_flight(iid, ROLLBACK_FLOW, inverse)
             if was == S.REVERTING and task is not None and inverse.async_ is not None:
-                # Resume: the inverse's task was started and its handle kept; follow it.
+                # Resume: the inverse's task was started and its handle kept; follow it,
+                # with what the inverse's start returned as `result`, not what `run` did.
+                started = task.spec.get("result") if isinstance(task.spec, dict) else None
+                if started is not None:
+                    context["result"] = unmask_value(started, runner.secrets) \
+                        if runner.placeholders else started
                 await runner._reattach(task, inverse.async_, context)
                 runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())

@@ -4,10 +4,13 @@ files, `planctl` as a subprocess (killed with SIGKILL at chosen moments)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from asyncjobs import AsyncJobsServer
-from test_executor import apply, planctl, requests_of
+from seedplan import signal_when, spawn
+from test_executor import apply, planctl, read_state, requests_of, write_plan
 
 
 def test_a_task_whose_until_does_not_render_ends_failed_and_is_not_polled_again(
@@ -100,3 +103,48 @@ def test_a_handle_that_does_not_render_keeps_what_run_returned_for_the_inverse(
     assert rec.outcome.status == "ROLLED_BACK"
     assert requests_of(async_jobs_server, "DELETE") == ["/jobs/job-1"]
     assert async_jobs_server.jobs["job-1"].cancelled
+
+
+def test_an_async_inverse_resumed_after_kill_polls_its_own_task(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """An async inverse whose `poll` names `result` (the href its start returned), killed
+    with SIGKILL while polling: `resume` re-attaches to the inverse's own job, polled at
+    the href the inverse's start returned, not at the one `run` returned, and the server
+    sees the inverse's job started once."""
+    url = async_jobs_server.url
+    write_plan(tmp_path, f"""\
+        name: async-inverse
+        commands:
+          - id: vm
+            run: {{http: {{method: POST, url: "{url}/jobs", json: {{duration: 0, name: make}}}}}}
+            inverse:
+              http: {{method: POST, url: "{url}/jobs", json: {{duration: 60, name: undo}}}}
+              async:
+                handle: "{{{{ result.json.id }}}}"
+                poll: {{http: {{url: "{url}{{{{ result.json.href }}}}"}}}}
+                until: "{{{{ poll.json.status == 'succeeded' }}}}"
+                interval: 0.02s
+                backoff: 1
+          - id: check
+            needs: vm
+            changes: false
+            run: {{command: [sh, -c, "exit 1"]}}
+        """)
+    proc = spawn(tmp_path, "apply", "plan.yaml",
+                 env={**os.environ, "NO_COLOR": "1"})
+    signal_when(proc, "the inverse's job polled",
+                lambda: "/jobs/job-2" in requests_of(async_jobs_server, "GET"),
+                signal.SIGKILL)
+    async_jobs_server.jobs["job-2"].duration = 0  # the undo job ends
+    seen = len(async_jobs_server.requests)
+    done = planctl(tmp_path, "resume", "--last")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "REATTACHED" in done.stdout
+    polled = [path for method, path, _ in async_jobs_server.requests[seen:] if method == "GET"]
+    assert polled and set(polled) == {"/jobs/job-2"}, polled
+    assert [job.name for job in async_jobs_server.jobs.values()] == ["make", "undo"]
+    _, commands, tasks, _ = read_state(tmp_path / ".planctl" / "state.db")
+    assert commands["vm"].status == "REVERTED"
+    [task] = tasks
+    assert (task.execution_reason, task.handle, task.status) == (
+        "ROLLBACK_FLOW", "job-2", "SUCCEEDED")
