@@ -1654,6 +1654,8 @@ class Runner:
         failed_before = any(s == S.FAILED for s in self.status.values())
         graph = self.graph
         if failed_before:
+            if self.failing is not None:  # --cancel-inflight: the run failed already
+                self.failing.set()
             # Only finish what was in flight; nothing new starts after a failure.
             inflight = [k for k, st in steps.items() if st.kind != END and k not in finished
                         and self.status[st.command] in (S.STARTING, S.RUNNING, S.UNKNOWN)]

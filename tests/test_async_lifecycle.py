@@ -148,3 +148,61 @@ def test_an_async_inverse_resumed_after_kill_polls_its_own_task(
     [task] = tasks
     assert (task.execution_reason, task.handle, task.status) == (
         "ROLLBACK_FLOW", "job-2", "SUCCEEDED")
+
+
+# A job kept in files: `start` prints its id, `status` prints running/done, the first
+# `cancel` hangs (it is interrupted), a later one marks the job cancelled.
+JOBS = """\
+#!/bin/sh
+mkdir -p jobs
+echo "$*" >> calls.log
+case "$1" in
+  start) echo running > jobs/j1; echo j1 ;;
+  status) cat "jobs/$2" ;;
+  cancel)
+    if [ -e cancel-started ]; then echo cancelled > "jobs/$2"
+    else touch cancel-started; sleep 30; fi ;;
+esac
+"""
+
+
+def test_a_resumed_failed_run_applied_with_cancel_inflight_cancels_the_task(
+        tmp_path: Path) -> None:
+    """`apply --cancel-inflight`: another command failed and the job's `cancel` was
+    running when SIGINT stopped the run. `resume`, which keeps the option and only
+    finishes what was in flight, cancels the job again rather than polling it until it
+    ends (here: until its timeout)."""
+    jobs = tmp_path / "jobs.sh"
+    jobs.write_text(JOBS, encoding="utf-8")
+    jobs.chmod(0o755)
+    write_plan(tmp_path, """\
+        name: cancel-on-resume
+        commands:
+          - id: job
+            run:
+              command: [./jobs.sh, start]
+              async:
+                handle: "{{ result.stdout | trim }}"
+                poll: {command: [./jobs.sh, status, "{{ handle }}"]}
+                until: "{{ poll.stdout | trim == 'done' }}"
+                interval: 0.02s
+                backoff: 1
+                timeout: 4s
+                cancel: {command: [./jobs.sh, cancel, "{{ handle }}"]}
+            irreversible: true
+          - id: check
+            changes: false
+            run: {command: [sh, -c, "until grep -q status calls.log; do sleep 0.02; done; exit 1"]}
+        """)
+    proc = spawn(tmp_path, "apply", "--cancel-inflight", "plan.yaml",
+                 env={**os.environ, "NO_COLOR": "1"})
+    code, out, err = signal_when(proc, "the job's cancel running",
+                                 lambda: (tmp_path / "cancel-started").exists(), signal.SIGINT)
+    assert code == 130, out + err
+    done = planctl(tmp_path, "resume", "--last")
+    assert done.returncode == 1, done.stdout + done.stderr
+    _, commands, tasks, _ = read_state(tmp_path / ".planctl" / "state.db")
+    [task] = tasks
+    assert task.status == "CANCELLED", (task.status, commands["job"].error)
+    assert "another command failed" in (commands["job"].error or "")
+    assert (tmp_path / "jobs" / "j1").read_text(encoding="utf-8").strip() == "cancelled"
