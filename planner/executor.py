@@ -1235,9 +1235,14 @@ class Runner:
                     break
             else:
                 await ticker.sleep(pause)
-            result = poll()
-            if not isinstance(result, ActionResult):
-                result = await result
+            try:
+                result = poll()
+                if not isinstance(result, ActionResult):
+                    result = await result
+            except _StepFailed as failure:  # its failed_when does not render: as below
+                polls += 1
+                message = str(failure)
+                break
             polls += 1
             if not result.ok:
                 errors += 1

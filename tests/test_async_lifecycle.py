@@ -46,6 +46,37 @@ def test_a_task_whose_until_does_not_render_ends_failed_and_is_not_polled_again(
 
 
 
+
+def test_a_poll_whose_own_failed_when_does_not_render_ends_the_task_failed(
+        tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
+    """The `failed_when` of the poll operation itself does not render against an answer:
+    the task ends FAILED, its poll counted, not left RUNNING for a later rollback."""
+    url = async_jobs_server.url
+    rec = apply(tmp_path, f"""\
+        name: poll-failed-when-broken
+        commands:
+          - id: job
+            run:
+              http: {{method: POST, url: "{url}/jobs", json: {{duration: 0}}}}
+              async:
+                handle: "{{{{ result.json.id }}}}"
+                poll:
+                  http: {{url: "{url}/jobs/{{{{ handle }}}}"}}
+                  failed_when: "{{{{ result.json.no_such_key.state == 'error' }}}}"
+                until: "{{{{ poll.json.status == 'succeeded' }}}}"
+                interval: 0.01s
+            inverse: {{http: {{method: DELETE, url: "{url}/jobs/{{{{ handle }}}}"}}}}
+        """)
+    job = rec.commands["job"]
+    assert job.status == "FAILED"
+    assert "no_such_key" in (job.error or "")
+    [task] = rec.tasks
+    assert (task.status, task.polls) == ("FAILED", 1)
+    gets = len(requests_of(async_jobs_server, "GET"))
+    done = planctl(tmp_path, "rollback", rec.outcome.run_id, "--state", tmp_path / "state.db")
+    assert "REATTACHED" not in done.stdout, done.stdout
+    assert len(requests_of(async_jobs_server, "GET")) == gets
+
 def test_a_timed_out_task_whose_cancel_does_not_render_ends_timed_out(
         tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
     """At the async timeout, a `cancel` that does not render is reported as a cancel that
