@@ -1307,7 +1307,7 @@ class Runner:
             args, call = self._prepare(spec.cancel, context, iid, reason)
         except _StepFailed as failure:  # the task's end is recorded all the same
             return f"; cancel failed: {failure}"
-        cancelled = await self._call(spec.cancel, args, call, context)
+        cancelled, _ = await self._attempts(spec.cancel, args, call, context)
         return "; cancel ran" if cancelled.ok else f"; cancel failed: {cancelled.error}"
 
     # -- steps ---------------------------------------------------------------------------

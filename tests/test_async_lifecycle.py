@@ -237,3 +237,36 @@ def test_a_resumed_failed_run_applied_with_cancel_inflight_cancels_the_task(
     assert task.status == "CANCELLED", (task.status, commands["job"].error)
     assert "another command failed" in (commands["job"].error or "")
     assert (tmp_path / "jobs" / "j1").read_text(encoding="utf-8").strip() == "cancelled"
+
+
+def test_a_cancel_that_fails_once_is_retried_within_its_retries(tmp_path: Path) -> None:
+    """`cancel` is an operation like the others: at the timeout, a cancel that fails once
+    is tried again within its `retries`, and the job ends cancelled."""
+    jobs = tmp_path / "jobs.sh"
+    jobs.write_text(JOBS.replace("touch cancel-started; sleep 30", "touch cancel-started; exit 1"),
+                    encoding="utf-8")
+    jobs.chmod(0o755)
+    rec = apply(tmp_path, """\
+        name: cancel-retried
+        commands:
+          - id: job
+            run:
+              command: [./jobs.sh, start]
+              async:
+                handle: "{{ result.stdout | trim }}"
+                poll: {command: [./jobs.sh, status, "{{ handle }}"]}
+                until: "{{ poll.stdout | trim == 'done' }}"
+                interval: 0.01s
+                backoff: 1
+                timeout: 0.05s
+                cancel: {command: [./jobs.sh, cancel, "{{ handle }}"], retries: 2, delay: 0.01s}
+            irreversible: true
+        """)
+    job = rec.commands["job"]
+    assert job.status == "FAILED"
+    assert "timed out" in (job.error or "") and "cancel ran" in (job.error or ""), job.error
+    [task] = rec.tasks
+    assert task.status == "TIMED_OUT"
+    assert (tmp_path / "jobs" / "j1").read_text(encoding="utf-8").strip() == "cancelled"
+    calls = (tmp_path / "calls.log").read_text(encoding="utf-8").splitlines()
+    assert calls.count("cancel j1") == 2
