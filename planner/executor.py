@@ -1172,7 +1172,8 @@ class Runner:
                       reason: str) -> dict[str, Any]:
         """Persist the handle, then poll until done; returns the template names it adds."""
         iid = instance.id
-        handle = str(self._render(spec.handle, context, "async.handle")).strip()
+        rendered = self._render(spec.handle, context, "async.handle")
+        handle = "" if rendered is None else str(rendered).strip()  # null: no id, not "None"
         if not handle:
             raise _StepFailed("async.handle rendered empty", changed=None)
         context = {**context, "handle": handle}

@@ -136,6 +136,31 @@ def test_a_handle_that_does_not_render_keeps_what_run_returned_for_the_inverse(
     assert async_jobs_server.jobs["job-1"].cancelled
 
 
+
+def test_a_handle_that_renders_null_is_empty_not_the_text_none(tmp_path: Path) -> None:
+    """A start that answered without an id (`{"id": null}`): the handle is empty, which
+    fails the command at once, not the text "None" polled as if it were a task's id."""
+    rec = apply(tmp_path, """\
+        name: null-handle
+        commands:
+          - id: job
+            run:
+              command: [echo, '{"id": null}']
+              async:
+                handle: "{{ result.json.id }}"
+                poll: {command: [sh, -c, 'echo "$0" >> polled.log; echo running', "{{ handle }}"]}
+                until: "{{ poll.stdout | trim == 'done' }}"
+                interval: 0.01s
+                backoff: 1
+                timeout: 1s
+            irreversible: true
+        """)
+    job = rec.commands["job"]
+    assert job.status == "FAILED"
+    assert job.error == "async.handle rendered empty"
+    assert rec.tasks == []
+    assert not (tmp_path / "polled.log").exists()
+
 def test_an_async_inverse_resumed_after_kill_polls_its_own_task(
         tmp_path: Path, async_jobs_server: AsyncJobsServer) -> None:
     """An async inverse whose `poll` names `result` (the href its start returned), killed
