@@ -800,6 +800,12 @@ class Runner:
             data["error"] = error
         self._emit("command", iid, data)
 
+    def keep(self, iid: str, **fields: Any) -> None:
+        """Buffer a change of the command's row that is no change of status (masked as
+        ``_set`` masks it)."""
+        self.batch.commands.append((iid, self.redact.row(fields) if self.placeholders
+                                    else fields))
+
     def _crash_point(self) -> None:
         if self.crash_at:
             self.crash_points += 1

@@ -104,8 +104,12 @@ class Reverter:
             names = await runner._reattach(task, run.async_, context)
             runner.changed[iid] = True  # it ended well: this run made it
             if instance.spec.outputs:  # as `resume` renders them: the inverse may read them
-                runner.outputs[iid] = runner._render(instance.spec.outputs,
-                                                     {**context, **names}, "outputs")
+                outputs = runner._render(instance.spec.outputs, {**context, **names},
+                                         "outputs")
+                runner.outputs[iid] = outputs
+                # Stored with the inverse's intent, in the same commit or before it: a
+                # rollback after this one is killed runs the inverse again and reads them.
+                runner.keep(iid, outputs=outputs)
         except _StepFailed:
             pass  # it failed: whether it left something is for `exists` to say
         return await self._readmit(step)

@@ -434,6 +434,41 @@ def test_a_rollback_that_follows_a_killed_runs_task_gives_its_inverse_the_output
     assert seed.mutations()["copy-image img-out"] == 1
 
 
+def test_outputs_a_rollback_rendered_from_a_followed_task_survive_its_own_kill(
+        seed: Seed) -> None:
+    """Killed twice: apply while the copy is polled, then the rollback that followed the
+    copy to its end, rendered its `outputs` and began the inverse. The outputs are stored
+    before the inverse starts, so the next rollback, which runs the inverse again (no
+    `exists` probe to ask), renders it. They were kept in memory only: REVERT_FAILED,
+    exit 2, and every later rollback the same."""
+    plan = seed.plan.parent / "followed.yaml"
+    plan.write_text(FOLLOWED_OUTPUTS_PLAN.replace(
+        'inverse: {shell: "./store remove-image img-out && echo {{ outputs.task }} >> undone"}',
+        'inverse: {shell: "echo {{ outputs.task }} >> undone; while [ ! -e go ]; do sleep '
+        '0.05; done; ./store remove-image img-out || true"}'))
+    undone = plan.parent / "undone"
+    proc = seed.spawn("apply", str(plan))
+    try:
+        wait_for("the copy to be polled", lambda: _polling(seed, 1), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    (task,) = seed.tasks()
+    proc = seed.spawn("rollback", "--last")
+    try:
+        wait_for("the inverse to begin", lambda: undone.exists(), proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert seed.commands()["clone"].status == "REVERTING"
+    (plan.parent / "go").touch()  # the killed rollback's inverse may end now
+    undo = seed.planctl("rollback", "--last")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert seed.commands()["clone"].status == "REVERTED"
+    assert undone.read_text() == f"{task.handle}\n{task.handle}\n"
+    assert seed.listing() == []
+
+
 NO_ENTITY_PLAN = """\
 name: no-entities
 commands:
