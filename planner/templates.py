@@ -56,6 +56,7 @@ class _Jinja:
             meta=jinja2.meta,
             nodes=jinja2.nodes,
             pass_eval_context=jinja2.pass_eval_context,
+            pass_context=jinja2.pass_context,
         )
         return self.__dict__[name]
 
@@ -160,11 +161,66 @@ def _shell_slot(_eval_ctx: Any, value: Any) -> str:
     if values is None:  # the script itself holds a NUL: it cannot run anyway
         return _quote(value)
     text = _word(value)
-    if "\0" in text:  # the output of a macro or {% set %} block: the values it holds, back
-        text = _SLOT.sub(lambda m: values[int(m[1])] if int(m[1]) < len(values) else m[0],
-                         text)
+    if "\0" in text:  # the output of a {% block %}: the values it holds, back
+        text = _unslot(text, values)
     values.append(text)
     return f"\0{len(values) - 1}\0"
+
+
+def _unslot(text: str, values: list[str]) -> str:
+    """``text`` with the slots of ``values`` it holds replaced by the values themselves."""
+    return _SLOT.sub(lambda m: values[int(m[1])] if int(m[1]) < len(values) else m[0], text)
+
+
+def _shell_values(_context: Any, text: Any) -> Any:
+    """What a ``{% set %}`` block captures in a `shell` template, and what a filter or a
+    test is given (a macro's output): the values themselves, not their slots, so that a
+    filter or a test sees them. That text goes into the script only through ``{{ }}``,
+    quoted. (A macro's own output keeps its slots: ``{% call %}`` writes it as script.)"""
+    values = _slots.values
+    if values is None or not isinstance(text, str) or "\0" not in text:
+        return text
+    return _unslot(text, values)
+
+
+def _shell_blocks(env: Any, tree: Any) -> None:
+    """A `shell` template's ``{% set %}`` blocks, filters and tests, made to read values
+    (see ``_shell_values``); a
+    ``{% filter %}`` block, which writes into the script, refused a filter argument that
+    is not a constant: a value given there would go into the script unquoted."""
+    nodes = _j.nodes
+
+    def values_filter(lineno: int) -> Any:
+        return nodes.Filter(None, "planctl_values", [], [], None, None, lineno=lineno)
+
+    for block in list(tree.find_all(nodes.AssignBlock)):
+        if block.filter is None:
+            block.filter = values_filter(block.lineno)
+        else:  # `{% set x | f %}`: f applied to the values
+            inner = block.filter
+            while inner.node is not None:
+                inner = inner.node
+            inner.node = values_filter(block.lineno)
+    for used in list(tree.find_all((nodes.Filter, nodes.Test))):  # `{{ m(v) | upper }}`
+        if used.node is not None and used.name != "planctl_values":
+            used.node = nodes.Filter(used.node, "planctl_values", [], [], None, None,
+                                     lineno=used.lineno)
+    eval_ctx = nodes.EvalContext(env)
+    for block in tree.find_all(nodes.FilterBlock):
+        applied = block.filter
+        while applied is not None:
+            given = [*applied.args, *(pair.value for pair in applied.kwargs),
+                     *(a for a in (applied.dyn_args, applied.dyn_kwargs) if a is not None)]
+            for arg in given:
+                try:
+                    arg.as_const(eval_ctx)
+                except nodes.Impossible:
+                    raise TemplateError(
+                        f"a {{% filter %}} block in a shell script takes constant arguments "
+                        f"only: `{applied.name}` would put a value into the script unquoted "
+                        f"(write {{{{ value }}}} where it goes, quoted for you)",
+                        block.lineno) from None
+            applied = applied.node
 
 
 def _shell_render(template: Any, source: str, context: Mapping[str, Any]) -> str:
@@ -176,6 +232,9 @@ def _shell_render(template: Any, source: str, context: Mapping[str, Any]) -> str
         script = str(template.render(context))
     finally:
         _slots.values = None
+    if values and "\0" in _SLOT.sub(lambda m: "" if int(m[1]) < len(values) else m[0], script):
+        raise TemplateError("a {% filter %} block cut or changed the place of a value in the "
+                            "script: apply the filter to the value instead")
     return _fill(script, values) if values else script
 
 
@@ -790,6 +849,8 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
             for loop in tree.find_all(_j.nodes.For):
                 loop.iter = _j.nodes.Filter(loop.iter, "planctl_loop", [], [], None, None,
                                             lineno=loop.iter.lineno)
+            if self.finalize is not None:  # a `shell` template
+                _shell_blocks(self, tree)
             return tree
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -842,6 +903,8 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
         quote=_shell_word if shell else _quote,
         **_bounded_filters(env.filters),
     )
+    if shell:
+        env.filters["planctl_values"] = _j.pass_context(_shell_values)
     lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]
 
     def bounded_lipsum(n: Any = 5, html: Any = True, min: Any = 20, max: Any = 100) -> Any:

@@ -394,6 +394,67 @@ def test_shell_mode_quotes_a_value_in_bash_syntax(source: str, line: str,
         assert out == line.format(v=value) + "\n", (source, value)
 
 
+# What a `{% set %}` block, a macro or a `{% call %}` block captures, with a filter applied
+# to it: the filter used to see the slots standing for the values, so `upper` left `v` as
+# it was, and `length` counted the slots.
+CAPTURED_PLACES = [
+    ("{% set x %}a {{ v }}{% endset %}printf '[%s]\\n' {{ x | upper }}", "[A {V}]"),
+    ("{% set x | upper %}a {{ v }}{% endset %}printf '[%s]\\n' \"{{ x }}\"", "[A {V}]"),
+    ("{% set x %}{{ v }}{% endset %}printf '[%s]\\n' {{ x | length == v | length }}",
+     "[true]"),
+    ("{% macro m(a) %}-{{ a }}{% endmacro %}printf '[%s]\\n' {{ m(v) | upper }}", "[-{V}]"),
+    ("{% macro w() %}{{ caller() | upper }}{% endmacro %}"
+     "printf '[%s]\\n' {% call w() %}b{{ v }}{% endcall %}", "[B{V}]"),
+    ("{% macro w() %}{{ caller() }}{% endmacro %}"
+     "printf '[%s]\\n' {% call w() %}b{{ v | upper }}{% endcall %}", "[b{V}]"),
+    ("{% macro m(a) %}printf '[%s]\\n' {{ a }}{{ caller() }}{% endmacro %}"
+     "{% call m(v | upper) %}{% endcall %}", "[{V}]"),
+]
+
+
+@pytest.mark.parametrize(("source", "line"), CAPTURED_PLACES)
+def test_shell_mode_a_filter_of_a_captured_block_sees_the_values(
+        source: str, line: str, tmp_path: Any) -> None:
+    """A filter applied to a block's text applies to the values in it too; the result is
+    still one quoted value for /bin/sh, which runs none of it."""
+    for value in ["a b", "x; touch pwned", "$(touch pwned)", "'\"'"]:
+        script = render(source, {"v": value}, shell=True)
+        out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout
+        assert not (tmp_path / "pwned").exists(), (source, value)
+        assert out == line.format(V=value.upper()) + "\n", (source, value, script)
+
+
+def test_shell_mode_a_filter_block_takes_no_value_as_argument(tmp_path: Any) -> None:
+    """A `{% filter %}` block writes into the script itself: a value given to its filter
+    used to go in unquoted, and `x; touch pwned` ran. It is refused; constant arguments
+    still work."""
+    for source in ["{% filter replace('@H@', host) %}echo @H@{% endfilter %}",
+                   "{% filter upper | replace('@H@', 'a' ~ host) %}echo @H@{% endfilter %}",
+                   "{% filter indent(host) %}echo\necho{% endfilter %}",
+                   "{% filter format(host) %}echo %s{% endfilter %}"]:
+        with pytest.raises(TemplateError, match=r"a \{% filter %\} block in a shell script "
+                           r"takes constant arguments only: `\w+` would put a value into "
+                           r"the script unquoted"):
+            render(source, {"host": "x; touch pwned"}, shell=True)
+    script = render("{% filter replace('@', 'printf') %}  @ '[%s]\\n' {{ v }}{% endfilter %}",
+                    {"v": "x; touch pwned"}, shell=True)
+    out = subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "[x; touch pwned]\n" and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("source", [
+    "{% filter replace('0', '5') %}echo {{ v }}{% endfilter %}",
+    "{% filter truncate(6, true, '', 0) %}echo {{ v }}{% endfilter %}",
+])
+def test_shell_mode_a_filter_block_that_breaks_a_value_place_is_an_error(source: str) -> None:
+    """A filter block that edits the place where a value goes is a template error (it used
+    to end planctl with an IndexError, exit 70)."""
+    with pytest.raises(TemplateError, match=r"a \{% filter %\} block cut or changed the place"):
+        render(source, {"v": "a b"}, shell=True)
+
+
 @pytest.mark.parametrize(("source", "value", "error"), [
     ("echo $'{{ v }}'", "\\' ; touch pwned; echo '", "a value holding a backslash or ' cannot "
      "be inserted in $'...' (it would read differently in sh and in bash): write '...' or "
