@@ -51,6 +51,7 @@ class _Jinja:
             Undefined=jinja2.Undefined,
             UndefinedError=jinja2.UndefinedError,
             SecurityError=jinja2.exceptions.SecurityError,
+            TemplateRuntimeError=jinja2.exceptions.TemplateRuntimeError,
             Markup=markupsafe.Markup,
             ImmutableSandboxedEnvironment=jinja2.sandbox.ImmutableSandboxedEnvironment,
             meta=jinja2.meta,
@@ -1081,8 +1082,8 @@ def _reraise(exc: Exception) -> NoReturn:
     the template did wrong; anything else (a bug) as it is."""
     if isinstance(exc, _j.TemplateSyntaxError):
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
-    if isinstance(exc, _j.UndefinedError | _j.SecurityError | TypeError | ValueError
-                  | ArithmeticError):
+    if isinstance(exc, _j.TemplateRuntimeError | TypeError | ValueError | ArithmeticError
+                  | LookupError):  # undefined names, the sandbox, `'{x}'.format()`, ...
         raise TemplateError(str(exc)) from None
     if isinstance(exc, RecursionError):
         raise TemplateError("the template recurses too deeply (a macro that calls itself?)"

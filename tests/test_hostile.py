@@ -143,6 +143,29 @@ def test_a_runaway_template_fails_its_step_within_bounds(tmp_path: Path, templat
     assert len(failed) == 1 and RUNAWAY_TEMPLATES[template] in failed[0], done.stdout
 
 
+@pytest.mark.parametrize(("template", "error"), [
+    ("{{ '{x}'.format() }}", "'x'"),
+    ("{{ '{0}'.format() }}", "tuple index out of range"),
+    ("{{ '%(x)s' % {} }}", "'x'"),
+    ("{{ [] | random }}", "No random item, sequence was empty"),
+    ("{{ {'a': 1} | dictsort(by='x') }}", "You can only sort by either"),
+    ("{{ [1] | map('nosuchfilter') | list }}", "No filter named 'nosuchfilter'"),
+])
+def test_a_template_that_raises_fails_its_step(tmp_path: Path, template: str,
+                                              error: str) -> None:
+    """A KeyError or IndexError of a str method, or an error Jinja raises for a bad filter
+    argument, fails the step with its message (they used to end planctl in exit 70)."""
+    quoted = template.replace('"', '\\"')
+    (tmp_path / "p.yaml").write_text(
+        f'name: t\ncommands:\n  - id: a\n    changes: false\n'
+        f'    run: {{command: [echo, "{quoted}"]}}\n')
+    done = planctl(tmp_path, "apply", "p.yaml")
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    failed = [line for line in done.stdout.splitlines() if "FAILED " in line]
+    assert len(failed) == 1 and error in failed[0], done.stdout
+
+
 def test_the_template_bounds_leave_ordinary_work_alone(tmp_path: Path) -> None:
     """Text of a million characters, a 1,000 x 100 loop, a list built by `+` and `*`, and
     an exact power of two still render."""
