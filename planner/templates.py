@@ -159,6 +159,7 @@ def _shell_slot(_eval_ctx: Any, value: Any) -> str:
     in its place, filled by ``_fill`` once the quoting around it is known. (Taking the
     eval context keeps Jinja from finalizing constants at compile time.)"""
     values = _slots.values
+    _sized(value)
     if values is None:  # the script itself holds a NUL: it cannot run anyway
         return _quote(value)
     text = _word(value)
@@ -664,11 +665,21 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
         _check_printf(left, right)
 
 
+_PRINTF_KEY = re.compile(r"%\(([^)]*)\)")
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 def _check_printf(text: str, args: Any) -> None:
-    """``text % args``: a width or precision past MAX_SIZE, written or given by ``*``."""
+    """``text % args``: a width or precision past MAX_SIZE, written or given by ``*``, or
+    values that would make the text longer (``('%(a)s' * 1000) % {'a': long}``)."""
+    memo: dict[int, int] = {}
+    if isinstance(args, Mapping):
+        inserted = sum(_weight(args.get(key), memo) for key in _PRINTF_KEY.findall(text))
+    elif isinstance(args, tuple):
+        inserted = sum(_weight(arg, memo) for arg in args)
+    else:
+        inserted = _weight(args)
+    _check(len(text) + inserted)
     for width, precision in _PRINTF.findall(text):
         for number in (width, precision):
             if number == "*":
@@ -708,12 +719,32 @@ def _joined_size(separator: Any, items: list[Any]) -> int:
     return size
 
 
+def _sized_text(value: Any) -> int:
+    """About the size of ``str(value)`` (at least), checked before it is built: a list
+    that holds the same list ten times, six levels deep, prints as a million copies."""
+    if isinstance(value, list | tuple | dict):
+        size = _weight(value)
+        _check(size)
+        return size
+    return 1
+
+
+def _sized(value: Any) -> Any:
+    """``value``, once its text is known to stay within MAX_SIZE (finalize, text filters)."""
+    _sized_text(value)
+    return value
+
+
 def _bounded_join(pieces: Iterable[Any]) -> str:
     """``"".join`` of a template's output, a block's or a ``~``, stopped past MAX_SIZE."""
     parts = []
     size = 0
     for piece in pieces:
-        text = piece if piece.__class__ is str else str(piece)
+        if piece.__class__ is str:
+            text = piece
+        else:
+            _check(size + _sized_text(piece))
+            text = str(piece)
         size += len(text)
         if size > MAX_SIZE:
             _check(size)
@@ -731,6 +762,11 @@ def _checked_str_call(owner: str, name: str, args: tuple[Any, ...],
         size = args[0] if args else kwargs.get("tabsize", 8)
         if isinstance(size, int):
             _check(len(owner) + owner.count("\t") * size)
+    elif name == "translate" and args and isinstance(args[0], Mapping | list | tuple):
+        table = args[0]
+        longest = max((len(v) for v in (table.values() if isinstance(table, Mapping) else table)
+                       if isinstance(v, str)), default=1)
+        _check(len(owner) * max(longest, 1))
     elif name == "replace" and len(args) >= 2:
         _check(_replaced_size(owner, *args[:3]))
     elif name == "join" and len(args) == 1:
@@ -830,27 +866,48 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
             self.write("))")
 
     class Formatter(SandboxedFormatter):
+        size = 0  # of the fields formatted by this vformat
+
+        def vformat(self, *args: Any) -> Any:
+            self.size = 0
+            return super().vformat(*args)
+
         def format_field(self, value: Any, format_spec: str) -> Any:
             _check_spec(format_spec)
-            return super().format_field(value, format_spec)
+            _check(self.size + _sized_text(value))
+            text = super().format_field(value, format_spec)
+            self.size += len(text)
+            _check(self.size)
+            return text
 
     class EscapeFormatter(SandboxedEscapeFormatter):
+        size = 0  # of the fields formatted by this vformat
+
+        def vformat(self, *args: Any) -> Any:
+            self.size = 0
+            return super().vformat(*args)
+
         def format_field(self, value: Any, format_spec: str) -> Any:
             _check_spec(format_spec)
-            return super().format_field(value, format_spec)
+            _check(self.size + _sized_text(value))
+            text = super().format_field(value, format_spec)
+            self.size += len(text)
+            _check(self.size)
+            return text
 
     class Sandbox(_j.ImmutableSandboxedEnvironment):  # type: ignore[misc]
         code_generator_class = Generator
         intercepted_binops = frozenset({"*", "**", "+", "%"})
         concat = staticmethod(_bounded_join)
         planctl_concat = staticmethod(_bounded_join)
+        planctl_shell = False  # `shell` templates: see _shell_blocks
 
         def _parse(self, source: str, name: str | None, filename: str | None) -> Any:
             tree = super()._parse(source, name, filename)
             for loop in tree.find_all(_j.nodes.For):
                 loop.iter = _j.nodes.Filter(loop.iter, "planctl_loop", [], [], None, None,
                                             lineno=loop.iter.lineno)
-            if self.finalize is not None:  # a `shell` template
+            if self.planctl_shell:
                 _shell_blocks(self, tree)
             return tree
 
@@ -888,6 +945,24 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
     return Sandbox
 
 
+# Filters that read what they are given as text (str() of a list or mapping).
+_TEXT_FILTERS = ("capitalize", "center", "escape", "e", "forceescape", "format", "indent",
+                 "lower", "pprint", "replace", "safe", "string", "striptags", "title", "trim",
+                 "truncate", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "tojson",
+                 "to_json", "quote")
+
+
+def _text_filter(original: Any) -> Any:
+    """``original`` (a filter), refusing a list or mapping whose text would pass MAX_SIZE."""
+    pass_arg = getattr(original, "jinja_pass_arg", None)
+
+    def filter_(*args: Any, **kwargs: Any) -> Any:
+        _sized_text(args[1] if pass_arg is not None else args[0])
+        return original(*args, **kwargs)
+
+    return functools.update_wrapper(filter_, original)  # keeps Jinja's pass_* marks
+
+
 @cache
 def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
     """The shared sandbox; with ``shell`` every ``{{ }}`` output is quoted for /bin/sh."""
@@ -895,8 +970,9 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
         undefined=_j.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize=_j.pass_eval_context(_shell_slot) if shell else None,
+        finalize=_j.pass_eval_context(_shell_slot) if shell else _sized,
     )
+    env.planctl_shell = shell  # type: ignore[attr-defined]
     env.filters.update(
         bool=_to_bool, from_json=_from_json, to_json=_to_json,
         # `{{ x | quote }}`, as Ansible's shell module needs, is quoted once where the
@@ -904,6 +980,8 @@ def environment(shell: bool = False) -> ImmutableSandboxedEnvironment:
         quote=_shell_word if shell else _quote,
         **_bounded_filters(env.filters),
     )
+    for name in _TEXT_FILTERS:  # what they are given, as text: within MAX_SIZE
+        env.filters[name] = _text_filter(env.filters[name])
     if shell:
         env.filters["planctl_values"] = _j.pass_context(_shell_values)
     lipsum: Callable[..., Any] = env.globals["lipsum"]  # type: ignore[assignment]

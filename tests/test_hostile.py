@@ -110,6 +110,17 @@ RUNAWAY_TEMPLATES = {
     "'{:>10000000000}'.format(1)": "builds more than 10,000,000",
     "'a'.ljust(10**10)": "builds more than 10,000,000",
     "('a' * 1000) | replace('a', 'a' * 1000000)": "builds more than 10,000,000",
+    # a field, a %(key)s or a character repeated, each giving a long value
+    "('{0}' * 100000).format('x' * 1000000)": "builds more than 10,000,000",
+    "('{a}' * 100000).format_map({'a': 'x' * 1000000})": "builds more than 10,000,000",
+    "('%(a)s' * 100000) % {'a': 'x' * 1000000}": "builds more than 10,000,000",
+    "('%(a)s' * 100000) | format(a='x' * 1000000)": "builds more than 10,000,000",
+    "('a' * 100000).translate({97: 'x' * 1000000})": "builds more than 10,000,000",
+    # a list holding one list ten times, four levels deep, as text: 10**10 characters
+    **{"{% set b = 'x' * 1000000 %}" + "{% set b = [b, b, b, b, b, b, b, b, b, b] %}" * 4
+       + shown: "builds more than 10,000,000"
+       for shown in ["{{ b }}", "{{ b | string }}", "{{ b | to_json }}", "{{ '%s' % [b] }}",
+                     "{{ '{}'.format(b) }}", "{{ b | trim }}"]},
     "('x' * 10**6).join('y' * 10**6)": "builds more than 10,000,000",
     "range(100000) | map('string') | join('x' * 1000)": "builds more than 10,000,000",
     "[1] | batch(10**10, 'x')": "builds more than 10,000,000",
