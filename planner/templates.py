@@ -911,6 +911,17 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
                 _shell_blocks(self, tree)
             return tree
 
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            """``d.items`` of a mapping that has a key ``items`` is that key's value, as the
+            plain ``{{ d.items }}`` gives it, filters or not (Jinja's own: the method)."""
+            if isinstance(obj, Mapping) and isinstance(attribute, str):
+                try:
+                    if attribute in obj:
+                        return obj[attribute]
+                except TypeError:  # a mapping whose keys cannot be compared with a text
+                    pass
+            return super().getattr(obj, attribute)
+
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             _check_binop(operator, left, right)
             return super().call_binop(context, operator, left, right)

@@ -183,6 +183,20 @@ def test_jinja_literals_are_values_not_names(source: str, value: Any) -> None:
     assert render_value(source, {"trueish": "a name"}) == value
 
 
+def test_a_mapping_key_named_like_a_method_is_read_the_same_with_or_without_a_filter(
+        ) -> None:
+    """`d.items` of a mapping with a key `items` (a Kubernetes list, JSON data) is that
+    key's value, as `{{ d.items }}` alone gives it; with a filter after it, it used to be
+    the dict's method (`object of type 'builtin_function_or_method' has no len()`)."""
+    data = {"d": {"items": [{"n": "a"}, {"n": "b"}], "keys": "k", "count": 2}}
+    assert render_value("{{ d.items }}", data) == [{"n": "a"}, {"n": "b"}]
+    assert render_value("{{ d.items | length }}", data) == 2
+    assert render_value("{{ d.items | map(attribute='n') | list }}", data) == ["a", "b"]
+    assert render("{{ d.keys | upper }} {{ d.count + 1 }}", data) == "K 3"
+    assert render_value("{{ d.get('keys') }} {{ e.keys() | list }}", {**data, "e": {"x": 1}}
+                        ) == "k ['x']"  # a method still, where no key has its name
+
+
 def test_render_value_renders_mixed_strings_as_text() -> None:
     """Text around an expression makes the result a string."""
     assert render_value("disk-{{ n }}", {"n": 2}) == "disk-2"
