@@ -1164,6 +1164,7 @@ def events(
         planctl events --last --command 'clone[disk1]'
     """
     from .ndjson import JsonReporter
+    from .tally import read_events
 
     store = _store(state, must_exist=True)
     try:
@@ -1180,11 +1181,8 @@ def events(
         # 200,000 system calls.
         reporter = JsonReporter(sys.stdout, plan=record.plan_name,
                                 commands=store.command_count(run_id), batch=True)
-        after = 0
-        while page := store.get_events(run_id, command, after=after, limit=_EVENTS_PAGE):
-            for event in page:
-                reporter(event)
-            after = page[-1].seq
+        for event in read_events(store, run_id, command, page=_EVENTS_PAGE):
+            reporter(event)
         reporter.sink.flush()
     finally:
         store.close()

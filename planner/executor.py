@@ -409,7 +409,10 @@ def _each_text(value: Any, change: Callable[[str], str]) -> Any:
 
 
 def unmask_value(value: Any, secrets: Mapping[str, str]) -> Any:
-    """``unmask`` through the lists and mappings of a stored value (outputs, a result)."""
+    """``unmask`` through the lists and mappings of a stored value (outputs, a result);
+    ``value`` itself when the plan has no secrets: nothing it holds was escaped."""
+    if not secrets:
+        return value
     return _each_text(value, lambda text: unmask(text, secrets))
 
 
@@ -1484,8 +1487,9 @@ class Runner:
             return None
         try:
             # Without the variables secrets are read from: an entity is never masked.
-            return str(render_value(instance.spec.entity,
-                                    {**self._context(instance), "env": self.entity_env}))
+            context = self._context(instance)
+            context["env"] = self.entity_env
+            return str(render_value(instance.spec.entity, context))
         except TemplateError as exc:
             raise self.unrenderable_entity(instance, exc) from None
 
@@ -1606,11 +1610,9 @@ class Runner:
             runner.revert_attempts[iid] = record.revert_attempts
             # Stored with placeholders naming the secrets they held: made whole.
             if record.outputs is not None:
-                runner.outputs[iid] = unmask_value(record.outputs, runner.secrets) \
-                    if runner.placeholders else record.outputs
+                runner.outputs[iid] = unmask_value(record.outputs, runner.secrets)
             if record.result is not None:
-                runner.results[iid] = unmask_value(record.result, runner.secrets) \
-                    if runner.placeholders else record.result
+                runner.results[iid] = unmask_value(record.result, runner.secrets)
             if record.error:
                 runner.errors[iid] = record.error
         for task in store.get_tasks(run_id):

@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -607,9 +607,8 @@ def _override_vars(
             f"{origins.get(name, '--var')} {name}: the plan declares no variable `{name}`"
             + (f"; {hint}" if hint else f" (declared: {', '.join(declared) or 'none'})")
         )
-    for name, value in overrides.items():
-        if recorded:  # a run's vars, taken by the planctl that began it: not checked again
-            break
+    # A run's vars were taken by the planctl that began it: not checked again.
+    for name, value in () if recorded else overrides.items():
         want, got = _shape(declared[name]), _shape(value)
         if want is not None and got != want:
             origin = origins.get(name, "--var")
@@ -673,15 +672,14 @@ def _load_snapshot(snapshot: Mapping[str, Any], file: str,
                           recorded=True)
 
 
-def _uncollected(load: Any, source: Any, file: str,
-                 variables: Mapping[str, Any] | None) -> LoadedPlan:
+def _uncollected(load: Callable[[Any, str, Mapping[str, Any] | None], LoadedPlan],
+                 source: Any, file: str, variables: Mapping[str, Any] | None) -> LoadedPlan:
     # Loading allocates hundreds of thousands of containers and frees none of them: the
     # cyclic collector would scan them all, again and again, for nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        result: LoadedPlan = load(source, file, variables)
-        return result
+        return load(source, file, variables)
     finally:
         if not gc.get_freeze_count():
             # All of that would sit in the youngest generation, and the first collection

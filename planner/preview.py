@@ -529,9 +529,7 @@ class _Previewer:
         roots = sorted((s.order, k) for k, s in graph.steps.items()
                        if not graph.predecessors[k])
         first = {k for _, k in roots[:max(1, self.runner.max_parallel)]}
-        import networkx as nx
-
-        upstream = [nx.ancestors(graph.graph, graph.instances[iid].first_step) for iid in fails]
+        upstream = [graph.ancestors(graph.instances[iid].first_step) for iid in fails]
         stopped = {}
         for iid, found in self.found.items():
             step = graph.instances[iid].first_step

@@ -440,22 +440,8 @@ def format_rollback_plan(runner: Any) -> str:
         if instance.id in blocked:
             verdicts[n] = f"kept: {blocked[instance.id]} is still there"
         elif verdict.startswith(("LEFTOVER", "unknown:")):
-            for step in _ancestors(graph.predecessors, instance.first_step):
+            for step in graph.ancestors(instance.first_step):
                 blocked.setdefault(graph.steps[step].command, instance.id)
     rows = [[str(n + 1), i.id, runner.status[i.id], runner._entities.get(i.id) or "", v]
             for n, (i, v) in enumerate(zip(order, verdicts, strict=True))]
     return _table(["#", "COMMAND", "STATUS", "ENTITY", "ROLLBACK"], rows)
-
-
-def _ancestors(predecessors: Mapping[str, tuple[str, ...]], step: str) -> set[str]:
-    """The steps ``step`` waits for, directly or not (networkx.ancestors, without
-    importing networkx and building the plan's whole DiGraph: seconds for 100,000
-    commands)."""
-    seen: set[str] = set()
-    todo = [step]
-    while todo:
-        for before in predecessors.get(todo.pop(), ()):
-            if before not in seen:
-                seen.add(before)
-                todo.append(before)
-    return seen

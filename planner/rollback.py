@@ -199,8 +199,7 @@ class Reverter:
                 # with what the inverse's start returned as `result`, not what `run` did.
                 started = task.spec.get("result") if isinstance(task.spec, dict) else None
                 if started is not None:
-                    context["result"] = unmask_value(started, runner.secrets) \
-                        if runner.placeholders else started
+                    context["result"] = unmask_value(started, runner.secrets)
                 await runner._reattach(task, inverse.async_, context)
                 runner._set(iid, S.REVERTED, execution_reason=ROLLBACK_FLOW,
                             ended_at=runner.clock())

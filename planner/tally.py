@@ -259,14 +259,17 @@ def read_finished_run(store: Store, run_id: str, *, exit_code: int, duration: fl
 EVENTS_PAGE = 5000
 
 
-def read_events(store: Store, run_id: str) -> Iterator[EventRecord]:
-    """The run's events in order, read a page at a time: a HistoryBook written from them
-    keeps a few fields per command, not the whole log (200,000 events of a
-    100,000-command run took 200 MiB at once)."""
+def read_events(store: Store, run_id: str, command_id: str | None = None, *,
+                page: int | None = None) -> Iterator[EventRecord]:
+    """The run's events in order (with ``command_id``, that command's), read ``page``
+    (default EVENTS_PAGE) at a time: a HistoryBook written from them keeps a few fields
+    per command, not the whole log (200,000 events of a 100,000-command run took 200 MiB
+    at once), and `planctl events` prints them as they come."""
     after = 0
-    while page := store.get_events(run_id, after=after, limit=EVENTS_PAGE):
-        yield from page
-        after = page[-1].seq
+    while batch := store.get_events(run_id, command_id, after=after,
+                                    limit=page or EVENTS_PAGE):
+        yield from batch
+        after = batch[-1].seq
 
 
 @dataclass(frozen=True, slots=True)

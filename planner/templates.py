@@ -187,9 +187,9 @@ def _shell_values(_context: Any, text: Any) -> Any:
 
 def _shell_blocks(env: Any, tree: Any) -> None:
     """A `shell` template's ``{% set %}`` blocks, filters and tests, made to read values
-    (see ``_shell_values``); a
-    ``{% filter %}`` block, which writes into the script, refused a filter argument that
-    is not a constant: a value given there would go into the script unquoted."""
+    (see ``_shell_values``); a ``{% filter %}`` block, which writes into the script,
+    refused a filter argument that is not a constant: a value given there would go into
+    the script unquoted."""
     nodes = _j.nodes
 
     def values_filter(lineno: int) -> Any:
@@ -854,6 +854,8 @@ def _counted(items: Any) -> Iterator[Any]:
 @cache
 def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
     """Jinja's immutable sandbox, with planctl's bounds (MAX_SIZE, MAX_INT_BITS, MAX_STEPS)."""
+    import string
+
     from jinja2.compiler import CodeGenerator
     from jinja2.sandbox import SandboxedEscapeFormatter, SandboxedFormatter
 
@@ -865,7 +867,9 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
                 self.write(", ")
             self.write("))")
 
-    class Formatter(SandboxedFormatter):
+    class Bounded(string.Formatter):
+        """Checks each field's spec, and the fields' text so far, against MAX_SIZE."""
+
         size = 0  # of the fields formatted by this vformat
 
         def vformat(self, *args: Any) -> Any:
@@ -880,20 +884,11 @@ def _sandbox_class() -> type[ImmutableSandboxedEnvironment]:
             _check(self.size)
             return text
 
-    class EscapeFormatter(SandboxedEscapeFormatter):
-        size = 0  # of the fields formatted by this vformat
+    class Formatter(Bounded, SandboxedFormatter):
+        pass
 
-        def vformat(self, *args: Any) -> Any:
-            self.size = 0
-            return super().vformat(*args)
-
-        def format_field(self, value: Any, format_spec: str) -> Any:
-            _check_spec(format_spec)
-            _check(self.size + _sized_text(value))
-            text = super().format_field(value, format_spec)
-            self.size += len(text)
-            _check(self.size)
-            return text
+    class EscapeFormatter(Bounded, SandboxedEscapeFormatter):
+        pass
 
     class Sandbox(_j.ImmutableSandboxedEnvironment):  # type: ignore[misc]
         code_generator_class = Generator
